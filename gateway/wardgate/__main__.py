@@ -1,0 +1,5 @@
+"""``python -m wardgate``: the same entry point as the ``wardgate`` command."""
+
+from wardgate.cli import main
+
+raise SystemExit(main())

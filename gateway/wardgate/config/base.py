@@ -1,0 +1,117 @@
+"""The base of every policy model: camelCase, closed, frozen, with secret-field marking."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+
+class SpecModel(BaseModel):
+    """Base for every ``…Spec`` model.
+
+    Contract: field names are camelCase in documents (Envoy field names in Kubernetes style),
+    unknown fields are an error (a typo never silently weakens a policy), instances are
+    immutable, and Python code builds them with ``model_validate`` on camelCase dicts.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class _SecretMarker:
+    """Metadata marking a field whose value never leaves the process (config_dump, logs)."""
+
+    def __repr__(self) -> str:
+        return "SECRET"
+
+
+SECRET = _SecretMarker()
+"""Put in ``Annotated[..., SECRET]`` to have :func:`redacted_dump` replace the value."""
+
+REDACTED = "[redacted]"
+
+
+def _is_secret(metadata: list[Any]) -> bool:
+    return any(item is SECRET for item in metadata)
+
+
+def redacted_dump(model: BaseModel) -> dict[str, Any]:
+    """Dump ``model`` by alias in JSON mode with every field marked :data:`SECRET` replaced."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = info.serialization_alias or info.alias or name
+        if value is not None and _is_secret(info.metadata):
+            out[key] = REDACTED
+        else:
+            out[key] = _redact_value(value)
+    return out
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return redacted_dump(value)
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return _json_scalar(value)
+
+
+def _json_scalar(value: Any) -> Any:
+    """Fallback for enums and other scalars: their JSON form."""
+    return getattr(value, "value", str(value))
+
+
+# --- durations ------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
+
+
+def parse_duration(value: object) -> object:
+    """Parse ``"250ms"``, ``"5s"``, ``"1.5s"``, ``"2m"``, ``"1h"`` (Envoy's protobuf Duration
+    JSON form, plus ms/m/h) into seconds. Bare numbers are refused: a unit must be explicit."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("a duration is a string with a unit, for example '5s' or '250ms'")
+    # The pattern is anchored and has no nested quantifiers; the input is operator config,
+    # never request data.
+    match = _DURATION.match(value.strip())
+    if match is None:
+        raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m or h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
+"""A positive duration, written with a unit in documents, held as seconds (float)."""
+
+HeaderName = Annotated[
+    str,
+    Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", min_length=1, max_length=256),
+    AfterValidator(str.lower),
+]
+"""An HTTP header field name (RFC 9110 token), normalised to lower case."""

@@ -1,0 +1,48 @@
+"""The policy document: one schema for the standalone file, the ConfigMap payload and the
+``Microgateway`` custom resource's ``spec``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from wardgate.config.base import SpecModel, redacted_dump
+from wardgate.config.headers import HeadersSpec
+from wardgate.config.limits import LimitsSpec
+from wardgate.config.proxy import ProxySpec
+
+
+class PolicySpec(SpecModel):
+    """A Wardgate policy. Every section is optional and has a secure default; an empty
+    document is the built-in default policy."""
+
+    limits: LimitsSpec = LimitsSpec()
+    """Request size and shape limits."""
+
+    proxy: ProxySpec = ProxySpec()
+    """Forwarding behaviour: request ids, forwarding headers, timeouts."""
+
+    headers: HeadersSpec = HeadersSpec()
+    """Header changes on requests and responses."""
+
+    def canonical_json(self) -> str:
+        """The policy as canonical JSON (sorted keys, defaults included): what the digest
+        covers, so two documents that mean the same policy have the same digest."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of :meth:`canonical_json`."""
+        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective policy with secret values replaced, for ``/config_dump``."""
+        return redacted_dump(self)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy document (by alias), for editors and the CRD."""
+    schema = PolicySpec.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Wardgate policy"
+    return schema

@@ -1,0 +1,2 @@
+"""Filters, one package each, in chain order: ``limits`` → ``jwt_authn`` → ``openapi`` →
+``waf`` → (upstream) → ``headers``. The contract is in :mod:`wardgate.filters.api`."""

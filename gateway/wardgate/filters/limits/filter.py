@@ -1,0 +1,111 @@
+"""Request limits: URL length (414), header count and size (431), declared body size (413),
+method allow-list (405). The streamed-body cap is enforced by the adapter through
+:attr:`FilterConfig.max_request_body_bytes`, because only it sees the bytes flow."""
+
+from __future__ import annotations
+
+from wardgate.config.policy import PolicySpec
+from wardgate.filters.api import FilterConfig, HttpFilter, HttpRequest, LocalReply, Violation
+
+NAME = "limits"
+
+
+class LimitsConfig(FilterConfig):
+    """Compiled limits: plain integers and a frozenset, checked in O(headers)."""
+
+    name = NAME
+
+    def __init__(self, policy: PolicySpec) -> None:
+        spec = policy.limits
+        self.max_header_bytes = spec.max_request_headers_kb * 1024
+        self.max_headers_count = spec.max_headers_count
+        self.max_header_value_bytes = spec.max_header_value_bytes
+        self.max_url_bytes = spec.max_url_bytes
+        self.max_request_body_bytes = spec.max_request_body_bytes
+        self.allowed_methods = frozenset(spec.allowed_methods)
+        self.allow_header = ", ".join(spec.allowed_methods)
+        self._filter = LimitsFilter(self)
+
+    def create_filter(self) -> HttpFilter:
+        return self._filter  # stateless: one instance serves every request
+
+
+class LimitsFilter(HttpFilter):
+    """Stateless: every check reads only the request and the config."""
+
+    def __init__(self, config: LimitsConfig) -> None:
+        self.config = config
+
+    async def decode_headers(self, request: HttpRequest) -> LocalReply | None:
+        return check_request(self.config, request)
+
+
+def check_request(config: LimitsConfig, request: HttpRequest) -> LocalReply | None:
+    """The first limit the request breaks, as a local reply; ``None`` when within limits."""
+    if len(request.raw_target) > config.max_url_bytes:
+        return _reply(
+            414, "url_too_long", "url", f"the request target is longer than "
+            f"{config.max_url_bytes} bytes"
+        )
+    headers = request.headers
+    if len(headers) > config.max_headers_count:
+        return _reply(
+            431, "too_many_headers", "headers",
+            f"more than {config.max_headers_count} header fields",
+        )
+    total = 0
+    for name, value in headers.items():
+        size = len(value)
+        if size > config.max_header_value_bytes:
+            return _reply(
+                431, "header_value_too_large", f"header:{name.lower()}",
+                f"a header value is longer than {config.max_header_value_bytes} bytes",
+            )
+        total += len(name) + size
+    if total > config.max_header_bytes:
+        return _reply(
+            431, "headers_too_large", "headers",
+            f"the headers are larger than {config.max_header_bytes // 1024} KiB",
+        )
+    if request.method not in config.allowed_methods:
+        return LocalReply(
+            status=405,
+            filter=NAME,
+            reason="method_not_allowed",
+            detail=f"method {_printable(request.method)} is not allowed",
+            violations=(Violation("limits.allowedMethods", "method", "method not allowed"),),
+            headers=(("allow", config.allow_header),),
+        )
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > config.max_request_body_bytes:
+        return _reply(
+            413, "body_too_large", "body",
+            f"the request body is larger than {config.max_request_body_bytes} bytes",
+        )
+    return None
+
+
+def _reply(status: int, reason: str, location: str, detail: str) -> LocalReply:
+    rule = {
+        "url_too_long": "limits.maxUrlBytes",
+        "too_many_headers": "limits.maxHeadersCount",
+        "header_value_too_large": "limits.maxHeaderValueBytes",
+        "headers_too_large": "limits.maxRequestHeadersKb",
+        "body_too_large": "limits.maxRequestBodyBytes",
+    }[reason]
+    return LocalReply(
+        status=status,
+        filter=NAME,
+        reason=reason,
+        detail=detail,
+        violations=(Violation(rule, location, detail),),
+    )
+
+
+def _printable(method: str) -> str:
+    return method[:32] if method.isascii() and method.isprintable() else "(invalid)"
+
+
+def compile(policy: PolicySpec) -> LimitsConfig:
+    """Limits are always in the chain: there is no way to turn them off, only to raise them."""
+    return LimitsConfig(policy)

@@ -1,0 +1,1 @@
+"""Logs (ECS JSON, Envoy format), Prometheus metrics and the admin state."""

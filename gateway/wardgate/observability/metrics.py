@@ -1,0 +1,98 @@
+"""Prometheus metrics, ``wardgate_`` prefix, bounded label sets.
+
+With several workers (``wardgate run --workers N``) the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start, so every worker writes its samples
+to shared files and the admin port aggregates them (:func:`render_prometheus`)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import REGISTRY
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+REQUESTS = Counter(
+    "wardgate_requests",
+    "Requests answered, by status code class and by who answered: 'upstream', a filter "
+    "name, or 'gateway' (upstream failures and protocol errors).",
+    ["code_class", "replied_by"],
+)
+REQUEST_DURATION = Histogram(
+    "wardgate_request_duration_seconds",
+    "Time from request start to the end of the response.",
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_DURATION = Histogram(
+    "wardgate_upstream_duration_seconds",
+    "Time from forwarding a request to the upstream's response headers.",
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_FAILURES = Counter(
+    "wardgate_upstream_failures",
+    "Upstream failures by Envoy response flag (UF, UH, UT, UC).",
+    ["flag"],
+)
+FILTER_ERRORS = Counter(
+    "wardgate_filter_errors",
+    "Exceptions inside filters (each refused the request: fail closed).",
+    ["filter"],
+)
+DETECTIONS = Counter(
+    "wardgate_detections",
+    "Violations found in detect mode (logged, request let through), by filter.",
+    ["filter"],
+)
+RELOADS = Counter(
+    "wardgate_policy_reloads",
+    "Policy reload attempts by result: success, unchanged, failure.",
+    ["result"],
+)
+POLICY_GENERATION = Gauge(
+    "wardgate_policy_generation",
+    "Generation of the policy in use (1 at start, +1 per successful reload).",
+    multiprocess_mode="livemax",
+)
+
+
+def code_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+def render_prometheus() -> bytes:
+    """Prometheus text exposition of every metric, aggregated across workers when running
+    with several."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def render_stats() -> str:
+    """Envoy ``/stats``-style text (``name.label.value: number`` per line) of the same
+    samples as :func:`render_prometheus`. Histograms are summarised by count and sum."""
+    lines = []
+    for line in render_prometheus().decode().splitlines():
+        if not line or line.startswith("#") or "_bucket{" in line or "_created" in line:
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name, _, labels = name_labels.partition("{")
+        parts = [name.replace("_", ".", 1)]
+        for item in labels.rstrip("}").split(","):
+            if "=" in item:
+                key, _, val = item.partition("=")
+                parts.append(f"{key}.{val.strip(chr(34))}")
+        number = float(value)
+        lines.append(f"{'.'.join(parts)}: {int(number) if number.is_integer() else number}")
+    return "\n".join(sorted(lines)) + "\n"

@@ -1,0 +1,122 @@
+"""Running one request through a policy's filter chain (the adapter-independent part)."""
+
+from __future__ import annotations
+
+import logging
+
+from multidict import CIMultiDict
+
+from wardgate.filters.api import (
+    FilterConfig,
+    HttpFilter,
+    HttpRequest,
+    HttpResponse,
+    LocalReply,
+)
+from wardgate.observability import metrics
+from wardgate.runtime.compiled import CompiledPolicy
+
+log = logging.getLogger("wardgate.chain")
+
+
+def filter_failure(config: FilterConfig, phase: str, exc: BaseException) -> LocalReply:
+    """Fail closed: an exception inside a filter refuses the request (500), is counted and
+    logged with its type only (exception messages can carry request data)."""
+    metrics.FILTER_ERRORS.labels(filter=config.name).inc()
+    log.error(
+        "filter raised; request refused (fail closed)",
+        extra={"wardgate": {"filter": config.name, "phase": phase, "error": type(exc).__name__}},
+    )
+    return LocalReply(
+        status=500,
+        filter=config.name,
+        reason="filter_error",
+        detail="the request could not be checked",
+    )
+
+
+class RequestPipeline:
+    """One request's pass through one policy. Create it with the policy read once from the
+    holder; every phase of this request then uses that same generation."""
+
+    __slots__ = ("_filters", "policy", "request")
+
+    def __init__(self, policy: CompiledPolicy, request: HttpRequest) -> None:
+        self.policy = policy
+        self.request = request
+        self._filters: list[tuple[FilterConfig, HttpFilter]] = [
+            (config, config.create_filter()) for config in policy.filters
+        ]
+
+    @property
+    def needs_request_body(self) -> bool:
+        return self.policy.request_body_limit is not None
+
+    @property
+    def needs_response_body(self) -> bool:
+        return self.policy.response_body_limit is not None
+
+    async def decode_headers(self) -> LocalReply | None:
+        for config, flt in self._filters:
+            try:
+                reply = await flt.decode_headers(self.request)
+            except Exception as exc:
+                return filter_failure(config, "decode_headers", exc)
+            if reply is not None:
+                return reply
+        return None
+
+    async def decode_body(self, body: bytes, complete: bool) -> LocalReply | None:
+        """Run the body phase for filters that asked for the body. ``body`` is at most
+        ``policy.request_body_limit`` bytes; ``complete`` says whether it is all of it."""
+        self.request.body = body
+        self.request.body_complete = complete
+        for config, flt in self._filters:
+            if config.request_body_limit is None:
+                continue
+            try:
+                reply = await flt.decode_body(self.request, body, complete)
+            except Exception as exc:
+                return filter_failure(config, "decode_body", exc)
+            if reply is not None:
+                return reply
+        return None
+
+    def encode_headers(self, response: HttpResponse) -> LocalReply | None:
+        for config, flt in reversed(self._filters):
+            try:
+                reply = flt.encode_headers(self.request, response)
+            except Exception as exc:
+                return filter_failure(config, "encode_headers", exc)
+            if reply is not None:
+                return reply
+        return None
+
+    def encode_body(self, response: HttpResponse, body: bytes, complete: bool) -> LocalReply | None:
+        response.body = body
+        response.body_complete = complete
+        for config, flt in reversed(self._filters):
+            if config.response_body_limit is None:
+                continue
+            try:
+                reply = flt.encode_body(self.request, response, body, complete)
+            except Exception as exc:
+                return filter_failure(config, "encode_body", exc)
+            if reply is not None:
+                return reply
+        return None
+
+    def local_response(self, reply: LocalReply) -> HttpResponse:
+        """The response for a local reply, with the encode-header phase applied (so response
+        header policy applies to refusals too). A filter refusing a local reply again is
+        ignored: a refusal is already final."""
+        headers: CIMultiDict[str] = CIMultiDict(reply.headers)
+        body = reply.render_body(self.request.request_id)
+        headers["content-type"] = reply.content_type
+        response = HttpResponse(status=reply.status, headers=headers, body=body, local=True)
+        for _config, flt in reversed(self._filters):
+            try:
+                flt.encode_headers(self.request, response)
+            except Exception:  # noqa: S112 - the refusal stands whatever a filter does
+                continue
+        return response

@@ -1,0 +1,83 @@
+"""HTTP connection manager semantics shared by every adapter (native proxy, ext_authz,
+offline explain): hop-by-hop header removal, ``x-request-id``, ``x-forwarded-for`` and
+``x-forwarded-proto``, as Envoy's HTTP connection manager does them."""
+
+from __future__ import annotations
+
+import uuid
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from wardgate.config.proxy import ProxySpec
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "expect",
+    }
+)
+"""Headers that describe one connection, never forwarded (RFC 9110 7.6.1, plus
+``Proxy-*`` and ``Expect``, which the gateway answers itself)."""
+
+
+def strip_hop_by_hop(headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` without hop-by-hop fields, including every field that
+    ``Connection`` names and any ``Proxy-*`` field."""
+    named: set[str] = set()
+    for value in headers.getall("connection", ()):
+        named.update(token.strip().lower() for token in value.split(","))
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named or lower.startswith("proxy-"):
+            continue
+        out.add(name, value)
+    return out
+
+
+def _valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
+
+
+def ensure_request_id(headers: CIMultiDict[str], spec: ProxySpec) -> str:
+    """Keep a well-formed client ``x-request-id`` when the policy says so, else set a new
+    UUID4. Returns the id in force."""
+    current = headers.get("x-request-id")
+    if spec.preserve_external_request_id and current is not None and _valid_request_id(current):
+        if len(headers.getall("x-request-id")) > 1:
+            headers["x-request-id"] = current
+        return current
+    request_id = str(uuid.uuid4())
+    headers["x-request-id"] = request_id
+    return request_id
+
+
+def apply_forwarded_headers(
+    headers: CIMultiDict[str], spec: ProxySpec, remote_address: str, scheme: str
+) -> str:
+    """Append ``remote_address`` to ``x-forwarded-for`` and settle ``x-forwarded-proto``.
+    Returns the trusted client address: with ``xffNumTrustedHops`` = N, the (N)th address
+    from the right of the original header (Envoy's rule), else the peer address."""
+    existing = [
+        part.strip()
+        for value in headers.getall("x-forwarded-for", ())
+        for part in value.split(",")
+        if part.strip()
+    ]
+    client = remote_address
+    if spec.xff_num_trusted_hops > 0 and len(existing) >= spec.xff_num_trusted_hops:
+        client = existing[-spec.xff_num_trusted_hops]
+    headers["x-forwarded-for"] = ", ".join([*existing, remote_address]) if existing else (
+        remote_address
+    )
+    if spec.xff_num_trusted_hops == 0 or "x-forwarded-proto" not in headers:
+        headers["x-forwarded-proto"] = scheme
+    return client

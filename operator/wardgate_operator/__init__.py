@@ -1,0 +1,1 @@
+"""The Wardgate control plane (kopf operator, injector). Built in its own issue."""
