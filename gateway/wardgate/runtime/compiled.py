@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
 from wardgate.filters import headers, limits
-from wardgate.filters.api import FilterConfig
+from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
 
@@ -21,13 +21,8 @@ FILTER_CHAIN: tuple[FilterCompiler, ...] = (
 """The chain, in request order. Each entry compiles its section or returns ``None`` (off)."""
 
 
-class PolicyCompileError(Exception):
-    """A policy that validates against the schema but cannot be compiled (a bad pattern, an
-    unreadable spec file...). ``problems`` has one ``path: message`` line per error."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+PolicyCompileError = FilterCompileError
+"""A policy that validates against the schema but cannot be compiled."""
 
 
 @dataclass(frozen=True, slots=True)
