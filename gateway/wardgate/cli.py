@@ -1,0 +1,192 @@
+"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import get_args
+
+from wardgate import __version__
+from wardgate.config import PolicyError, policy_json_schema
+from wardgate.observability.logs import AccessLogFormat
+from wardgate.runtime import load_compiled
+from wardgate.runtime.explain import RequestDescriptionError, explain, parse_request_description
+
+DEMO_POLICY = Path("examples/demo/policy.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wardgate",
+        description="Wardgate: an Envoy-compatible API microgateway with a WAF.",
+    )
+    parser.add_argument("--version", action="version", version=f"wardgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway in front of an upstream")
+    run.add_argument("--upstream", required=True, help="upstream base URL, http://host:port")
+    _add_serving_options(run, default_listen="127.0.0.1:8080")
+
+    demo = sub.add_parser("demo", help="run the gateway in front of a built-in demo upstream")
+    _add_serving_options(demo, default_listen="127.0.0.1:8080")
+
+    validate = sub.add_parser("validate", help="check policy files; exit 0 when all are valid")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+
+    sub.add_parser("schema", help="print the policy JSON Schema")
+
+    exp = sub.add_parser("explain", help="run a request through a policy offline")
+    exp.add_argument("--policy", help="policy file (default: the built-in default policy)")
+    exp.add_argument("--request", required=True,
+                     help="request file: YAML/JSON description or raw HTTP; - for stdin")
+    return parser
+
+
+def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> None:
+    cmd.add_argument("--policy", help="policy file, watched for changes (default: built-in)")
+    cmd.add_argument("--listen", default=default_listen, metavar="HOST:PORT")
+    cmd.add_argument("--admin", default="127.0.0.1:9901", metavar="HOST:PORT",
+                     help="admin port (Envoy admin endpoints); keep it on localhost")
+    cmd.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    cmd.add_argument("--access-log", default="ecs", choices=get_args(AccessLogFormat),
+                     help="access log format on stdout")
+    cmd.add_argument("--drain-timeout", type=float, default=20.0,
+                     help="seconds in-flight requests get to finish on SIGTERM")
+    cmd.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+
+
+def _run_options(args: argparse.Namespace, upstream: str) -> object:
+    from wardgate.proxy.server import RunOptions, parse_host_port
+
+    listen_host, listen_port = parse_host_port(args.listen, "--listen")
+    admin_host, admin_port = parse_host_port(args.admin, "--admin")
+    if args.workers < 1 or args.workers > 64:
+        raise ValueError("--workers must be between 1 and 64")
+    return RunOptions(
+        upstream=upstream,
+        policy_path=args.policy,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        workers=args.workers,
+        access_log=args.access_log,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from wardgate.proxy.server import RunOptions, run
+    from wardgate.proxy.upstream import Upstream
+
+    try:
+        Upstream(args.upstream)
+        options = _run_options(args, args.upstream)
+    except ValueError as exc:
+        print(f"wardgate run: {exc}", file=sys.stderr)
+        return 2
+    assert isinstance(options, RunOptions)
+    return run(options)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from wardgate.proxy.demo import start_demo_upstream
+    from wardgate.proxy.server import RunOptions, run
+
+    if args.policy is None and DEMO_POLICY.exists():
+        args.policy = str(DEMO_POLICY)
+    ready = threading.Event()
+    port_box: list[int] = []
+
+    def upstream_thread() -> None:
+        async def main() -> None:
+            _, port = await start_demo_upstream()
+            port_box.append(port)
+            ready.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+
+    threading.Thread(target=upstream_thread, daemon=True, name="demo-upstream").start()
+    ready.wait(10)
+    try:
+        options = _run_options(args, f"http://127.0.0.1:{port_box[0]}")
+    except ValueError as exc:
+        print(f"wardgate demo: {exc}", file=sys.stderr)
+        return 2
+    assert isinstance(options, RunOptions)
+    base = f"http://{args.listen}"
+    print(f"""
+Wardgate demo
+  gateway:  {base}   (policy: {args.policy or 'built-in default'})
+  upstream: http://127.0.0.1:{port_box[0]}   (built-in demo service)
+  admin:    http://{args.admin}/server_info
+
+Try:
+  curl -i {base}/echo                          # allowed: the upstream echoes what it received
+  curl -i -X TRACE {base}/echo                 # blocked: 405, method not allowed
+  curl -i "{base}/echo?q=$(printf 'x%.0s' $(seq 9000))"   # blocked: 414, URL too long
+  curl -s http://{args.admin}/stats/prometheus | grep wardgate_requests
+Stop with Ctrl-C.
+""", file=sys.stderr, flush=True)
+    return run(options)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    failed = False
+    for name in args.files:
+        try:
+            policy = load_compiled(name)
+        except PolicyError as exc:
+            failed = True
+            print(exc.report())
+            continue
+        print(f"{name}: valid (digest {policy.digest}, filters: {', '.join(policy.filter_names())})")
+        for text in policy.limitations():
+            print(f"  note: {text}")
+    return 1 if failed else 0
+
+
+def _cmd_schema(_: argparse.Namespace) -> int:
+    print(json.dumps(policy_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    try:
+        policy = load_compiled(args.policy)
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    try:
+        raw = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
+        description = parse_request_description(raw)
+    except (OSError, RequestDescriptionError) as exc:
+        print(f"wardgate explain: cannot read the request: {exc}", file=sys.stderr)
+        return 2
+    result = asyncio.run(explain(policy, description))
+    print(json.dumps(result, indent=2))
+    return 0 if result["decision"] == "allow" else 1
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "validate": _cmd_validate,
+    "schema": _cmd_schema,
+    "explain": _cmd_explain,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,399 @@
+"""The reverse-proxy request handler: one request from the client through the policy to the
+upstream and back, streaming in both directions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
+from wardgate.observability import metrics
+from wardgate.observability.logs import AccessLog, AccessRecord
+from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, classify_failure, upstream_failure
+from wardgate.runtime import CompiledPolicy, PolicyHolder, RequestPipeline
+from wardgate.runtime.forwarding import (
+    apply_forwarded_headers,
+    ensure_request_id,
+    strip_hop_by_hop,
+)
+
+log = logging.getLogger("wardgate.proxy")
+
+SERVER_HEADER = "wardgate"
+READ_CHUNK = 256 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The streamed request body went over the policy's cap."""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Per-request bookkeeping for the access log and metrics."""
+
+    start: float
+    wall_start: float
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    status: int = 0
+    flag: str = ""
+    replied_by: str = "upstream"
+    reason: str = ""
+    rule_ids: tuple[str, ...] = ()
+    locations: tuple[str, ...] = ()
+    upstream_ms: int | None = None
+
+
+def _framing_error(request: web.BaseRequest) -> str | None:
+    """Request framing the gateway refuses rather than forward ambiguously (RFC 9112 6.1,
+    6.3): both ``Transfer-Encoding`` and ``Content-Length``, several different
+    ``Content-Length`` values, or a ``Transfer-Encoding`` that does not end in chunked."""
+    headers = request.headers
+    lengths = headers.getall("content-length", ())
+    encodings = headers.getall("transfer-encoding", ())
+    if encodings and lengths:
+        return "both Transfer-Encoding and Content-Length"
+    if len(set(lengths)) > 1 or any(not v.strip().isdigit() for v in lengths):
+        return "invalid or conflicting Content-Length"
+    if encodings:
+        codings = [c.strip().lower() for v in encodings for c in v.split(",")]
+        if codings[-1] != "chunked" or codings.count("chunked") != 1:
+            return "Transfer-Encoding must end with a single chunked"
+    return None
+
+
+class ProxyHandler:
+    """An aiohttp low-level handler (``web.Server(handler)``)."""
+
+    def __init__(self, holder: PolicyHolder, upstream: Upstream, access_log: AccessLog) -> None:
+        self.holder = holder
+        self.upstream = upstream
+        self.access_log = access_log
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        exchange = Exchange(start=time.monotonic(), wall_start=time.time())
+        policy = self.holder.current  # read once: this request keeps this generation
+        http_request = self._build_request(request, policy)
+        pipeline = RequestPipeline(policy, http_request)
+        response: web.StreamResponse
+        try:
+            response = await self._handle(request, http_request, pipeline, exchange)
+        except asyncio.CancelledError:
+            exchange.flag = exchange.flag or "DC"
+            exchange.status = exchange.status or 499
+            raise
+        finally:
+            self._record(request, http_request, policy, exchange)
+        return response
+
+    def _build_request(self, request: web.BaseRequest, policy: CompiledPolicy) -> HttpRequest:
+        headers = strip_hop_by_hop(request.headers)
+        request_id = ensure_request_id(headers, policy.proxy)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        remote = peer[0] if peer else ""
+        scheme = "https" if request.transport and request.transport.get_extra_info(
+            "sslcontext"
+        ) else "http"
+        client = apply_forwarded_headers(headers, policy.proxy, remote, scheme)
+        raw_target = request.raw_path
+        path, _, query = raw_target.partition("?")
+        return HttpRequest(
+            method=request.method,
+            raw_target=raw_target,
+            path=path,
+            query=query,
+            headers=headers,
+            scheme=scheme,
+            version=f"HTTP/{request.version.major}.{request.version.minor}",
+            client_address=client,
+            request_id=request_id,
+        )
+
+    async def _handle(
+        self,
+        request: web.BaseRequest,
+        http_request: HttpRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+    ) -> web.StreamResponse:
+        framing = _framing_error(request)
+        if framing is not None:
+            return await self._local(request, pipeline, exchange, LocalReply(
+                400, "gateway", "invalid_framing", framing, response_flag="DPE"
+            ), close=True)
+        reply = await pipeline.decode_headers()
+        if reply is not None:
+            return await self._local(request, pipeline, exchange, reply, close=True)
+        if _is_websocket(request):
+            from wardgate.proxy.websocket import tunnel
+
+            return await tunnel(request, http_request, self.upstream, exchange)
+        prefix = b""
+        policy = pipeline.policy
+        if request.body_exists:
+            await _send_continue(request)
+            if pipeline.needs_request_body:
+                limit = policy.request_body_limit or 0
+                try:
+                    prefix, complete = await _read_prefix(
+                        request, limit, policy.proxy.timeouts.idle
+                    )
+                except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError):
+                    exchange.flag = "DC"
+                    return await self._local(request, pipeline, exchange, LocalReply(
+                        400, "gateway", "body_read_failed", "the request body could not be read",
+                        response_flag="DPE",
+                    ), close=True)
+                reply = await pipeline.decode_body(prefix[:limit], complete)
+                if reply is not None:
+                    return await self._local(request, pipeline, exchange, reply, close=True)
+        return await self._forward(request, http_request, pipeline, exchange, prefix)
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        http_request: HttpRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+        prefix: bytes,
+    ) -> web.StreamResponse:
+        policy = pipeline.policy
+        timeouts = policy.proxy.timeouts
+        cap = policy.max_request_body_bytes
+        data = (
+            _body_stream(request, prefix, cap, timeouts.idle, exchange)
+            if request.body_exists
+            else None
+        )
+        upstream_start = time.monotonic()
+        try:
+            async with asyncio.timeout(timeouts.request):
+                upstream_response = await self.upstream.session.request(
+                    http_request.method,
+                    self.upstream.url_for(http_request.raw_target),
+                    headers=http_request.headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=Upstream.timeout(timeouts.connect, timeouts.idle),
+                    compress=None,
+                    chunked=None,
+                )
+        except BodyTooLarge:
+            return await self._body_too_large(request, pipeline, exchange, cap)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if isinstance(exc.__cause__, BodyTooLarge) or exchange.flag == "413":
+                return await self._body_too_large(request, pipeline, exchange, cap)
+            if exchange.flag == "DC":
+                return await self._local(request, pipeline, exchange, LocalReply(
+                    400, "gateway", "body_read_failed", "the request body could not be read",
+                    response_flag="DC"), close=True)
+            flag = classify_failure(exc)
+            metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
+            return await self._local(request, pipeline, exchange, upstream_failure(flag))
+        try:
+            return await self._respond(request, pipeline, exchange, upstream_response,
+                                       upstream_start)
+        finally:
+            upstream_response.release()
+
+    async def _respond(
+        self,
+        request: web.BaseRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+        upstream_response: aiohttp.ClientResponse,
+        upstream_start: float,
+    ) -> web.StreamResponse:
+        elapsed = time.monotonic() - upstream_start
+        metrics.UPSTREAM_DURATION.observe(elapsed)
+        exchange.upstream_ms = int(elapsed * 1000)
+        headers = strip_hop_by_hop(upstream_response.headers)
+        response = HttpResponse(upstream_response.status, headers)
+        reply = pipeline.encode_headers(response)
+        if reply is not None:
+            return await self._local(request, pipeline, exchange, reply)
+        body: bytes | None = None
+        if pipeline.needs_response_body:
+            limit = pipeline.policy.response_body_limit or 0
+            body = await upstream_response.content.read(limit)
+            complete = upstream_response.content.at_eof()
+            reply = pipeline.encode_body(response, body, complete)
+            if reply is not None:
+                return await self._local(request, pipeline, exchange, reply)
+            if response.body is not None and response.body is not body:
+                body = response.body
+                headers["content-length"] = str(len(body))
+        headers["x-envoy-upstream-service-time"] = str(exchange.upstream_ms)
+        headers.setdefault("server", SERVER_HEADER)
+        out = web.StreamResponse(status=response.status, reason=upstream_response.reason)
+        out.headers.extend(headers)
+        exchange.status = response.status
+        await out.prepare(request)
+        try:
+            if body:
+                await out.write(body)
+                exchange.bytes_sent += len(body)
+            async for chunk in upstream_response.content.iter_any():
+                await out.write(chunk)
+                exchange.bytes_sent += len(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.SocketTimeoutError, aiohttp.ClientOSError,
+                aiohttp.ServerDisconnectedError) as exc:
+            # The upstream failed after the status line went out: nothing honest can be
+            # sent any more, so reset the client connection as Envoy does.
+            exchange.flag = "UT" if isinstance(exc, aiohttp.SocketTimeoutError) else "UC"
+            metrics.UPSTREAM_FAILURES.labels(flag=exchange.flag).inc()
+            _abort(request)
+            return out
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            exchange.flag = "DC"
+            return out
+        await out.write_eof()
+        return out
+
+    async def _body_too_large(
+        self, request: web.BaseRequest, pipeline: RequestPipeline, exchange: Exchange,
+        cap: int | None,
+    ) -> web.StreamResponse:
+        exchange.flag = ""
+        return await self._local(request, pipeline, exchange, LocalReply(
+            413, "limits", "body_too_large",
+            f"the request body is larger than {cap} bytes",
+        ), close=True)
+
+    async def _local(
+        self,
+        request: web.BaseRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+        reply: LocalReply,
+        close: bool = False,
+    ) -> web.StreamResponse:
+        """Send a local reply (with the response header policy applied)."""
+        response = pipeline.local_response(reply)
+        exchange.status = reply.status
+        exchange.replied_by = reply.filter if reply.filter != UPSTREAM_FILTER else "gateway"
+        exchange.reason = reply.reason
+        exchange.flag = reply.response_flag or exchange.flag
+        exchange.rule_ids = tuple(v.rule_id for v in reply.violations)
+        exchange.locations = tuple(v.location for v in reply.violations)
+        headers: CIMultiDict[str] = response.headers
+        headers.setdefault("server", SERVER_HEADER)
+        headers["x-request-id"] = pipeline.request.request_id
+        body = response.body or b""
+        out = web.Response(status=response.status, body=body, headers=headers)
+        if close:
+            # The body may be unread: never try to parse what follows as a new request.
+            out.force_close()
+        exchange.bytes_sent = len(body)
+        return out
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        http_request: HttpRequest,
+        policy: CompiledPolicy,
+        exchange: Exchange,
+    ) -> None:
+        duration = time.monotonic() - exchange.start
+        metrics.REQUEST_DURATION.observe(duration)
+        metrics.REQUESTS.labels(
+            code_class=metrics.code_class(exchange.status), replied_by=exchange.replied_by
+        ).inc()
+        if http_request.findings:
+            metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
+        headers = request.headers
+        self.access_log.write(AccessRecord(
+            start=exchange.wall_start,
+            method=request.method,
+            path=http_request.path,
+            protocol=http_request.version,
+            status=exchange.status,
+            response_flags=exchange.flag if exchange.flag != "413" else "",
+            bytes_received=exchange.bytes_received,
+            bytes_sent=exchange.bytes_sent,
+            duration_ms=int(duration * 1000),
+            upstream_service_time_ms=exchange.upstream_ms,
+            forwarded_for=http_request.headers.get("x-forwarded-for", ""),
+            user_agent=headers.get("user-agent", ""),
+            request_id=http_request.request_id,
+            authority=headers.get("host", ""),
+            upstream_host=self.upstream.host_port if exchange.upstream_ms is not None else "",
+            client_address=http_request.client_address,
+            replied_by=exchange.replied_by,
+            reason=exchange.reason,
+            rule_ids=exchange.rule_ids,
+            locations=exchange.locations,
+            policy_digest=policy.short_digest,
+            policy_generation=policy.generation,
+            findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
+        ))
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    return request.headers.get("upgrade", "").lower() == "websocket" and "upgrade" in (
+        request.headers.get("connection", "").lower()
+    )
+
+
+async def _send_continue(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` only once the request headers passed every check, so
+    a refused client never uploads its body."""
+    if request.headers.get("expect", "").lower() == "100-continue" and request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+async def _read_prefix(request: web.BaseRequest, limit: int, idle: float) -> tuple[bytes, bool]:
+    """Read up to ``limit + 1`` body bytes. Returns what was read (all of it goes upstream)
+    and whether the whole body fit in ``limit`` (the one extra byte tells, without waiting
+    for an end-of-stream marker that a slow client may send late)."""
+    content = request.content
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        async with asyncio.timeout(idle):
+            chunk = await content.read(limit + 1 - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), size <= limit
+
+
+async def _body_stream(
+    request: web.BaseRequest, prefix: bytes, cap: int | None, idle: float, exchange: Exchange
+) -> AsyncIterator[bytes]:
+    """The request body for the upstream: the buffered prefix, then the rest as it arrives,
+    counted against ``cap``."""
+    sent = 0
+    if prefix:
+        sent = len(prefix)
+        exchange.bytes_received = sent
+        yield prefix
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await content.readany()
+        except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError):
+            exchange.flag = "DC"
+            raise
+        if not chunk:
+            return
+        sent += len(chunk)
+        exchange.bytes_received = sent
+        if cap is not None and sent > cap:
+            exchange.flag = "413"
+            raise BodyTooLarge
+        yield chunk
+
+
+def _abort(request: web.BaseRequest) -> None:
+    if request.transport is not None:
+        request.transport.abort()

@@ -1,0 +1,37 @@
+"""What the admin port reports and changes: server state, start time, the policy holder."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from wardgate.runtime import PolicyHolder, PolicyReloader
+
+
+class ServerState(enum.StrEnum):
+    """Envoy's ``ServerInfo.State`` names."""
+
+    LIVE = "LIVE"
+    DRAINING = "DRAINING"
+    PRE_INITIALIZING = "PRE_INITIALIZING"
+
+
+@dataclass
+class GatewayState:
+    holder: PolicyHolder
+    reloader: PolicyReloader | None
+    upstream: str
+    listen: str
+    admin: str
+    workers: int
+    started: float = field(default_factory=time.time)
+    health_check_failed: bool = False
+    draining: bool = False
+    worker_pids: list[int] = field(default_factory=list)
+
+    @property
+    def state(self) -> ServerState:
+        if self.draining or self.health_check_failed:
+            return ServerState.DRAINING
+        return ServerState.LIVE

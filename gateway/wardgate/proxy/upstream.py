@@ -1,0 +1,103 @@
+"""The pooled, keep-alive client to the one upstream, and the mapping of its failures to
+Envoy's local replies and response flags."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import aiohttp
+from yarl import URL
+
+from wardgate.filters.api import LocalReply
+
+UPSTREAM_FILTER = "upstream"
+
+# Envoy's own local-reply bodies, so scripts and dashboards written for Envoy still match.
+_CONNECT_FAILURE = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+
+def upstream_failure(flag: str) -> LocalReply:
+    """The local reply for an upstream failure with Envoy's status, body and flag."""
+    status, text = {
+        "UF": (503, _CONNECT_FAILURE + "connection failure"),
+        "UH": (503, "no healthy upstream"),
+        "UT": (504, "upstream request timeout"),
+        "UC": (503, _CONNECT_FAILURE + "connection termination"),
+    }[flag]
+    return LocalReply(
+        status=status,
+        filter=UPSTREAM_FILTER,
+        reason={"UF": "connect_failure", "UH": "no_healthy_upstream", "UT": "timeout",
+                "UC": "connection_termination"}[flag],
+        detail=text,
+        body=text.encode(),
+        content_type="text/plain",
+        response_flag=flag,
+    )
+
+
+def classify_failure(exc: BaseException) -> str:
+    """Envoy response flag for an exception raised before the upstream's response headers:
+    ``UH`` no address for the upstream, ``UF`` connection not made (refused or connect
+    timeout), ``UT`` no response in time, ``UC`` connection reset or closed early."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "UH"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        return "UF"
+    if isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
+        return "UT"
+    return "UC"
+
+
+class Upstream:
+    """One upstream cluster of one address: base URL plus a shared connection pool.
+
+    The session never adds headers of its own (no ``User-Agent``, ``Accept``,
+    ``Accept-Encoding`` or ``Content-Type``), never decompresses and never follows
+    redirects: the upstream receives what the client sent, the client what the upstream
+    sent."""
+
+    def __init__(self, url: str) -> None:
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"upstream must be an http(s)://host[:port] URL, not {url!r}")
+        if parsed.path not in ("", "/") or parsed.query_string:
+            raise ValueError("upstream URL must not have a path or query")
+        self.base = f"{parsed.scheme}://{parsed.raw_authority}"
+        self.host_port = f"{parsed.host}:{parsed.port}"
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0, keepalive_timeout=60.0, ttl_dns_cache=10, enable_cleanup_closed=True
+                ),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        return self._session
+
+    @staticmethod
+    def timeout(connect: float, idle: float) -> aiohttp.ClientTimeout:
+        """Per-request timeouts (they come from the policy, which can change on reload)."""
+        return _timeouts(connect, idle)
+
+    def url_for(self, raw_target: str) -> URL:
+        """The upstream URL for a request target, byte for byte (no re-encoding, no dot
+        segment removal: normalisation is for inspection, not for forwarding)."""
+        return URL(self.base + raw_target, encoded=True)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(connect: float, idle: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=idle)
