@@ -26,7 +26,7 @@ async def _echo(request: web.Request) -> web.Response:
     return web.json_response({
         "method": request.method,
         "path": request.raw_path.partition("?")[0],
-        "query": request.query_string,
+        "query": request.raw_path.partition("?")[2],
         "headers": [[k, v] for k, v in request.headers.items()],
         "bodyLength": len(body),
         "bodySha256": hashlib.sha256(body).hexdigest(),
@@ -47,7 +47,7 @@ async def _bytes(request: web.Request) -> web.StreamResponse:
     response.content_length = total
     response.content_type = "application/octet-stream"
     await response.prepare(request)
-    sent = 0
+    sent = 0 if request.method != "HEAD" else total
     while sent < total:
         piece = _BLOCK[: min(len(_BLOCK), total - sent)]
         await response.write(piece)

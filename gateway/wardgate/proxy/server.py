@@ -80,8 +80,15 @@ def _bound_address(runner: web.BaseRunner) -> str:
 class GatewayProcess:
     """One serving process: proxy listener, optional admin listener, policy watcher."""
 
-    def __init__(self, options: RunOptions, policy: CompiledPolicy, serve_admin: bool) -> None:
+    def __init__(
+        self,
+        options: RunOptions,
+        policy: CompiledPolicy,
+        serve_admin: bool,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.options = options
+        self.access_log = access_log or AccessLog(options.access_log)
         self.holder = PolicyHolder(policy)
         self.reloader = (
             PolicyReloader(options.policy_path, self.holder, options.reload_interval)
@@ -106,7 +113,7 @@ class GatewayProcess:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, reuse_port: bool = False) -> None:
-        handler = ProxyHandler(self.holder, self.upstream, AccessLog(self.options.access_log))
+        handler = ProxyHandler(self.holder, self.upstream, self.access_log)
         server = web.Server(
             handler,  # type: ignore[arg-type]
             max_line_size=MAX_LINE_BYTES,
@@ -122,7 +129,6 @@ class GatewayProcess:
             self.options.listen_port,
             reuse_port=reuse_port or None,
             backlog=1024,
-            shutdown_timeout=self.options.drain_timeout,
         )
         await self._site.start()
         self.state.listen = _bound_address(self._runner)

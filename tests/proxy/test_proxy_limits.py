@@ -1,0 +1,110 @@
+"""Limits and malformed input: a clear 4xx, nothing ambiguous forwarded, still serving."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.proxy.rawhttp import raw_request
+
+
+@pytest.fixture
+async def counting_upstream():
+    """An upstream that records every request it receives."""
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        seen.append((request.method, request.raw_path, await request.read()))
+        return web.Response(text="ok")
+
+    server = web.Server(handler)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+async def test_limits_answer_414_431_413_405(counting_upstream, gateway):
+    url, seen = counting_upstream
+    gw = await gateway(url, "limits: {maxUrlBytes: 100, maxHeadersCount: 10, "
+                            "maxHeaderValueBytes: 200, maxRequestBodyBytes: 1000}")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gw.url + "/" + "a" * 200) as resp:
+            assert resp.status == 414
+            problem = await resp.json(content_type=None)
+            assert problem["reason"] == "url_too_long"
+            assert problem["violations"][0]["ruleId"] == "limits.maxUrlBytes"
+        headers = {f"x-h{i}": "v" for i in range(12)}
+        async with session.get(gw.url + "/", headers=headers) as resp:
+            assert resp.status == 431
+        async with session.get(gw.url + "/", headers={"x-big": "v" * 300}) as resp:
+            assert resp.status == 431
+            assert (await resp.json(content_type=None))["violations"][0]["location"] == (
+                "header:x-big")
+        async with session.post(gw.url + "/", data=b"x" * 2000) as resp:
+            assert resp.status == 413
+        async with session.request("TRACE", gw.url + "/") as resp:
+            assert resp.status == 405
+            assert "GET" in resp.headers["allow"]
+        async with session.post(gw.url + "/", data=b"x" * 1000) as resp:
+            assert resp.status == 200
+    assert [s[0] for s in seen] == ["POST"]
+
+
+async def test_chunked_body_over_the_cap_is_413_and_cut(counting_upstream, gateway):
+    url, seen = counting_upstream
+    gw = await gateway(url, "limits: {maxRequestBodyBytes: 100000}")
+
+    async def body():
+        for _ in range(50):
+            yield b"y" * 10000
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gw.url + "/", data=body()) as resp:
+            assert resp.status == 413
+    assert all(len(s[2]) <= 100000 for s in seen)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: v\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n",
+        b"GET\x00 /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"NOT A REQUEST\r\n\r\n",
+        b"GET /x HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\n X-Folded: v\r\n\r\n",
+    ],
+    ids=["cl+te", "two-cl", "te-not-chunked", "space-in-name", "ctl-in-value", "nul-method",
+         "garbage", "bad-version", "obs-fold"],
+)
+async def test_malformed_requests_get_400_and_are_not_forwarded(
+    counting_upstream, gateway, payload
+):
+    url, seen = counting_upstream
+    gw = await gateway(url)
+    response = await raw_request(gw.process.state.listen, payload)
+    assert 400 <= response.status < 500, response.raw[:200]
+    assert seen == []
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gw.url + "/still-serving") as resp:
+            assert resp.status == 200
+    assert [s[1] for s in seen] == ["/still-serving"]
+
+
+async def test_oversized_request_line_and_headers_beyond_parser_ceiling(counting_upstream, gateway):
+    url, seen = counting_upstream
+    gw = await gateway(url)
+    huge = b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert (await raw_request(gw.process.state.listen, huge)).status in (400, 414)
+    many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(
+        b"X-%d: v\r\n" % i for i in range(2000)) + b"\r\n"
+    assert (await raw_request(gw.process.state.listen, many)).status in (400, 431)
+    assert seen == []
