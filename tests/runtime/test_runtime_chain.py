@@ -1,0 +1,91 @@
+"""The filter chain contract: order, fail-closed, body buffering, generations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import aiohttp
+
+from wardgate.config import load_policy_text
+from wardgate.filters.api import FilterConfig, HttpFilter, HttpRequest, LocalReply
+from wardgate.runtime import PolicyHolder, RequestPipeline, compile_policy
+from wardgate.runtime.explain import build_request, parse_request_description
+
+
+class Exploding(FilterConfig):
+    name = "exploding"
+
+    class _F(HttpFilter):
+        async def decode_headers(self, request: HttpRequest) -> LocalReply | None:
+            raise RuntimeError("secret value in message")
+
+    def create_filter(self) -> HttpFilter:
+        return self._F()
+
+
+class BodyRecorder(FilterConfig):
+    """Asks for 10 bytes of body and refuses bodies that do not fit."""
+
+    name = "recorder"
+    request_body_limit = 10
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, bool]] = []
+
+    def create_filter(self) -> HttpFilter:
+        outer = self
+
+        class _F(HttpFilter):
+            async def decode_body(self, request, body, complete):
+                outer.seen.append((body, complete))
+                return None if complete else LocalReply(413, "recorder", "too_big")
+
+        return _F()
+
+
+def _policy_with(*extra: FilterConfig):
+    base = compile_policy(load_policy_text(""))
+    filters = (*base.filters, *extra)
+    limits = [f.request_body_limit for f in filters if f.request_body_limit is not None]
+    return dataclasses.replace(base, filters=filters,
+                               request_body_limit=max(limits) if limits else None)
+
+
+async def test_an_exception_in_a_filter_refuses_the_request():
+    policy = _policy_with(Exploding())
+    request = build_request(policy, parse_request_description(b"GET / HTTP/1.1\r\n\r\n"))
+    reply = await RequestPipeline(policy, request).decode_headers()
+    assert reply is not None
+    assert (reply.status, reply.filter, reply.reason) == (500, "exploding", "filter_error")
+    assert b"secret value" not in reply.render_body("id")
+
+
+async def test_exception_refusal_over_http(upstream, gateway):
+    gw = await gateway(upstream)
+    gw.process.holder.swap(_policy_with(Exploding()))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gw.url + "/echo") as resp:
+            assert resp.status == 500
+            assert (await resp.json(content_type=None))["reason"] == "filter_error"
+        async with session.get(gw.admin_url + "/stats/prometheus") as resp:
+            assert 'wardgate_filter_errors_total{filter="exploding"}' in await resp.text()
+
+
+async def test_body_is_buffered_only_up_to_the_limit_and_forwarded_whole(upstream, gateway):
+    gw = await gateway(upstream)
+    recorder = BodyRecorder()
+    gw.process.holder.swap(_policy_with(recorder))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gw.url + "/upload", data=b"0123456789") as resp:
+            assert (await resp.json())["length"] == 10
+        async with session.post(gw.url + "/upload", data=b"0123456789A") as resp:
+            assert resp.status == 413
+    assert recorder.seen == [(b"0123456789", True), (b"0123456789", False)]
+
+
+def test_holder_swaps_generations_without_touching_the_old_object():
+    first = compile_policy(load_policy_text(""))
+    holder = PolicyHolder(first)
+    second = holder.swap(compile_policy(load_policy_text("limits: {maxUrlBytes: 100}")))
+    assert (first.generation, second.generation, holder.current) == (1, 2, second)
+    assert first.spec.limits.max_url_bytes == 8192
