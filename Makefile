@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench verify schema clean
+.PHONY: install run test lint bench verify docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-schema: $(STAMP)
+docs: $(STAMP)
+	mkdir -p docs
 	$(VENV)/bin/wardgate schema > docs/policy.schema.json
+	$(VENV)/bin/wardgate schema --format markdown > docs/configuration.md
+
+verify: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_generated.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -74,8 +74,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         )
         compiled = compile_policy(load_policy_text(policy))
         log = io.StringIO()
-        process = GatewayProcess(opts, compiled, serve_admin=True,
-                                 access_log=AccessLog("ecs", log))
+        process = GatewayProcess(opts, compiled, serve_admin=True, access_log=AccessLog("ecs", log))
         await process.start()
         started.append(process)
         return InProcessGateway(process, log)
@@ -115,19 +114,29 @@ def wardgate_env() -> dict[str, str]:
     return env
 
 
-def run_wardgate(*args: str, input_: bytes | None = None, timeout: float = 60) -> (
-    subprocess.CompletedProcess[str]
-):
+def run_wardgate(
+    *args: str, input_: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run a short ``wardgate`` CLI command to completion."""
     return subprocess.run(
         [sys.executable, "-m", "wardgate", *args],
-        env=wardgate_env(), capture_output=True, timeout=timeout, check=False,
-        input=input_.decode() if input_ is not None else None, text=True, cwd=ROOT,
+        env=wardgate_env(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        input=input_.decode() if input_ is not None else None,
+        text=True,
+        cwd=ROOT,
     )
 
 
-def _pump(stream: Any, sink: list[str], ready: threading.Event | None, found: list[dict[str, Any]],
-          marker: str) -> None:
+def _pump(
+    stream: Any,
+    sink: list[str],
+    ready: threading.Event | None,
+    found: list[dict[str, Any]],
+    marker: str,
+) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
         sink.append(line)
@@ -146,17 +155,31 @@ def gateway_process() -> Iterator[Callable[..., GatewaySubprocess]]:
 
     def start(*args: str, marker: str = '"listening"', wait: bool = True) -> GatewaySubprocess:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "wardgate", "run", "--listen", "127.0.0.1:0",
-             "--admin", "127.0.0.1:0", *args],
-            env=wardgate_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "wardgate",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                *args,
+            ],
+            env=wardgate_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
         )
         ready = threading.Event()
         found: list[dict[str, Any]] = []
         proc = GatewaySubprocess(popen, "", "")
-        threading.Thread(target=_pump, args=(popen.stderr, proc.stderr_lines, ready, found,
-                                             marker), daemon=True).start()
-        threading.Thread(target=_pump, args=(popen.stdout, proc.stdout_lines, None, [], ""),
-                         daemon=True).start()
+        threading.Thread(
+            target=_pump, args=(popen.stderr, proc.stderr_lines, ready, found, marker), daemon=True
+        ).start()
+        threading.Thread(
+            target=_pump, args=(popen.stdout, proc.stdout_lines, None, [], ""), daemon=True
+        ).start()
         started.append(proc)
         if not wait:
             return proc

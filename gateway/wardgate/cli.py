@@ -37,27 +37,47 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check policy files; exit 0 when all are valid")
     validate.add_argument("files", nargs="+", metavar="FILE")
 
-    sub.add_parser("schema", help="print the policy JSON Schema")
+    schema = sub.add_parser("schema", help="print the policy JSON Schema")
+    schema.add_argument(
+        "--format",
+        choices=["json", "markdown"],
+        default="json",
+        help="markdown: the configuration reference",
+    )
 
     exp = sub.add_parser("explain", help="run a request through a policy offline")
     exp.add_argument("--policy", help="policy file (default: the built-in default policy)")
-    exp.add_argument("--request", required=True,
-                     help="request file: YAML/JSON description or raw HTTP; - for stdin")
+    exp.add_argument(
+        "--request",
+        required=True,
+        help="request file: YAML/JSON description or raw HTTP; - for stdin",
+    )
     return parser
 
 
 def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> None:
     cmd.add_argument("--policy", help="policy file, watched for changes (default: built-in)")
     cmd.add_argument("--listen", default=default_listen, metavar="HOST:PORT")
-    cmd.add_argument("--admin", default="127.0.0.1:9901", metavar="HOST:PORT",
-                     help="admin port (Envoy admin endpoints); keep it on localhost")
+    cmd.add_argument(
+        "--admin",
+        default="127.0.0.1:9901",
+        metavar="HOST:PORT",
+        help="admin port (Envoy admin endpoints); keep it on localhost",
+    )
     cmd.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-    cmd.add_argument("--access-log", default="ecs", choices=get_args(AccessLogFormat),
-                     help="access log format on stdout")
-    cmd.add_argument("--drain-timeout", type=float, default=20.0,
-                     help="seconds in-flight requests get to finish on SIGTERM")
-    cmd.add_argument("--log-level", default="info",
-                     choices=["debug", "info", "warning", "error"])
+    cmd.add_argument(
+        "--access-log",
+        default="ecs",
+        choices=get_args(AccessLogFormat),
+        help="access log format on stdout",
+    )
+    cmd.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=20.0,
+        help="seconds in-flight requests get to finish on SIGTERM",
+    )
+    cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _run_options(args: argparse.Namespace, upstream: str) -> object:
@@ -122,9 +142,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 2
     assert isinstance(options, RunOptions)
     base = f"http://{args.listen}"
-    print(f"""
+    print(
+        f"""
 Wardgate demo
-  gateway:  {base}   (policy: {args.policy or 'built-in default'})
+  gateway:  {base}   (policy: {args.policy or "built-in default"})
   upstream: http://127.0.0.1:{port_box[0]}   (built-in demo service)
   admin:    http://{args.admin}/server_info
 
@@ -134,7 +155,10 @@ Try:
   curl -i "{base}/echo?q=$(printf 'x%.0s' $(seq 9000))"   # blocked: 414, URL too long
   curl -s http://{args.admin}/stats/prometheus | grep wardgate_requests
 Stop with Ctrl-C.
-""", file=sys.stderr, flush=True)
+""",
+        file=sys.stderr,
+        flush=True,
+    )
     return run(options)
 
 
@@ -147,14 +171,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             failed = True
             print(exc.report())
             continue
-        print(f"{name}: valid (digest {policy.digest}, filters: {', '.join(policy.filter_names())})")
+        print(
+            f"{name}: valid (digest {policy.digest}, filters: {', '.join(policy.filter_names())})"
+        )
         for text in policy.limitations():
             print(f"  note: {text}")
     return 1 if failed else 0
 
 
-def _cmd_schema(_: argparse.Namespace) -> int:
-    print(json.dumps(policy_json_schema(), indent=2))
+def _cmd_schema(args: argparse.Namespace) -> int:
+    if args.format == "markdown":
+        from wardgate.config.reference import render_reference
+
+        sys.stdout.write(render_reference())
+    else:
+        print(json.dumps(policy_json_schema(), indent=2))
     return 0
 
 

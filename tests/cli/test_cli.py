@@ -13,12 +13,18 @@ def test_validate_accepts_the_examples_and_names_every_error(tmp_path: Path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "valid (digest sha256:" in ok.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("limits:\n  maxHeadersCount: 0\n  allowedMethods: [GET, get]\n"
-                   "proxy:\n  timeouts: {connect: 5}\nextra: 1\n")
+    bad.write_text(
+        "limits:\n  maxHeadersCount: 0\n  allowedMethods: [GET, get]\n"
+        "proxy:\n  timeouts: {connect: 5}\nextra: 1\n"
+    )
     result = run_wardgate("validate", str(ROOT / "examples/demo/policy.yaml"), str(bad))
     assert result.returncode == 1
-    for expected in ("limits.maxHeadersCount", "limits.allowedMethods[1]",
-                     "proxy.timeouts.connect", "extra: unknown field"):
+    for expected in (
+        "limits.maxHeadersCount",
+        "limits.allowedMethods[1]",
+        "proxy.timeouts.connect",
+        "extra: unknown field",
+    ):
         assert expected in result.stdout, result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -43,20 +49,25 @@ def test_schema_is_the_policy_json_schema():
 def test_explain_allow_and_deny(tmp_path: Path):
     allowed = tmp_path / "get.yaml"
     allowed.write_text("method: GET\npath: /echo?a=1\nheaders:\n  Authorization: Bearer s3cr3t\n")
-    result = run_wardgate("explain", "--policy", str(ROOT / "examples/demo/policy.yaml"),
-                          "--request", str(allowed))
+    result = run_wardgate(
+        "explain", "--policy", str(ROOT / "examples/demo/policy.yaml"), "--request", str(allowed)
+    )
     assert result.returncode == 0
     decision = json.loads(result.stdout)
     assert decision["decision"] == "allow"
     assert decision["upstreamHeaders"]["Authorization"] == "[redacted]"
     assert "s3cr3t" not in result.stdout
     raw = b"TRACE /echo HTTP/1.1\r\nHost: x\r\n\r\n"
-    result = run_wardgate("explain", "--policy", str(ROOT / "examples/demo/policy.yaml"),
-                          "--request", "-", input_=raw)
+    result = run_wardgate(
+        "explain", "--policy", str(ROOT / "examples/demo/policy.yaml"), "--request", "-", input_=raw
+    )
     assert result.returncode == 1
     decision = json.loads(result.stdout)
     assert (decision["status"], decision["filter"], decision["reason"]) == (
-        405, "limits", "method_not_allowed")
+        405,
+        "limits",
+        "method_not_allowed",
+    )
 
 
 def test_explain_rejects_unreadable_requests(tmp_path: Path):

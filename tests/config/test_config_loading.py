@@ -30,10 +30,14 @@ def test_digest_ignores_formatting_but_not_meaning():
         ("proxy: {timeouts: {idle: 5}}", "proxy.timeouts.idle: Value error, a duration is"),
         ("proxy: {timeouts: {idle: 0s}}", "proxy.timeouts.idle: Value error, a duration must"),
         ("proxy: {timeouts: {idle: 5 days}}", "proxy.timeouts.idle: Value error, invalid"),
-        ("headers: {request: {add: [{name: 'bad name', value: x}]}}",
-         "headers.request.add[0].name"),
-        ("headers: {response: {add: [{name: x, value: \"a\\r\\nb\"}]}}",
-         "headers.response.add[0].value"),
+        (
+            "headers: {request: {add: [{name: 'bad name', value: x}]}}",
+            "headers.request.add[0].name",
+        ),
+        (
+            'headers: {response: {add: [{name: x, value: "a\\r\\nb"}]}}',
+            "headers.response.add[0].value",
+        ),
         ("limits: {allowedMethods: [GET, GET]}", "allowedMethods lists a method twice"),
         ("- a list", "the document must be a mapping"),
         ("a: 1\na: 2", "duplicate key 'a'"),

@@ -26,8 +26,10 @@ async def test_upstream_down_is_503_uf(gateway):
     gw = await gateway(f"http://127.0.0.1:{_free_port()}")
     status, body, headers = await _get(gw.url + "/x")
     assert status == 503
-    assert body == "upstream connect error or disconnect/reset before headers. " \
-                   "reset reason: connection failure"
+    assert (
+        body == "upstream connect error or disconnect/reset before headers. "
+        "reset reason: connection failure"
+    )
     assert headers["x-request-id"]
     record = gw.access_records()[-1]
     assert record["wardgate"]["response_flags"] == "UF"

@@ -36,14 +36,22 @@ async def test_host_preserved_request_id_generated_and_forwarded_headers(upstrea
     assert seen["x-forwarded-proto"] == ["http"]
     assert int(headers["x-envoy-upstream-service-time"]) >= 0
     # No header the client did not send (besides the forwarding ones) was added upstream.
-    assert set(seen) <= {"host", "x-request-id", "x-forwarded-for", "x-forwarded-proto",
-                         "accept", "accept-encoding", "content-length"}
+    assert set(seen) <= {
+        "host",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "accept",
+        "accept-encoding",
+        "content-length",
+    }
 
 
 async def test_client_request_id_kept_and_xff_appended(upstream, gateway):
     gw = await gateway(upstream)
-    _, _, echo = await _echo(gw.url, headers={"x-request-id": "abc-123",
-                                               "x-forwarded-for": "203.0.113.7"})
+    _, _, echo = await _echo(
+        gw.url, headers={"x-request-id": "abc-123", "x-forwarded-for": "203.0.113.7"}
+    )
     seen = _upstream_headers(echo)
     assert seen["x-request-id"] == ["abc-123"]
     assert seen["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
@@ -60,8 +68,9 @@ async def test_forwarded_proto_kept_only_behind_trusted_hops(upstream, gateway):
     _, _, echo = await _echo(untrusting.url, headers={"x-forwarded-proto": "https"})
     assert _upstream_headers(echo)["x-forwarded-proto"] == ["http"]
     trusting = await gateway(upstream, "proxy: {xffNumTrustedHops: 1}")
-    _, _, echo = await _echo(trusting.url, headers={"x-forwarded-proto": "https",
-                                                    "x-forwarded-for": "198.51.100.1"})
+    _, _, echo = await _echo(
+        trusting.url, headers={"x-forwarded-proto": "https", "x-forwarded-for": "198.51.100.1"}
+    )
     assert _upstream_headers(echo)["x-forwarded-proto"] == ["https"]
     record = trusting.access_records()[-1]
     assert record["client.address"] == "198.51.100.1"
@@ -78,8 +87,16 @@ async def test_hop_by_hop_headers_removed(upstream, gateway):
     )
     assert response.status == 200
     seen = _upstream_headers(response.json())
-    for name in ("connection", "x-secret-hop", "keep-alive", "te", "trailer", "upgrade",
-                 "proxy-authorization", "proxy-foo"):
+    for name in (
+        "connection",
+        "x-secret-hop",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-foo",
+    ):
         assert name not in seen, name
     assert seen["x-end-to-end"] == ["kept"]
 
@@ -87,8 +104,9 @@ async def test_hop_by_hop_headers_removed(upstream, gateway):
 async def test_path_and_query_forwarded_byte_exact(upstream, gateway):
     gw = await gateway(upstream)
     target = b"/echo/a/../b%2Fc;p=1//d?x=%41%2b&y=&y=2&z=%E2%82%AC"
-    response = await raw_request(gw.process.state.listen,
-                                 b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await raw_request(
+        gw.process.state.listen, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     echo = response.json()
     assert (echo["path"] + "?" + echo["query"]).encode() == target
 

@@ -29,8 +29,11 @@ async def counting_upstream():
 
 async def test_limits_answer_414_431_413_405(counting_upstream, gateway):
     url, seen = counting_upstream
-    gw = await gateway(url, "limits: {maxUrlBytes: 100, maxHeadersCount: 10, "
-                            "maxHeaderValueBytes: 200, maxRequestBodyBytes: 1000}")
+    gw = await gateway(
+        url,
+        "limits: {maxUrlBytes: 100, maxHeadersCount: 10, "
+        "maxHeaderValueBytes: 200, maxRequestBodyBytes: 1000}",
+    )
     async with aiohttp.ClientSession() as session:
         async with session.get(gw.url + "/" + "a" * 200) as resp:
             assert resp.status == 414
@@ -43,7 +46,8 @@ async def test_limits_answer_414_431_413_405(counting_upstream, gateway):
         async with session.get(gw.url + "/", headers={"x-big": "v" * 300}) as resp:
             assert resp.status == 431
             assert (await resp.json(content_type=None))["violations"][0]["location"] == (
-                "header:x-big")
+                "header:x-big"
+            )
         async with session.post(gw.url + "/", data=b"x" * 2000) as resp:
             assert resp.status == 413
         async with session.request("TRACE", gw.url + "/") as resp:
@@ -82,8 +86,17 @@ async def test_chunked_body_over_the_cap_is_413_and_cut(counting_upstream, gatew
         b"GET /x HTTP/9.9\r\nHost: a\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\n X-Folded: v\r\n\r\n",
     ],
-    ids=["cl+te", "two-cl", "te-not-chunked", "space-in-name", "ctl-in-value", "nul-method",
-         "garbage", "bad-version", "obs-fold"],
+    ids=[
+        "cl+te",
+        "two-cl",
+        "te-not-chunked",
+        "space-in-name",
+        "ctl-in-value",
+        "nul-method",
+        "garbage",
+        "bad-version",
+        "obs-fold",
+    ],
 )
 async def test_malformed_requests_get_400_and_are_not_forwarded(
     counting_upstream, gateway, payload
@@ -104,7 +117,10 @@ async def test_oversized_request_line_and_headers_beyond_parser_ceiling(counting
     gw = await gateway(url)
     huge = b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     assert (await raw_request(gw.process.state.listen, huge)).status in (400, 414)
-    many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(
-        b"X-%d: v\r\n" % i for i in range(2000)) + b"\r\n"
+    many = (
+        b"GET / HTTP/1.1\r\nHost: a\r\n"
+        + b"".join(b"X-%d: v\r\n" % i for i in range(2000))
+        + b"\r\n"
+    )
     assert (await raw_request(gw.process.state.listen, many)).status in (400, 431)
     assert seen == []

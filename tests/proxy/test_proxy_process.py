@@ -145,8 +145,9 @@ async def test_quitquitquit_stops_the_gateway(gateway_process):
 async def test_workers_share_the_port_and_metrics_add_up(gateway_process):
     upstream, stop = _upstream_in_thread()
     try:
-        gw = gateway_process("--upstream", upstream, "--workers", "2",
-                             marker='"supervising workers"')
+        gw = gateway_process(
+            "--upstream", upstream, "--workers", "2", marker='"supervising workers"'
+        )
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 30
             while True:  # workers start after the supervisor logs
@@ -171,8 +172,11 @@ async def test_workers_share_the_port_and_metrics_add_up(gateway_process):
             pids_seen.update(info["workers"])
             async with session.get(gw.admin_url + "/stats/prometheus") as resp:
                 prom = await resp.text()
-            line = next(x for x in prom.splitlines() if x.startswith(
-                'wardgate_requests_total{code_class="2xx",replied_by="upstream"}'))
+            line = next(
+                x
+                for x in prom.splitlines()
+                if x.startswith('wardgate_requests_total{code_class="2xx",replied_by="upstream"}')
+            )
             assert float(line.split()[-1]) == 61.0
             # A worker that dies is replaced.
             os.kill(info["workers"][0], signal.SIGKILL)

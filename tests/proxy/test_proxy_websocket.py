@@ -32,8 +32,9 @@ async def ws_upstream():
 async def test_websocket_relays_both_ways(ws_upstream, gateway):
     gw = await gateway(ws_upstream)
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(gw.url + "/ws", protocols=("chat",),
-                                      headers={"x-tag": "t1"}) as ws:
+        async with session.ws_connect(
+            gw.url + "/ws", protocols=("chat",), headers={"x-tag": "t1"}
+        ) as ws:
             assert ws.protocol == "chat"
             await ws.send_str("hello")
             assert (await ws.receive_str(timeout=5)) == "echo:hello:t1"

@@ -47,8 +47,9 @@ def _policy_with(*extra: FilterConfig):
     base = compile_policy(load_policy_text(""))
     filters = (*base.filters, *extra)
     limits = [f.request_body_limit for f in filters if f.request_body_limit is not None]
-    return dataclasses.replace(base, filters=filters,
-                               request_body_limit=max(limits) if limits else None)
+    return dataclasses.replace(
+        base, filters=filters, request_body_limit=max(limits) if limits else None
+    )
 
 
 async def test_an_exception_in_a_filter_refuses_the_request():

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -47,32 +55,29 @@ def _is_secret(metadata: list[Any]) -> bool:
 
 def redacted_dump(model: BaseModel) -> dict[str, Any]:
     """Dump ``model`` by alias in JSON mode with every field marked :data:`SECRET` replaced."""
-    out: dict[str, Any] = {}
+    data = model.model_dump(mode="json", by_alias=True)
+    _redact(model, data)
+    return data
+
+
+def _redact(model: BaseModel, data: dict[str, Any]) -> None:
     for name, info in type(model).model_fields.items():
+        key = info.alias or name
         value = getattr(model, name)
-        key = info.serialization_alias or info.alias or name
-        if value is not None and _is_secret(info.metadata):
-            out[key] = REDACTED
-        else:
-            out[key] = _redact_value(value)
-    return out
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return redacted_dump(value)
-    if isinstance(value, (list, tuple)):
-        return [_redact_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return _json_scalar(value)
-
-
-def _json_scalar(value: Any) -> Any:
-    """Fallback for enums and other scalars: their JSON form."""
-    return getattr(value, "value", str(value))
+        if value is None or key not in data:
+            continue
+        if _is_secret(info.metadata):
+            data[key] = REDACTED
+        elif isinstance(value, BaseModel):
+            _redact(value, data[key])
+        elif isinstance(value, list | tuple):
+            for item, dumped in zip(value, data[key], strict=False):
+                if isinstance(item, BaseModel):
+                    _redact(item, dumped)
+        elif isinstance(value, dict):
+            for item_key, item in value.items():
+                if isinstance(item, BaseModel):
+                    _redact(item, data[key][item_key])
 
 
 # --- durations ------------------------------------------------------------------------
@@ -101,10 +106,19 @@ def _positive(seconds: float) -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """The document form of a duration: whole seconds as ``5s``, else milliseconds."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    millis = round(seconds * 1000, 3)
+    return f"{int(millis) if float(millis).is_integer() else millis}ms"
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     AfterValidator(_positive),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]
 """A positive duration, written with a unit in documents, held as seconds (float)."""

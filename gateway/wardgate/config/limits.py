@@ -34,9 +34,9 @@ class LimitsSpec(SpecModel):
     declared ``Content-Length`` over it is answered 413 before the body is read; a chunked
     body that grows over it is cut and answered 413 when no response has started yet."""
 
-    allowed_methods: Annotated[tuple[Annotated[str, Field(pattern=_METHOD)], ...], Field(
-        min_length=1
-    )] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    allowed_methods: Annotated[
+        tuple[Annotated[str, Field(pattern=_METHOD)], ...], Field(min_length=1)
+    ] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     """Request methods let through. Others are answered 405 with an ``Allow`` header.
     ``TRACE`` and ``CONNECT`` are off by default (cross-site tracing, tunnelling)."""
 

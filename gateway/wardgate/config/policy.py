@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from wardgate.config.base import SpecModel, redacted_dump
+from wardgate.config.base import DURATION_PATTERN, SpecModel, format_duration, redacted_dump
 from wardgate.config.headers import HeadersSpec
 from wardgate.config.limits import LimitsSpec
 from wardgate.config.proxy import ProxySpec
@@ -43,6 +43,19 @@ class PolicySpec(SpecModel):
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of the policy document (by alias), for editors and the CRD."""
     schema = PolicySpec.model_json_schema(by_alias=True, mode="validation")
+    _durations_as_text(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Wardgate policy"
     return schema
+
+
+def _durations_as_text(node: Any) -> None:
+    """Show duration defaults as documents write them (``5s``), not as float seconds."""
+    if isinstance(node, dict):
+        if node.get("pattern") == DURATION_PATTERN and isinstance(node.get("default"), float):
+            node["default"] = format_duration(node["default"])
+        for child in node.values():
+            _durations_as_text(child)
+    elif isinstance(node, list):
+        for child in node:
+            _durations_as_text(child)

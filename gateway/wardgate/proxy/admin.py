@@ -15,8 +15,13 @@ from wardgate.proxy.state import GatewayState
 
 Action = Callable[[], Awaitable[None]]
 
-_POST_ONLY = ("/healthcheck/fail", "/healthcheck/ok", "/drain_listeners", "/quitquitquit",
-              "/reload")
+_POST_ONLY = (
+    "/healthcheck/fail",
+    "/healthcheck/ok",
+    "/drain_listeners",
+    "/quitquitquit",
+    "/reload",
+)
 
 
 def _text(body: str, status: int = 200) -> web.Response:
@@ -45,43 +50,50 @@ def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action)
     async def server_info(_: web.Request) -> web.Response:
         policy = state.holder.current
         uptime = time.time() - state.started
-        return _json({
-            "version": f"wardgate/{__version__}",
-            "state": state.state.value,
-            "uptime_current_epoch": _duration(uptime),
-            "uptime_all_epochs": _duration(uptime),
-            "policy": {
-                "digest": policy.digest,
-                "generation": policy.generation,
-                "filters": list(policy.filter_names()),
-                "last_reload_error": state.reloader.last_error if state.reloader else None,
-            },
-            "command_line_options": {
-                "upstream": state.upstream,
-                "listen": state.listen,
-                "admin": state.admin,
-                "workers": state.workers,
-            },
-            "workers": state.worker_pids,
-        })
+        return _json(
+            {
+                "version": f"wardgate/{__version__}",
+                "state": state.state.value,
+                "uptime_current_epoch": _duration(uptime),
+                "uptime_all_epochs": _duration(uptime),
+                "policy": {
+                    "digest": policy.digest,
+                    "generation": policy.generation,
+                    "filters": list(policy.filter_names()),
+                    "last_reload_error": state.reloader.last_error if state.reloader else None,
+                },
+                "command_line_options": {
+                    "upstream": state.upstream,
+                    "listen": state.listen,
+                    "admin": state.admin,
+                    "workers": state.workers,
+                },
+                "workers": state.worker_pids,
+            }
+        )
 
     async def stats(_: web.Request) -> web.Response:
         return _text(metrics.render_stats())
 
     async def prometheus(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render_prometheus(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"x-prometheus-format": "0.0.4"})
+        return web.Response(
+            body=metrics.render_prometheus(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"x-prometheus-format": "0.0.4"},
+        )
 
     async def config_dump(_: web.Request) -> web.Response:
         policy = state.holder.current
-        return _json({
-            "policy": policy.spec.redacted(),
-            "digest": policy.digest,
-            "generation": policy.generation,
-            "filters": list(policy.filter_names()),
-            "limitations": list(policy.limitations()),
-        })
+        return _json(
+            {
+                "policy": policy.spec.redacted(),
+                "digest": policy.digest,
+                "generation": policy.generation,
+                "filters": list(policy.filter_names()),
+                "limitations": list(policy.limitations()),
+            }
+        )
 
     async def health_fail(_: web.Request) -> web.Response:
         state.health_check_failed = True
@@ -108,19 +120,24 @@ def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action)
         return _text(f"Method {request.method} not allowed, POST required.\n", 400)
 
     async def index(_: web.Request) -> web.Response:
-        return _text("\n".join([
-            "admin commands are:",
-            "  /config_dump: effective policy, secrets redacted",
-            "  /drain_listeners (POST): stop accepting connections, finish in-flight requests",
-            "  /healthcheck/fail (POST): make /ready fail",
-            "  /healthcheck/ok (POST): undo /healthcheck/fail",
-            "  /quitquitquit (POST): shut down gracefully",
-            "  /ready: 200 LIVE when serving, 503 otherwise",
-            "  /reload (POST): re-read the policy file now",
-            "  /server_info: version, state, uptime, policy digest and generation",
-            "  /stats: counters as text",
-            "  /stats/prometheus: metrics in Prometheus format",
-        ]) + "\n")
+        return _text(
+            "\n".join(
+                [
+                    "admin commands are:",
+                    "  /config_dump: effective policy, secrets redacted",
+                    "  /drain_listeners (POST): stop accepting, finish in-flight requests",
+                    "  /healthcheck/fail (POST): make /ready fail",
+                    "  /healthcheck/ok (POST): undo /healthcheck/fail",
+                    "  /quitquitquit (POST): shut down gracefully",
+                    "  /ready: 200 LIVE when serving, 503 otherwise",
+                    "  /reload (POST): re-read the policy file now",
+                    "  /server_info: version, state, uptime, policy digest and generation",
+                    "  /stats: counters as text",
+                    "  /stats/prometheus: metrics in Prometheus format",
+                ]
+            )
+            + "\n"
+        )
 
     app.router.add_get("/", index)
     app.router.add_get("/ready", ready)

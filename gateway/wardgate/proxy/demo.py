@@ -13,24 +13,32 @@ CHUNK = 64 * 1024
 
 
 async def _index(_: web.Request) -> web.Response:
-    return web.json_response({"service": "wardgate demo upstream", "endpoints": [
-        "/echo (any method: what the upstream received)",
-        "/bytes/{n} (n bytes, streamed)",
-        "/upload (POST: length and sha256 of the body)",
-        "/status/{code}", "/delay/{seconds}",
-    ]})
+    return web.json_response(
+        {
+            "service": "wardgate demo upstream",
+            "endpoints": [
+                "/echo (any method: what the upstream received)",
+                "/bytes/{n} (n bytes, streamed)",
+                "/upload (POST: length and sha256 of the body)",
+                "/status/{code}",
+                "/delay/{seconds}",
+            ],
+        }
+    )
 
 
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
-    return web.json_response({
-        "method": request.method,
-        "path": request.raw_path.partition("?")[0],
-        "query": request.raw_path.partition("?")[2],
-        "headers": [[k, v] for k, v in request.headers.items()],
-        "bodyLength": len(body),
-        "bodySha256": hashlib.sha256(body).hexdigest(),
-    })
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.raw_path.partition("?")[0],
+            "query": request.raw_path.partition("?")[2],
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "bodyLength": len(body),
+            "bodySha256": hashlib.sha256(body).hexdigest(),
+        }
+    )
 
 
 def pattern_bytes(offset: int, size: int) -> bytes:
@@ -62,15 +70,21 @@ async def _upload(request: web.Request) -> web.Response:
     async for chunk in request.content.iter_chunked(CHUNK):
         digest.update(chunk)
         size += len(chunk)
-    return web.json_response({"length": size, "sha256": digest.hexdigest(),
-                              "contentLength": request.headers.get("content-length"),
-                              "transferEncoding": request.headers.get("transfer-encoding")})
+    return web.json_response(
+        {
+            "length": size,
+            "sha256": digest.hexdigest(),
+            "contentLength": request.headers.get("content-length"),
+            "transferEncoding": request.headers.get("transfer-encoding"),
+        }
+    )
 
 
 async def _status(request: web.Request) -> web.Response:
     code = int(request.match_info["code"])
-    return web.Response(status=code, text=json.dumps({"status": code}),
-                        content_type="application/json")
+    return web.Response(
+        status=code, text=json.dumps({"status": code}), content_type="application/json"
+    )
 
 
 async def _delay(request: web.Request) -> web.Response:

@@ -98,9 +98,11 @@ class ProxyHandler:
         request_id = ensure_request_id(headers, policy.proxy)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         remote = peer[0] if peer else ""
-        scheme = "https" if request.transport and request.transport.get_extra_info(
-            "sslcontext"
-        ) else "http"
+        scheme = (
+            "https"
+            if request.transport and request.transport.get_extra_info("sslcontext")
+            else "http"
+        )
         client = apply_forwarded_headers(headers, policy.proxy, remote, scheme)
         raw_target = request.raw_path
         path, _, query = raw_target.partition("?")
@@ -125,9 +127,13 @@ class ProxyHandler:
     ) -> web.StreamResponse:
         framing = _framing_error(request)
         if framing is not None:
-            return await self._local(request, pipeline, exchange, LocalReply(
-                400, "gateway", "invalid_framing", framing, response_flag="DPE"
-            ), close=True)
+            return await self._local(
+                request,
+                pipeline,
+                exchange,
+                LocalReply(400, "gateway", "invalid_framing", framing, response_flag="DPE"),
+                close=True,
+            )
         reply = await pipeline.decode_headers()
         if reply is not None:
             return await self._local(request, pipeline, exchange, reply, close=True)
@@ -147,10 +153,19 @@ class ProxyHandler:
                     )
                 except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError):
                     exchange.flag = "DC"
-                    return await self._local(request, pipeline, exchange, LocalReply(
-                        400, "gateway", "body_read_failed", "the request body could not be read",
-                        response_flag="DPE",
-                    ), close=True)
+                    return await self._local(
+                        request,
+                        pipeline,
+                        exchange,
+                        LocalReply(
+                            400,
+                            "gateway",
+                            "body_read_failed",
+                            "the request body could not be read",
+                            response_flag="DPE",
+                        ),
+                        close=True,
+                    )
                 reply = await pipeline.decode_body(prefix[:limit], complete)
                 if reply is not None:
                     return await self._local(request, pipeline, exchange, reply, close=True)
@@ -191,15 +206,26 @@ class ProxyHandler:
             if isinstance(exc.__cause__, BodyTooLarge) or exchange.flag == "413":
                 return await self._body_too_large(request, pipeline, exchange, cap)
             if exchange.flag == "DC":
-                return await self._local(request, pipeline, exchange, LocalReply(
-                    400, "gateway", "body_read_failed", "the request body could not be read",
-                    response_flag="DC"), close=True)
+                return await self._local(
+                    request,
+                    pipeline,
+                    exchange,
+                    LocalReply(
+                        400,
+                        "gateway",
+                        "body_read_failed",
+                        "the request body could not be read",
+                        response_flag="DC",
+                    ),
+                    close=True,
+                )
             flag = classify_failure(exc)
             metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
             return await self._local(request, pipeline, exchange, upstream_failure(flag))
         try:
-            return await self._respond(request, pipeline, exchange, upstream_response,
-                                       upstream_start)
+            return await self._respond(
+                request, pipeline, exchange, upstream_response, upstream_start
+            )
         finally:
             upstream_response.release()
 
@@ -243,8 +269,12 @@ class ProxyHandler:
             async for chunk in upstream_response.content.iter_any():
                 await out.write(chunk)
                 exchange.bytes_sent += len(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.SocketTimeoutError, aiohttp.ClientOSError,
-                aiohttp.ServerDisconnectedError) as exc:
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.SocketTimeoutError,
+            aiohttp.ClientOSError,
+            aiohttp.ServerDisconnectedError,
+        ) as exc:
             # The upstream failed after the status line went out: nothing honest can be
             # sent any more, so reset the client connection as Envoy does.
             exchange.flag = "UT" if isinstance(exc, aiohttp.SocketTimeoutError) else "UC"
@@ -258,14 +288,25 @@ class ProxyHandler:
         return out
 
     async def _body_too_large(
-        self, request: web.BaseRequest, pipeline: RequestPipeline, exchange: Exchange,
+        self,
+        request: web.BaseRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
         cap: int | None,
     ) -> web.StreamResponse:
         exchange.flag = ""
-        return await self._local(request, pipeline, exchange, LocalReply(
-            413, "limits", "body_too_large",
-            f"the request body is larger than {cap} bytes",
-        ), close=True)
+        return await self._local(
+            request,
+            pipeline,
+            exchange,
+            LocalReply(
+                413,
+                "limits",
+                "body_too_large",
+                f"the request body is larger than {cap} bytes",
+            ),
+            close=True,
+        )
 
     async def _local(
         self,
@@ -309,31 +350,33 @@ class ProxyHandler:
         if http_request.findings:
             metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
         headers = request.headers
-        self.access_log.write(AccessRecord(
-            start=exchange.wall_start,
-            method=request.method,
-            path=http_request.path,
-            protocol=http_request.version,
-            status=exchange.status,
-            response_flags=exchange.flag if exchange.flag != "413" else "",
-            bytes_received=exchange.bytes_received,
-            bytes_sent=exchange.bytes_sent,
-            duration_ms=int(duration * 1000),
-            upstream_service_time_ms=exchange.upstream_ms,
-            forwarded_for=http_request.headers.get("x-forwarded-for", ""),
-            user_agent=headers.get("user-agent", ""),
-            request_id=http_request.request_id,
-            authority=headers.get("host", ""),
-            upstream_host=self.upstream.host_port if exchange.upstream_ms is not None else "",
-            client_address=http_request.client_address,
-            replied_by=exchange.replied_by,
-            reason=exchange.reason,
-            rule_ids=exchange.rule_ids,
-            locations=exchange.locations,
-            policy_digest=policy.short_digest,
-            policy_generation=policy.generation,
-            findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
-        ))
+        self.access_log.write(
+            AccessRecord(
+                start=exchange.wall_start,
+                method=request.method,
+                path=http_request.path,
+                protocol=http_request.version,
+                status=exchange.status,
+                response_flags=exchange.flag if exchange.flag != "413" else "",
+                bytes_received=exchange.bytes_received,
+                bytes_sent=exchange.bytes_sent,
+                duration_ms=int(duration * 1000),
+                upstream_service_time_ms=exchange.upstream_ms,
+                forwarded_for=http_request.headers.get("x-forwarded-for", ""),
+                user_agent=headers.get("user-agent", ""),
+                request_id=http_request.request_id,
+                authority=headers.get("host", ""),
+                upstream_host=self.upstream.host_port if exchange.upstream_ms is not None else "",
+                client_address=http_request.client_address,
+                replied_by=exchange.replied_by,
+                reason=exchange.reason,
+                rule_ids=exchange.rule_ids,
+                locations=exchange.locations,
+                policy_digest=policy.short_digest,
+                policy_generation=policy.generation,
+                findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
+            )
+        )
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

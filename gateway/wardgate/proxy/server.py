@@ -115,7 +115,7 @@ class GatewayProcess:
     async def start(self, reuse_port: bool = False) -> None:
         handler = ProxyHandler(self.holder, self.upstream, self.access_log)
         server = web.Server(
-            handler,  # type: ignore[arg-type]
+            handler,
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_FIELD_BYTES,
             max_headers=MAX_HEADERS,
@@ -136,15 +136,22 @@ class GatewayProcess:
             await self.start_admin(self.state, self.drain, self.quit, self.reload)
         if self.reloader is not None:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
-        log.info("listening", extra={"wardgate": {
-            "listen": self.state.listen,
-            "admin": self.state.admin if self.serve_admin else None,
-            "upstream": self.options.upstream,
-            "policy": {"digest": self.holder.current.digest,
-                       "generation": self.holder.current.generation,
-                       "path": self.options.policy_path or "<built-in default>"},
-            "pid": os.getpid(),
-        }})
+        log.info(
+            "listening",
+            extra={
+                "wardgate": {
+                    "listen": self.state.listen,
+                    "admin": self.state.admin if self.serve_admin else None,
+                    "upstream": self.options.upstream,
+                    "policy": {
+                        "digest": self.holder.current.digest,
+                        "generation": self.holder.current.generation,
+                        "path": self.options.policy_path or "<built-in default>",
+                    },
+                    "pid": os.getpid(),
+                }
+            },
+        )
 
     async def start_admin(
         self,
@@ -184,8 +191,10 @@ class GatewayProcess:
 
     async def run_until_stopped(self) -> None:
         await self.stopping.wait()
-        log.info("shutting down: draining in-flight requests",
-                 extra={"wardgate": {"deadline_s": self.options.drain_timeout}})
+        log.info(
+            "shutting down: draining in-flight requests",
+            extra={"wardgate": {"deadline_s": self.options.drain_timeout}},
+        )
         self.state.draining = True
         for task in self._tasks:
             task.cancel()
@@ -201,8 +210,10 @@ def _load_or_exit(options: RunOptions) -> CompiledPolicy:
     try:
         return load_compiled(options.policy_path)
     except PolicyError as exc:
-        log.error("invalid policy: refusing to start", extra={"wardgate": {
-            "policy": {"path": exc.source, "problems": exc.problems}}})
+        log.error(
+            "invalid policy: refusing to start",
+            extra={"wardgate": {"policy": {"path": exc.source, "problems": exc.problems}}},
+        )
         print(exc.report(), file=sys.stderr)
         raise SystemExit(1) from None
 
@@ -254,8 +265,9 @@ class Supervisor:
         # Set before the workers start: prometheus_client picks its multi-process value
         # store at import time, in each (spawned) worker.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        reserved = socket.socket(socket.AF_INET6 if ":" in self.options.listen_host
-                                 else socket.AF_INET)
+        reserved = socket.socket(
+            socket.AF_INET6 if ":" in self.options.listen_host else socket.AF_INET
+        )
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
@@ -280,8 +292,9 @@ class Supervisor:
         return 0
 
     def _spawn(self) -> None:
-        process = self.context.Process(target=_worker_main, args=(self.worker_options,),
-                                       name="wardgate-worker")
+        process = self.context.Process(
+            target=_worker_main, args=(self.worker_options,), name="wardgate-worker"
+        )
         process.start()
         assert process.pid is not None
         self.workers[process.pid] = process
@@ -314,12 +327,20 @@ class Supervisor:
         for _ in range(self.options.workers):
             self._spawn()
         await front.start_admin(front.state, drain, quit_, reload)
-        reload_task = (asyncio.create_task(front.reloader.watch())
-                       if front.reloader is not None else None)
-        log.info("supervising workers", extra={"wardgate": {
-            "listen": front.state.listen, "admin": front.state.admin,
-            "workers": list(self.workers), "policy": {"digest": policy.digest},
-        }})
+        reload_task = (
+            asyncio.create_task(front.reloader.watch()) if front.reloader is not None else None
+        )
+        log.info(
+            "supervising workers",
+            extra={
+                "wardgate": {
+                    "listen": front.state.listen,
+                    "admin": front.state.admin,
+                    "workers": list(self.workers),
+                    "policy": {"digest": policy.digest},
+                }
+            },
+        )
         while not front.stopping.is_set():
             front.state.worker_pids = sorted(self.workers)
             for pid, process in list(self.workers.items()):
@@ -328,8 +349,10 @@ class Supervisor:
                     from prometheus_client import multiprocess
 
                     multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-                    log.error("worker exited; restarting", extra={"wardgate": {
-                        "pid": pid, "exitcode": process.exitcode}})
+                    log.error(
+                        "worker exited; restarting",
+                        extra={"wardgate": {"pid": pid, "exitcode": process.exitcode}},
+                    )
                     self._spawn()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(front.stopping.wait(), 0.25)

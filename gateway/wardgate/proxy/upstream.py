@@ -28,8 +28,12 @@ def upstream_failure(flag: str) -> LocalReply:
     return LocalReply(
         status=status,
         filter=UPSTREAM_FILTER,
-        reason={"UF": "connect_failure", "UH": "no_healthy_upstream", "UT": "timeout",
-                "UC": "connection_termination"}[flag],
+        reason={
+            "UF": "connect_failure",
+            "UH": "no_healthy_upstream",
+            "UT": "timeout",
+            "UC": "connection_termination",
+        }[flag],
         detail=text,
         body=text.encode(),
         content_type="text/plain",

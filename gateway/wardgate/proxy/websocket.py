@@ -17,8 +17,13 @@ if TYPE_CHECKING:
 
 # Handshake headers the client library sets itself for the upstream connection.
 _HANDSHAKE = frozenset(
-    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-     "sec-websocket-protocol", "content-length"}
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-length",
+    }
 )
 
 
@@ -50,7 +55,7 @@ async def tunnel(
         autoping=False,
         max_msg_size=0,
     )
-    await client_ws.prepare(request)  # type: ignore[arg-type]
+    await client_ws.prepare(request)
     exchange.status = 101
 
     async def relay(
@@ -70,8 +75,10 @@ async def tunnel(
                 break
         await sink.close()
 
-    tasks = [asyncio.create_task(relay(client_ws, upstream_ws)),
-             asyncio.create_task(relay(upstream_ws, client_ws))]
+    tasks = [
+        asyncio.create_task(relay(client_ws, upstream_ws)),
+        asyncio.create_task(relay(upstream_ws, client_ws)),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -119,8 +119,10 @@ async def explain(policy: CompiledPolicy, desc: RequestDescription) -> dict[str,
     if reply is None and pipeline.needs_request_body:
         limit = policy.request_body_limit or 0
         reply = await pipeline.decode_body(desc.body[:limit], len(desc.body) <= limit)
-    if reply is None and policy.max_request_body_bytes is not None and (
-        len(desc.body) > policy.max_request_body_bytes
+    if (
+        reply is None
+        and policy.max_request_body_bytes is not None
+        and (len(desc.body) > policy.max_request_body_bytes)
     ):
         reply = LocalReply(413, "limits", "body_too_large", "the request body is too large")
     result: dict[str, Any] = {

@@ -75,8 +75,8 @@ def apply_forwarded_headers(
     client = remote_address
     if spec.xff_num_trusted_hops > 0 and len(existing) >= spec.xff_num_trusted_hops:
         client = existing[-spec.xff_num_trusted_hops]
-    headers["x-forwarded-for"] = ", ".join([*existing, remote_address]) if existing else (
-        remote_address
+    headers["x-forwarded-for"] = (
+        ", ".join([*existing, remote_address]) if existing else (remote_address)
     )
     if spec.xff_num_trusted_hops == 0 or "x-forwarded-proto" not in headers:
         headers["x-forwarded-proto"] = scheme

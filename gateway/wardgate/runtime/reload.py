@@ -74,10 +74,12 @@ class PolicyReloader:
                 metrics.RELOADS.labels(result="failure").inc()
                 log.error(
                     "policy reload failed; keeping the current policy",
-                    extra={"wardgate": {
-                        "policy": {"path": str(self.path), "problems": exc.problems},
-                        "current_digest": self.holder.current.digest,
-                    }},
+                    extra={
+                        "wardgate": {
+                            "policy": {"path": str(self.path), "problems": exc.problems},
+                            "current_digest": self.holder.current.digest,
+                        }
+                    },
                 )
                 return False
             self.last_error = None
@@ -89,9 +91,14 @@ class PolicyReloader:
             metrics.POLICY_GENERATION.set(installed.generation)
             log.info(
                 "policy reloaded",
-                extra={"wardgate": {"policy": {
-                    "digest": installed.digest, "generation": installed.generation,
-                }}},
+                extra={
+                    "wardgate": {
+                        "policy": {
+                            "digest": installed.digest,
+                            "generation": installed.generation,
+                        }
+                    }
+                },
             )
             if self.on_swap is not None:
                 self.on_swap(installed)

@@ -21,7 +21,7 @@ class LimitsConfig(FilterConfig):
         self.max_headers_count = spec.max_headers_count
         self.max_header_value_bytes = spec.max_header_value_bytes
         self.max_url_bytes = spec.max_url_bytes
-        self.max_request_body_bytes = spec.max_request_body_bytes
+        self.max_request_body_bytes: int = spec.max_request_body_bytes
         self.allowed_methods = frozenset(spec.allowed_methods)
         self.allow_header = ", ".join(spec.allowed_methods)
         self._filter = LimitsFilter(self)
@@ -44,13 +44,17 @@ def check_request(config: LimitsConfig, request: HttpRequest) -> LocalReply | No
     """The first limit the request breaks, as a local reply; ``None`` when within limits."""
     if len(request.raw_target) > config.max_url_bytes:
         return _reply(
-            414, "url_too_long", "url", f"the request target is longer than "
-            f"{config.max_url_bytes} bytes"
+            414,
+            "url_too_long",
+            "url",
+            f"the request target is longer than {config.max_url_bytes} bytes",
         )
     headers = request.headers
     if len(headers) > config.max_headers_count:
         return _reply(
-            431, "too_many_headers", "headers",
+            431,
+            "too_many_headers",
+            "headers",
             f"more than {config.max_headers_count} header fields",
         )
     total = 0
@@ -58,13 +62,17 @@ def check_request(config: LimitsConfig, request: HttpRequest) -> LocalReply | No
         size = len(value)
         if size > config.max_header_value_bytes:
             return _reply(
-                431, "header_value_too_large", f"header:{name.lower()}",
+                431,
+                "header_value_too_large",
+                f"header:{name.lower()}",
                 f"a header value is longer than {config.max_header_value_bytes} bytes",
             )
         total += len(name) + size
     if total > config.max_header_bytes:
         return _reply(
-            431, "headers_too_large", "headers",
+            431,
+            "headers_too_large",
+            "headers",
             f"the headers are larger than {config.max_header_bytes // 1024} KiB",
         )
     if request.method not in config.allowed_methods:
@@ -77,9 +85,15 @@ def check_request(config: LimitsConfig, request: HttpRequest) -> LocalReply | No
             headers=(("allow", config.allow_header),),
         )
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > config.max_request_body_bytes:
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > config.max_request_body_bytes
+    ):
         return _reply(
-            413, "body_too_large", "body",
+            413,
+            "body_too_large",
+            "body",
             f"the request body is larger than {config.max_request_body_bytes} bytes",
         )
     return None
