@@ -43,13 +43,17 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    missing = [tool for tool in ("wrk", "hey", "nginx") if shutil.which(tool) is None
-               and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        tool
+        for tool in ("wrk", "hey", "nginx")
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if missing and os.geteuid() == 0:
         packages = {"wrk": "wrk", "hey": "hey", "nginx": "nginx-light"}
         subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)],
-                       check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)], check=True
+        )
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench needs {tool} (Debian package {tool})")
@@ -59,7 +63,7 @@ def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
@@ -68,8 +72,7 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 @contextlib.contextmanager
 def process(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
     try:
         yield proc
     finally:
@@ -155,11 +158,29 @@ static_resources:
 def wardgate_proxy(upstream_port: int, policy: Path) -> Iterator[int]:
     port, admin = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    with process([sys.executable, "-m", "wardgate", "run",
-                  "--upstream", f"http://127.0.0.1:{upstream_port}",
-                  "--policy", str(policy), "--listen", f"127.0.0.1:{port}",
-                  "--admin", f"127.0.0.1:{admin}", "--access-log", "off",
-                  "--log-level", "error", "--workers", "1"], env=env):
+    with process(
+        [
+            sys.executable,
+            "-m",
+            "wardgate",
+            "run",
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}",
+            "--policy",
+            str(policy),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin",
+            f"127.0.0.1:{admin}",
+            "--access-log",
+            "off",
+            "--log-level",
+            "error",
+            "--workers",
+            "1",
+        ],
+        env=env,
+    ):
         wait_http(f"http://127.0.0.1:{admin}/ready")
         yield port
 
@@ -199,7 +220,9 @@ def run_hey(url: str, duration: int, rate: float) -> Load:
     per_worker = max(1, int(rate / concurrency))
     out = subprocess.run(
         ["hey", "-z", f"{duration}s", "-c", str(concurrency), "-q", str(per_worker), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = float(re.search(r"50% in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
@@ -229,11 +252,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
         workdir = Path(tmp)
         post = workdir / "post.lua"
-        post.write_text('wrk.method = "POST"\nwrk.body = string.rep("a", 1024)\n'
-                        'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        post.write_text(
+            'wrk.method = "POST"\nwrk.body = string.rep("a", 1024)\n'
+            'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+        )
         passthrough = ROOT / "bench" / "passthrough.yaml"
-        with nginx_upstream(workdir) as upstream, envoy_proxy(workdir, upstream) as envoy, \
-                wardgate_proxy(upstream, passthrough) as wardgate:
+        with (
+            nginx_upstream(workdir) as upstream,
+            envoy_proxy(workdir, upstream) as envoy,
+            wardgate_proxy(upstream, passthrough) as wardgate,
+        ):
             targets = {"direct": upstream, "envoy": envoy, "wardgate": wardgate}
             for kind, script in (("GET", None), ("POST 1KiB", post)):
                 for name, port in targets.items():
@@ -241,8 +269,7 @@ def main() -> int:
                     run_wrk(url, 1, script)  # warm-up: connections, caches
                     samples = [run_wrk(url, args.duration, script) for _ in range(args.repeats)]
                     results.setdefault(kind, {})[name] = median_load(samples)
-                    print(f"  {kind:10} {name:9} {results[kind][name].rps:10.0f} req/s",
-                          flush=True)
+                    print(f"  {kind:10} {name:9} {results[kind][name].rps:10.0f} req/s", flush=True)
             half = results["GET"]["wardgate"].rps / 2
             latency: dict[str, Load] = {}
             for name, port in targets.items():
@@ -250,37 +277,54 @@ def main() -> int:
                 samples = [run_hey(url, args.duration, half) for _ in range(args.repeats)]
                 latency[name] = median_load(samples)
     print_report(results, latency, half)
-    (RESULTS / "latest.json").write_text(json.dumps({
-        "throughput": {k: {n: vars(v) for n, v in d.items()} for k, d in results.items()},
-        "latency_at_half_wardgate_peak": {n: vars(v) for n, v in latency.items()},
-        "rate": half,
-    }, indent=2))
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {
+                "throughput": {k: {n: vars(v) for n, v in d.items()} for k, d in results.items()},
+                "latency_at_half_wardgate_peak": {n: vars(v) for n, v in latency.items()},
+                "rate": half,
+            },
+            indent=2,
+        )
+    )
     for extra in sorted((ROOT / "bench").glob("*_bench.py")):
         print(f"\n== {extra.name}", flush=True)
-        subprocess.run([sys.executable, str(extra)], check=False,
-                       env=dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}:{ROOT}"))
+        subprocess.run(
+            [sys.executable, str(extra)],
+            check=False,
+            env=dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}:{ROOT}"),
+        )
     return 0
 
 
-def print_report(results: dict[str, dict[str, Load]], latency: dict[str, Load],
-                 rate: float) -> None:
+def print_report(
+    results: dict[str, dict[str, Load]], latency: dict[str, Load], rate: float
+) -> None:
     print("\n== Throughput (wrk, 1 thread, 32 connections; medians; one worker each)")
-    print(f"{'load':10} {'target':9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'vs direct':>10} {'vs envoy':>9}")
+    print(
+        f"{'load':10} {'target':9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'vs direct':>10} {'vs envoy':>9}"
+    )
     for kind, by_target in results.items():
         direct, envoy = by_target["direct"].rps, by_target["envoy"].rps
         for name, load in by_target.items():
-            print(f"{kind:10} {name:9} {load.rps:10.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} "
-                  f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f}")
+            print(
+                f"{kind:10} {name:9} {load.rps:10.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} "
+                f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f}"
+            )
     print(f"\n== Latency at {rate:.0f} req/s (half of Wardgate's GET peak; hey, 8 connections)")
     direct = latency["direct"]
     for name, load in latency.items():
-        print(f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  "
-              f"added p99 vs direct {load.p99_ms - direct.p99_ms:6.2f} ms")
+        print(
+            f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  "
+            f"added p99 vs direct {load.p99_ms - direct.p99_ms:6.2f} ms"
+        )
     wardgate, envoy = results["GET"]["wardgate"].rps, results["GET"]["envoy"].rps
     added = latency["wardgate"].p99_ms - direct.p99_ms
-    print(f"\nTargets: Wardgate/Envoy GET throughput {wardgate / envoy:.2f} (>= 0.50), "
-          f"added p99 at half load {added:.2f} ms (< 2 ms)")
+    print(
+        f"\nTargets: Wardgate/Envoy GET throughput {wardgate / envoy:.2f} (>= 0.50), "
+        f"added p99 at half load {added:.2f} ms (< 2 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from wardgate.config.policy import policy_json_schema
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     ref = node.get("$ref")
     if isinstance(ref, str):
-        return defs[ref.rsplit("/", 1)[-1]]
+        target: dict[str, Any] = defs[ref.rsplit("/", 1)[-1]]
+        return target
     return node
 
 

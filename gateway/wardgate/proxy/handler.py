@@ -261,8 +261,8 @@ class ProxyHandler:
         out = web.StreamResponse(status=response.status, reason=upstream_response.reason)
         out.headers.extend(headers)
         exchange.status = response.status
-        await out.prepare(request)
         try:
+            await out.prepare(request)
             if body:
                 await out.write(body)
                 exchange.bytes_sent += len(body)
