@@ -70,6 +70,7 @@ async def test_50_mib_upload_and_download_byte_exact_with_bounded_memory(gateway
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             # Chunked upload: the upstream gets the same bytes, still chunked.
             async with session.post(gw.url + "/upload", data=body()) as resp:
+                assert resp.status == 200, "\n".join(gw.stderr_lines)
                 result = await resp.json()
             assert result["length"] == size
             assert result["sha256"] == digest.hexdigest()

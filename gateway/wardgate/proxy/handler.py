@@ -16,7 +16,13 @@ from multidict import CIMultiDict
 from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessRecord
-from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, classify_failure, upstream_failure
+from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, upstream_failure
+from wardgate.proxy.upstream_client import (
+    InvalidHeaderValue,
+    UpstreamConnection,
+    UpstreamError,
+    build_head,
+)
 from wardgate.runtime import CompiledPolicy, PolicyHolder, RequestPipeline
 from wardgate.runtime.forwarding import (
     apply_forwarded_headers,
@@ -89,6 +95,28 @@ class ProxyHandler:
             exchange.flag = exchange.flag or "DC"
             exchange.status = exchange.status or 499
             raise
+        except Exception as exc:
+            # A bug must not become aiohttp's text/plain 500 with a traceback in the log:
+            # refuse like any other internal failure, counted and logged by type.
+            log.error(
+                "request failed inside the gateway",
+                extra={
+                    "wardgate": {"error": type(exc).__name__, "request_id": http_request.request_id}
+                },
+            )
+            response = await self._local(
+                request,
+                pipeline,
+                exchange,
+                LocalReply(
+                    500,
+                    "gateway",
+                    "internal_error",
+                    "the gateway failed to handle the request",
+                    response_flag="DPE",
+                ),
+                close=True,
+            )
         finally:
             self._record(request, http_request, policy, exchange)
         return response
@@ -182,103 +210,154 @@ class ProxyHandler:
         policy = pipeline.policy
         timeouts = policy.proxy.timeouts
         cap = policy.max_request_body_bytes
-        data = (
-            _body_stream(request, prefix, cap, timeouts.idle, exchange)
-            if request.body_exists
-            else None
-        )
-        upstream_start = time.monotonic()
+        has_body = request.body_exists
+        chunked = has_body and "content-length" not in http_request.headers
         try:
-            async with asyncio.timeout(timeouts.request):
-                upstream_response = await self.upstream.session.request(
-                    http_request.method,
-                    self.upstream.url_for(http_request.raw_target),
-                    headers=http_request.headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=Upstream.timeout(timeouts.connect, timeouts.idle),
-                    compress=None,
-                    chunked=None,
-                )
-        except BodyTooLarge:
-            return await self._body_too_large(request, pipeline, exchange, cap)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if isinstance(exc.__cause__, BodyTooLarge) or exchange.flag == "413":
-                return await self._body_too_large(request, pipeline, exchange, cap)
-            if exchange.flag == "DC":
-                return await self._local(
-                    request,
-                    pipeline,
-                    exchange,
-                    LocalReply(
-                        400,
-                        "gateway",
-                        "body_read_failed",
-                        "the request body could not be read",
-                        response_flag="DC",
-                    ),
-                    close=True,
-                )
-            flag = classify_failure(exc)
-            metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
-            return await self._local(request, pipeline, exchange, upstream_failure(flag))
-        try:
-            return await self._respond(
-                request, pipeline, exchange, upstream_response, upstream_start
+            head = build_head(
+                http_request.method, http_request.raw_target, http_request.headers, chunked
             )
+        except InvalidHeaderValue as exc:
+            return await self._local(
+                request,
+                pipeline,
+                exchange,
+                LocalReply(
+                    500,
+                    "gateway",
+                    "invalid_upstream_header",
+                    f"header {exc} would carry a line break to the upstream",
+                ),
+                close=True,
+            )
+        upstream_start = time.monotonic()
+        pool = self.upstream.pool
+        sender: asyncio.Future[None] | None = None
+        try:
+            conn = await pool.acquire(timeouts.connect)
+        except UpstreamError as exc:
+            return await self._upstream_failed(request, pipeline, exchange, exc.flag)
+        headers_done = conn.begin(head_request=http_request.method == "HEAD")
+        try:
+            conn.write(head)
+            async with asyncio.timeout(timeouts.request):
+                if has_body:
+                    sender = asyncio.ensure_future(
+                        _send_body(conn, request, prefix, cap, timeouts.idle, exchange, chunked)
+                    )
+                    await asyncio.wait((sender, headers_done), return_when=asyncio.FIRST_COMPLETED)
+                    if sender.done() and sender.exception() is not None:
+                        raise sender.exception()  # type: ignore[misc]
+                await headers_done
+        except BodyTooLarge:
+            conn.close()
+            return await self._body_too_large(request, pipeline, exchange, cap)
+        except ClientBodyError:
+            conn.close()
+            return await self._local(
+                request,
+                pipeline,
+                exchange,
+                LocalReply(
+                    400,
+                    "gateway",
+                    "body_read_failed",
+                    "the request body could not be read",
+                    response_flag="DC",
+                ),
+                close=True,
+            )
+        except UpstreamError as exc:
+            conn.close()
+            return await self._upstream_failed(request, pipeline, exchange, exc.flag)
+        except TimeoutError:
+            conn.close()
+            return await self._upstream_failed(request, pipeline, exchange, "UT")
         finally:
-            upstream_response.release()
+            if not headers_done.done():
+                headers_done.cancel()
+        try:
+            return await self._respond(request, pipeline, exchange, conn, upstream_start)
+        finally:
+            if sender is not None:
+                if not sender.done():
+                    sender.cancel()
+                    conn.close()  # the upstream answered before the whole body was sent
+                elif not sender.cancelled() and sender.exception() is not None:
+                    conn.close()
+            pool.release(conn)
+
+    async def _upstream_failed(
+        self, request: web.BaseRequest, pipeline: RequestPipeline, exchange: Exchange, flag: str
+    ) -> web.StreamResponse:
+        metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
+        return await self._local(request, pipeline, exchange, upstream_failure(flag))
 
     async def _respond(
         self,
         request: web.BaseRequest,
         pipeline: RequestPipeline,
         exchange: Exchange,
-        upstream_response: aiohttp.ClientResponse,
+        conn: UpstreamConnection,
         upstream_start: float,
     ) -> web.StreamResponse:
         elapsed = time.monotonic() - upstream_start
         metrics.UPSTREAM_DURATION.observe(elapsed)
         exchange.upstream_ms = int(elapsed * 1000)
-        headers = strip_hop_by_hop(upstream_response.headers)
-        response = HttpResponse(upstream_response.status, headers)
+        headers = strip_hop_by_hop(CIMultiDict(conn.headers))
+        response = HttpResponse(conn.status, headers)
         reply = pipeline.encode_headers(response)
         if reply is not None:
             return await self._local(request, pipeline, exchange, reply)
-        body: bytes | None = None
+        idle = pipeline.policy.proxy.timeouts.idle
+        prefix = b""
         if pipeline.needs_response_body:
             limit = pipeline.policy.response_body_limit or 0
-            body = await upstream_response.content.read(limit)
-            complete = upstream_response.content.at_eof()
-            reply = pipeline.encode_body(response, body, complete)
+            try:
+                prefix, complete = await _read_response_prefix(conn, limit, idle)
+            except UpstreamError as exc:
+                return await self._upstream_failed(request, pipeline, exchange, exc.flag)
+            reply = pipeline.encode_body(response, prefix[:limit], complete)
             if reply is not None:
                 return await self._local(request, pipeline, exchange, reply)
-            if response.body is not None and response.body is not body:
-                body = response.body
-                headers["content-length"] = str(len(body))
+            if response.body is not None and response.body is not prefix[:limit]:
+                prefix = response.body + prefix[limit:]
+                headers.popall("content-length", None)
+                if complete:
+                    headers["content-length"] = str(len(prefix))
         headers["x-envoy-upstream-service-time"] = str(exchange.upstream_ms)
         headers.setdefault("server", SERVER_HEADER)
-        out = web.StreamResponse(status=response.status, reason=upstream_response.reason)
-        out.headers.extend(headers)
         exchange.status = response.status
+        whole = conn.buffered_body() if http_request_can_buffer(request, response) else None
+        if whole is not None:
+            # The common small response, already complete: headers and body in one write.
+            out: web.StreamResponse = _OneWriteResponse(
+                status=response.status, reason=conn.reason or None
+            )
+            out.headers.extend(headers)
+            body = prefix + whole
+            try:
+                await out.prepare(request)
+                await out.write_eof(body)
+            except (ConnectionError, aiohttp.ClientConnectionResetError):
+                exchange.flag = "DC"
+                return out
+            exchange.bytes_sent = len(body)
+            return out
+        out = web.StreamResponse(status=response.status, reason=conn.reason or None)
+        out.headers.extend(headers)
         try:
             await out.prepare(request)
-            if body:
-                await out.write(body)
-                exchange.bytes_sent += len(body)
-            async for chunk in upstream_response.content.iter_any():
+            if prefix:
+                await out.write(prefix)
+                exchange.bytes_sent += len(prefix)
+            async for chunk in conn.body(idle):
                 await out.write(chunk)
                 exchange.bytes_sent += len(chunk)
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.SocketTimeoutError,
-            aiohttp.ClientOSError,
-            aiohttp.ServerDisconnectedError,
-        ) as exc:
+        except UpstreamError as exc:
             # The upstream failed after the status line went out: nothing honest can be
             # sent any more, so reset the client connection as Envoy does.
-            exchange.flag = "UT" if isinstance(exc, aiohttp.SocketTimeoutError) else "UC"
-            metrics.UPSTREAM_FAILURES.labels(flag=exchange.flag).inc()
+            exchange.flag = exc.flag
+            metrics.UPSTREAM_FAILURES.labels(flag=exc.flag).inc()
             _abort(request)
             return out
         except (ConnectionError, aiohttp.ClientConnectionResetError):
@@ -409,6 +488,10 @@ async def _read_prefix(request: web.BaseRequest, limit: int, idle: float) -> tup
     return b"".join(parts), size <= limit
 
 
+class ClientBodyError(Exception):
+    """The client's request body could not be read (timeout, reset, bad chunking)."""
+
+
 async def _body_stream(
     request: web.BaseRequest, prefix: bytes, cap: int | None, idle: float, exchange: Exchange
 ) -> AsyncIterator[bytes]:
@@ -424,17 +507,63 @@ async def _body_stream(
         try:
             async with asyncio.timeout(idle):
                 chunk = await content.readany()
-        except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError):
+        except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError) as exc:
             exchange.flag = "DC"
-            raise
+            raise ClientBodyError from exc
         if not chunk:
             return
         sent += len(chunk)
         exchange.bytes_received = sent
         if cap is not None and sent > cap:
-            exchange.flag = "413"
             raise BodyTooLarge
         yield chunk
+
+
+async def _send_body(
+    conn: UpstreamConnection,
+    request: web.BaseRequest,
+    prefix: bytes,
+    cap: int | None,
+    idle: float,
+    exchange: Exchange,
+    chunked: bool,
+) -> None:
+    """Stream the request body to the upstream, re-chunked when the client chunked it."""
+    async for chunk in _body_stream(request, prefix, cap, idle, exchange):
+        if chunked:
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            conn.write(chunk)
+        await conn.drain()
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+
+
+async def _read_response_prefix(
+    conn: UpstreamConnection, limit: int, idle: float
+) -> tuple[bytes, bool]:
+    """Up to ``limit + 1`` bytes of the response body, and whether it all fit in ``limit``."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await conn.read_chunk(idle)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), size <= limit
+
+
+def http_request_can_buffer(request: web.BaseRequest, response: HttpResponse) -> bool:
+    """Whether the one-write path may be used: not for HEAD, 204 and 304, whose headers
+    describe a body that is not sent."""
+    return request.method != "HEAD" and response.status not in (204, 304)
+
+
+class _OneWriteResponse(web.StreamResponse):
+    """Holds the head back until the body is written, so both leave in one write."""
+
+    _send_headers_immediately = False
 
 
 def _abort(request: web.BaseRequest) -> None:

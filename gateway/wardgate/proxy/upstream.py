@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 
 import aiohttp
 from yarl import URL
 
 from wardgate.filters.api import LocalReply
+from wardgate.proxy.upstream_client import UpstreamPool
 
 UPSTREAM_FILTER = "upstream"
 
@@ -55,9 +57,10 @@ def classify_failure(exc: BaseException) -> str:
 
 
 class Upstream:
-    """One upstream cluster of one address: base URL plus a shared connection pool.
+    """One upstream cluster of one address: its connection pool for requests
+    (:mod:`wardgate.proxy.upstream_client`) and an aiohttp session for WebSocket upgrades.
 
-    The session never adds headers of its own (no ``User-Agent``, ``Accept``,
+    Neither adds headers of its own (no ``User-Agent``, ``Accept``,
     ``Accept-Encoding`` or ``Content-Type``), never decompresses and never follows
     redirects: the upstream receives what the client sent, the client what the upstream
     sent."""
@@ -70,6 +73,12 @@ class Upstream:
             raise ValueError("upstream URL must not have a path or query")
         self.base = f"{parsed.scheme}://{parsed.raw_authority}"
         self.host_port = f"{parsed.host}:{parsed.port}"
+        assert parsed.host is not None and parsed.port is not None
+        self.pool = UpstreamPool(
+            parsed.host,
+            parsed.port,
+            ssl.create_default_context() if parsed.scheme == "https" else None,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -97,6 +106,7 @@ class Upstream:
         return URL(self.base + raw_target, encoded=True)
 
     async def close(self) -> None:
+        self.pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -1,0 +1,305 @@
+"""A lean HTTP/1.1 client for the one upstream.
+
+Why not aiohttp's client: on the request path it costs several times what the rest of the
+proxy costs (request objects, URL building, header merging, tracing hooks). This client
+keeps a pool of keep-alive connections, writes each request head in one ``write``, parses
+responses with llhttp (``httptools``, the C parser uvicorn uses) and streams bodies both
+ways with flow control (reading pauses above :data:`HIGH_WATER` buffered bytes).
+
+Failures are :class:`UpstreamError` with Envoy's response flag: ``UH`` (the name does not
+resolve), ``UF`` (connection refused or connect timeout), ``UC`` (closed or reset, or an
+invalid response), ``UT`` (idle timeout while reading the body)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+
+import httptools
+from multidict import CIMultiDict
+
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+MAX_IDLE_CONNECTIONS = 256
+IDLE_CONNECTION_SECONDS = 55.0  # below the usual 60 s server keep-alive timeouts
+
+
+class UpstreamError(Exception):
+    """An upstream failure; ``flag`` is Envoy's response flag for it."""
+
+    def __init__(self, flag: str, detail: str = "") -> None:
+        self.flag = flag
+        super().__init__(f"{flag}: {detail}" if detail else flag)
+
+
+class InvalidHeaderValue(ValueError):
+    """A header value that would split the request head (CR, LF or NUL)."""
+
+
+def build_head(method: str, target: str, headers: CIMultiDict[str], chunked: bool) -> bytes:
+    """The request head as bytes. Refuses values that could inject a header or a request:
+    filters may copy untrusted data (JWT claims) into headers."""
+    parts = [f"{method} {target} HTTP/1.1\r\n"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise InvalidHeaderValue(name)
+        parts.append(f"{name}: {value}\r\n")
+    if chunked:
+        parts.append("transfer-encoding: chunked\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("utf-8", "surrogateescape")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection, one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_request = False
+        self._headers: list[tuple[str, str]] = []
+        self._reason = ""
+        self._headers_done: asyncio.Future[None] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._complete = False
+        self._length_delimited = False
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self.keep_alive = True
+        self.status = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("UC", "unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError("UC", f"invalid response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._headers_done is None or self._complete:
+            pass  # idle, or the response was already whole
+        elif self._headers_done.done():
+            if not self._length_delimited:
+                self._complete = True  # a body delimited by the connection's end
+                self._wake()
+            else:
+                self._fail(UpstreamError("UC", "connection closed mid-body"))
+        else:
+            self._fail(UpstreamError("UC", "connection closed before response headers"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(UpstreamError("UC", "connection closed"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self._reason = status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # interim responses (103 Early Hints...) are not forwarded
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        self._length_delimited = any(
+            n.lower() in ("content-length", "transfer-encoding") for n, _ in self._headers
+        )
+        if self._head_request or status in (204, 304):
+            self._complete = True
+            # llhttp would wait for a body announced by Content-Length: start afresh.
+            self._parser = httptools.HttpResponseParser(self)
+        if self._headers_done is not None and not self._headers_done.done():
+            self._headers_done.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self._complete = True
+            self._wake()
+
+    # -- used by the proxy ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        if self._headers_done is not None and not self._headers_done.done():
+            self._headers_done.set_exception(error)
+        self._wake()
+        if self.transport is not None:
+            self.transport.close()
+
+    def begin(self, head_request: bool) -> asyncio.Future[None]:
+        """Prepare for a new exchange; returns the future of the response headers."""
+        self._head_request = head_request
+        self._headers = []
+        self._chunks.clear()
+        self._buffered = 0
+        self._complete = False
+        self._error = None
+        self.status = 0
+        self._headers_done = asyncio.get_running_loop().create_future()
+        return self._headers_done
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise UpstreamError("UC", "connection closed while sending the body")
+        if self._write_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return self._headers
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @property
+    def complete(self) -> bool:
+        return self._complete and not self._chunks
+
+    def buffered_body(self) -> bytes | None:
+        """The whole body when it has already arrived (the common small response)."""
+        if self._complete and self._error is None:
+            body = b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            return body
+        return None
+
+    async def read_chunk(self, idle_timeout: float) -> bytes:
+        """The next body chunk; ``b""`` at the end of the body."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._complete:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise UpstreamError("UT", "idle timeout reading the response body") from None
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered < LOW_WATER and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def body(self, idle_timeout: float) -> AsyncIterator[bytes]:
+        while chunk := await self.read_chunk(idle_timeout):
+            yield chunk
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            not self.closed
+            and self.keep_alive
+            and self._complete
+            and not self._chunks
+            and self._error is None
+        )
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one ``host:port`` (most recently used first)."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self._idle: list[UpstreamConnection] = []
+
+    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_CONNECTION_SECONDS:
+                return conn
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, protocol = await loop.create_connection(
+                    UpstreamConnection,
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls else None,
+                )
+        except socket.gaierror as exc:
+            raise UpstreamError("UH", f"cannot resolve {self.host}: {exc.strerror}") from None
+        except TimeoutError:
+            raise UpstreamError("UF", "connect timeout") from None
+        except OSError as exc:
+            raise UpstreamError("UF", exc.strerror or type(exc).__name__) from None
+        return protocol
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if conn.reusable and len(self._idle) < MAX_IDLE_CONNECTIONS:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
