@@ -124,3 +124,19 @@ async def test_oversized_request_line_and_headers_beyond_parser_ceiling(counting
     )
     assert (await raw_request(gw.process.state.listen, many)).status in (400, 431)
     assert seen == []
+
+
+async def test_short_body_is_refused_and_not_forwarded(counting_upstream, gateway):
+    url, seen = counting_upstream
+    gw = await gateway(url)
+    host, _, port = gw.process.state.listen.rpartition(":")
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabcde")
+    await writer.drain()
+    writer.write_eof()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data == b"" or data.startswith(b"HTTP/1.1 400")
+    assert seen == []

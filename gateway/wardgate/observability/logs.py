@@ -124,6 +124,10 @@ class AccessLog:
         self.stream = stream if stream is not None else sys.stdout
         self._render = ecs_access if fmt == "ecs" else envoy_access
 
+    @property
+    def enabled(self) -> bool:
+        return self.format != "off"
+
     def write(self, record: AccessRecord) -> None:
         if self.format == "off":
             return

@@ -7,6 +7,7 @@ to shared files and the admin port aggregates them (:func:`render_prometheus`)."
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -77,6 +78,18 @@ POLICY_GENERATION = Gauge(
     "Generation of the policy in use (1 at start, +1 per successful reload).",
     multiprocess_mode="livemax",
 )
+
+
+_REQUEST_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def count_request(status: int, replied_by: str) -> None:
+    """Count one answered request (label children cached: this runs on every request)."""
+    key = (code_class(status), replied_by)
+    child = _REQUEST_COUNTERS.get(key)
+    if child is None:
+        child = _REQUEST_COUNTERS[key] = REQUESTS.labels(code_class=key[0], replied_by=key[1])
+    child.inc()
 
 
 def code_class(status: int) -> str:

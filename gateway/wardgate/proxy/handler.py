@@ -34,6 +34,7 @@ log = logging.getLogger("wardgate.proxy")
 
 SERVER_HEADER = "wardgate"
 READ_CHUNK = 256 * 1024
+SMALL_BODY_BYTES = 64 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -229,6 +230,38 @@ class ProxyHandler:
                 ),
                 close=True,
             )
+        if has_body and not chunked:
+            # Small bodies of declared length go out with the head in one write.
+            declared = int(http_request.headers["content-length"])
+            if declared <= SMALL_BODY_BYTES:
+                try:
+                    async with asyncio.timeout(timeouts.idle):
+                        rest = await request.content.readexactly(declared - len(prefix))
+                except (
+                    TimeoutError,
+                    asyncio.IncompleteReadError,
+                    aiohttp.ClientPayloadError,
+                    ConnectionError,
+                ):
+                    exchange.flag = "DC"
+                    return await self._local(
+                        request,
+                        pipeline,
+                        exchange,
+                        LocalReply(
+                            400,
+                            "gateway",
+                            "body_read_failed",
+                            "the request body could not be read",
+                            response_flag="DC",
+                        ),
+                        close=True,
+                    )
+                exchange.bytes_received = declared
+                if cap is not None and declared > cap:
+                    return await self._body_too_large(request, pipeline, exchange, cap)
+                head += prefix + rest
+                has_body = False
         upstream_start = time.monotonic()
         pool = self.upstream.pool
         sender: asyncio.Future[None] | None = None
@@ -423,11 +456,11 @@ class ProxyHandler:
     ) -> None:
         duration = time.monotonic() - exchange.start
         metrics.REQUEST_DURATION.observe(duration)
-        metrics.REQUESTS.labels(
-            code_class=metrics.code_class(exchange.status), replied_by=exchange.replied_by
-        ).inc()
+        metrics.count_request(exchange.status, exchange.replied_by)
         if http_request.findings:
             metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
+        if not self.access_log.enabled:
+            return
         headers = request.headers
         self.access_log.write(
             AccessRecord(

@@ -31,15 +31,15 @@ HOP_BY_HOP = frozenset(
 def strip_hop_by_hop(headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """A copy of ``headers`` without hop-by-hop fields, including every field that
     ``Connection`` names and any ``Proxy-*`` field."""
-    named: set[str] = set()
-    for value in headers.getall("connection", ()):
-        named.update(token.strip().lower() for token in value.split(","))
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in named or lower.startswith("proxy-"):
-            continue
-        out.add(name, value)
+    out: CIMultiDict[str] = CIMultiDict(headers)  # a C-level copy, then removals
+    named = out.getall("connection", ())
+    for name in HOP_BY_HOP:
+        out.popall(name, None)
+    for value in named:
+        for token in value.split(","):
+            out.popall(token.strip(), None)
+    for name in [k for k in out if k[:6].lower() == "proxy-"]:
+        out.popall(name, None)
     return out
 
 
