@@ -1,0 +1,1 @@
+"""The ``openapi`` filter: only requests the service's OpenAPI spec declares get through."""

@@ -1,0 +1,1 @@
+"""The ``waf`` filter: deny rules against attacks in every part of a request."""
