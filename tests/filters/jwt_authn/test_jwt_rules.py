@@ -104,7 +104,7 @@ async def test_any_of_provider_or_allow_missing():
     pol = _tree({"requiresAny": {"requirements": [{"providerName": "a"}, {"allowMissing": {}}]}})
     assert (await send(pol)).status == 200
     assert (await send(pol, token=a_token())).status == 200
-    assert (await send(pol, token=a_token(aud="other"))).status == 401
+    assert (await send(pol, token=a_token(aud="other"))).status == 403
 
 
 async def test_provider_and_audiences_overrides_audiences():

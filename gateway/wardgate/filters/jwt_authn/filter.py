@@ -198,7 +198,10 @@ def _refuse(
     stats.count_decision("refused", reason)
     detail = _DETAILS.get(reason, "Jwt verification fails")
     headers: tuple[tuple[str, str], ...] = ()
-    if status == 401:
+    if status == 401 and reason == "missing":
+        # RFC 6750 3.1 and Envoy: no error code when the request carried no token
+        headers = (("www-authenticate", f'Bearer realm="{_realm(request)}"'),)
+    elif status == 401 or reason == "audience":
         headers = (
             ("www-authenticate", f'Bearer realm="{_realm(request)}", error="invalid_token"'),
         )

@@ -41,8 +41,8 @@ class Failure:
     def status(self) -> int:
         if self.reason == "jwks_unavailable":
             return 503
-        if self.reason == "insufficient_claims":
-            return 403
+        if self.reason in ("insufficient_claims", "audience"):
+            return 403  # audience: as Envoy ("Audiences in Jwt are not allowed")
         return 401
 
 
