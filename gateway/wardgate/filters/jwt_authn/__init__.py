@@ -12,7 +12,8 @@ Contract with the rest of the chain:
   ``WWW-Authenticate: Bearer realm="...", error="invalid_token"`` for invalid tokens and
   ``Bearer realm="..."`` (no error code, RFC 6750 3.1, as Envoy) when none was sent; 403
   with ``error="invalid_token"`` for a token meant for another audience (as Envoy); 403
-  with ``error="insufficient_scope"`` when a valid token lacks the rule's claims; 503 when the issuer's keys were never fetched (or are stale beyond ``maxStaleness``).
+  with ``error="insufficient_scope"`` when a valid token lacks the rule's claims; 503 when
+  the issuer's keys were never fetched (or are stale beyond ``maxStaleness``).
   Violations name the rule, the provider and the token's location, never the token.
 * On success, ``request.metadata["jwt_authn"]`` is a dict mapping provider name to the
   verified claims dict (Envoy's ``payload_in_metadata``), for every provider whose token
