@@ -355,3 +355,41 @@ async def test_a_token_altered_in_any_byte_is_refused(data):
     out = await send(POLICY, token=altered)
     assert out.status in (401, 403), (index, replacement)  # 403: the byte hit "aud"
     assert "jwt_authn" not in out.request.metadata
+
+
+async def test_the_cache_never_outlives_exp_nor_skips_claim_checks(monkeypatch):
+    from types import SimpleNamespace
+
+    from wardgate.filters.jwt_authn import provider as provider_module
+
+    now = time.time()
+    pol = compiled(policy({"idp": local_provider(RSA, clockSkewSeconds=0)}))
+    token = RSA.sign(claims(exp=int(now) + 30))
+    assert (await send(pol, token=token)).status == 200
+    cache = pol.filters[1].providers["idp"]._cache  # type: ignore[attr-defined]
+    assert len(cache) == 1  # verified once, cached
+    assert (await send(pol, token=token)).status == 200  # served from the cache
+    monkeypatch.setattr(provider_module, "time", SimpleNamespace(time=lambda: now + 60))
+    out = await send(pol, token=token)
+    assert (out.status, out.reason) == (401, "expired")
+    assert len(cache) == 0
+
+
+async def test_a_cached_token_is_still_checked_against_other_audiences():
+    pol = compiled(
+        policy(
+            {"idp": local_provider(RSA)},
+            [
+                {
+                    "match": {"prefix": "/billing"},
+                    "requires": {
+                        "providerAndAudiences": {"providerName": "idp", "audiences": ["billing"]}
+                    },
+                },
+                {"match": {"prefix": "/"}, "requires": {"providerName": "idp"}},
+            ],
+        )
+    )
+    token = RSA.sign(claims())  # aud: orders
+    assert (await send(pol, target="/orders", token=token)).status == 200
+    assert (await send(pol, target="/billing", token=token)).reason == "audience"

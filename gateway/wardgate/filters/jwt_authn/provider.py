@@ -130,22 +130,30 @@ class Provider:
     ) -> Verified | Failure:
         """Verify ``token`` for this provider (``audiences`` replaces the provider's own,
         for ``providerAndAudiences``). Never raises on bad input."""
+        wanted = self.audiences if audiences is None else audiences
+        if len(token) > self.max_token_bytes:
+            return self.fail("malformed", "the token is too large", location)
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self._cache.get(digest) if self.cache_size else None
+        if entry is not None:
+            # The exact same bytes were parsed and their signature verified with this key
+            # set; the claim checks (time, issuer, audience, subject) still run every time.
+            if entry.key_version == self.keys.version and time.time() <= entry.expires:
+                problem = self._check_claims(entry.claims, wanted)
+                if problem is not None:
+                    return self.fail(*problem, location=location)
+                stats.CACHE_HITS.inc()
+                self._cache.move_to_end(digest)
+                return Verified(entry.claims, entry.payload_segment)
+            self._cache.pop(digest, None)
         try:
             parsed = parse_token(token, self.max_token_bytes)
         except TokenError as exc:
             return self.fail(exc.reason, exc.message, location)
         claims = parsed.claims
-        problem = self._check_claims(claims, self.audiences if audiences is None else audiences)
+        problem = self._check_claims(claims, wanted)
         if problem is not None:
             return self.fail(*problem, location=location)
-        digest = hashlib.sha256(token.encode()).digest()
-        entry = self._cache.get(digest) if self.cache_size else None
-        if entry is not None and entry.key_version == self.keys.version:
-            if time.time() <= entry.expires:
-                stats.CACHE_HITS.inc()
-                self._cache.move_to_end(digest)
-                return Verified(entry.claims, entry.payload_segment)
-            self._cache.pop(digest, None)
         try:
             keys = await self.keys.current()
         except JwksUnavailable:
