@@ -393,3 +393,38 @@ async def test_a_cached_token_is_still_checked_against_other_audiences():
     token = RSA.sign(claims())  # aud: orders
     assert (await send(pol, target="/orders", token=token)).status == 200
     assert (await send(pol, target="/billing", token=token)).reason == "audience"
+
+
+# RFC 7515 Appendix A.3: the ES256 example (public key and compact JWS as published).
+RFC7515_A3_JWK = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+}
+RFC7515_A3_JWS = (
+    "eyJhbGciOiJFUzI1NiJ9"
+    ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
+    ".DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
+)
+
+
+async def test_rfc7515_a3_es256_example(monkeypatch):
+    from types import SimpleNamespace
+
+    from wardgate.filters.jwt_authn import provider as provider_module
+
+    doc = json.dumps({"keys": [RFC7515_A3_JWK]})
+    pol = compiled(policy({"rfc": {"issuer": "joe", "localJwks": {"inlineString": doc}}}))
+    # at the RFC's time the token is valid (exp 1300819380, March 2011)...
+    monkeypatch.setattr(provider_module, "time", SimpleNamespace(time=lambda: 1300819300.0))
+    out = await send(pol, token=RFC7515_A3_JWS)
+    assert out.status == 200, out.reason
+    assert out.request.metadata["jwt_authn"]["rfc"]["http://example.com/is_root"] is True
+    # ...its payload altered (is_root:true -> is_root:fals) no longer verifies...
+    head, payload, sig = RFC7515_A3_JWS.split(".")
+    forged = payload[:-4] + "ZmFsc2V9"[:4]
+    assert (await send(pol, token=f"{head}.{forged}.{sig}")).status == 401
+    monkeypatch.undo()
+    # ...and today it is long expired
+    assert (await send(pol, token=RFC7515_A3_JWS)).reason == "expired"
