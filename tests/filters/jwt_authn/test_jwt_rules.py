@@ -339,3 +339,29 @@ def test_query_token_stripping_limitation_is_reported():
         )
     )
     assert pol.limitations() == ()
+
+
+async def test_a_rotated_kubernetes_secret_is_picked_up_on_unknown_kid(tmp_path):
+    """The kubelet updates a mounted Secret by swapping the ``..data`` symlink."""
+    import os
+
+    from tests.filters.jwt_authn.helpers import jwks
+
+    mount = tmp_path / "secret"
+    mount.mkdir()
+    (mount / "..v1").mkdir()
+    (mount / "..v1" / "jwks.json").write_text(jwks(A))
+    os.symlink("..v1", mount / "..data")
+    os.symlink("..data/jwks.json", mount / "jwks.json")
+    provider = {"issuer": ISSUER, "localJwks": {"filename": str(mount / "jwks.json")}}
+    pol = compiled(policy({"a": provider}))
+    assert (await send(pol, token=a_token())).status == 200
+    rotated = rsa_key("a-2")
+    (mount / "..v2").mkdir()
+    (mount / "..v2" / "jwks.json").write_text(jwks(rotated))
+    os.symlink("..v2", mount / "..data.tmp")
+    os.replace(mount / "..data.tmp", mount / "..data")
+    out = await send(pol, token=rotated.sign(claims()))
+    assert out.status == 200, out.reason
+    # the old key is gone with the rotation (cache entries are tied to the key set)
+    assert (await send(pol, token=a_token())).status == 401

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ class FetchSettings:
 
 
 class LocalKeys:
-    """Keys given with the policy. ``version`` never changes."""
+    """Keys given inline with the policy. ``version`` never changes."""
 
     version = 0
 
@@ -70,6 +71,64 @@ class LocalKeys:
 
     async def refresh_for_unknown_kid(self) -> KeySet | None:
         return None
+
+
+FILE_RECHECK_INTERVAL = 1.0
+
+
+class FileKeys(LocalKeys):
+    """Keys from a file, typically a mounted Kubernetes Secret. The kubelet rotates a
+    Secret by swapping a symlink without touching the policy, so on an unknown ``kid`` the
+    file is checked again (at most once per second, in a worker thread) and re-read when
+    it changed. A file that became unreadable or invalid keeps the keys already loaded."""
+
+    def __init__(self, keys: KeySet, path: str, source: str) -> None:
+        super().__init__(keys)
+        self.path = path
+        self.source = source
+        self.version = 0
+        self._seen = _file_identity(path)
+        self._checked = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh_for_unknown_kid(self) -> KeySet | None:
+        async with self._lock:
+            if time.monotonic() - self._checked < FILE_RECHECK_INTERVAL:
+                return None
+            self._checked = time.monotonic()
+            identity = await asyncio.to_thread(_file_identity, self.path)
+            if identity == self._seen or identity is None:
+                return None
+            try:
+                data = await asyncio.to_thread(_read_small, self.path)
+                keys = parse_jwks(data, allow_symmetric=True, source=self.source)
+            except (OSError, JwksError) as exc:
+                log.warning(
+                    "local JWKS file changed but cannot be used; keeping the loaded keys",
+                    extra={"wardgate": {"jwks": self.source, "problem": str(exc)}},
+                )
+                return None
+            self._seen = identity
+            self.keys = keys
+            self.version += 1
+            return keys
+
+
+def _file_identity(path: str) -> tuple[str, int, int, int] | None:
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    return (real, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _read_small(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_JWKS_BYTES + 1)
+    if len(data) > MAX_JWKS_BYTES:
+        raise JwksError(f"larger than {MAX_JWKS_BYTES} bytes")
+    return data
 
 
 def _safe_uri(uri: str) -> str:

@@ -19,6 +19,7 @@ from wardgate.filters.jwt_authn.extract import Location, locations
 from wardgate.filters.jwt_authn.jose import TokenError, parse_token
 from wardgate.filters.jwt_authn.jwks import (
     FetchSettings,
+    FileKeys,
     JwksUnavailable,
     LocalKeys,
     RemoteJwks,
@@ -86,10 +87,12 @@ class Provider:
             try:
                 if local.filename is not None:
                     data = Path(local.filename).read_bytes()
+                    keyset = parse_jwks(data, allow_symmetric=True, source=where)
+                    self.keys = FileKeys(keyset, local.filename, where)
                 else:
                     assert local.inline_string is not None
                     data = local.inline_string.encode()
-                self.keys = LocalKeys(parse_jwks(data, allow_symmetric=True, source=where))
+                    self.keys = LocalKeys(parse_jwks(data, allow_symmetric=True, source=where))
             except OSError as exc:
                 raise FilterCompileError(
                     [f"{where}.localJwks.filename: cannot read: {exc.strerror or exc}"]
