@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT / "gateway"), str(ROOT)]
 
 from bench.run import (  # noqa: E402
     BIN,
+    envoy_proxy,
     free_port,
     median_load,
     nginx_upstream,
@@ -224,8 +225,16 @@ def over_http(all_keys: dict[str, tuple[Any, dict[str, Any]]], duration: int, re
             nginx_upstream(workdir) as upstream,
             envoy_jwt(workdir, upstream, envoy_jwt_config(jwk)) as envoy,
             wardgate_proxy(upstream, policy) as wardgate,
+            envoy_proxy(workdir, upstream) as envoy_plain,
+            wardgate_proxy(upstream, ROOT / "bench" / "passthrough.yaml") as wardgate_plain,
         ):
-            for name, port in (("envoy jwt_authn", envoy), ("wardgate jwt_authn", wardgate)):
+            targets = (
+                ("envoy jwt_authn", envoy),
+                ("wardgate jwt_authn", wardgate),
+                ("envoy no jwt", envoy_plain),
+                ("wardgate no jwt", wardgate_plain),
+            )
+            for name, port in targets:
                 url = f"http://127.0.0.1:{port}/bench"
                 run_wrk(url, 1, script)  # warm-up
                 samples = [run_wrk(url, duration, script) for _ in range(repeats)]
@@ -235,8 +244,11 @@ def over_http(all_keys: dict[str, tuple[Any, dict[str, Any]]], duration: int, re
     for name, load in results.items():
         print(
             f"{name:20} {load.rps:9.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
-            f"p99 {load.p99_ms:6.2f} ms  vs envoy {load.rps / envoy_rps:5.2f}"
+            f"p99 {load.p99_ms:6.2f} ms  vs envoy jwt {load.rps / envoy_rps:5.2f}"
         )
+    for peer in ("envoy", "wardgate"):
+        ratio = results[f"{peer} jwt_authn"].rps / results[f"{peer} no jwt"].rps
+        print(f"{peer}: throughput with JWT / without {ratio:.2f}")
 
 
 def main() -> int:
