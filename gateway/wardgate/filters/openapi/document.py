@@ -214,8 +214,42 @@ def load_document(
     if externals:
         root[FILES_KEY] = {str(i + 1): item for i, item in enumerate(externals)}
     _check_json_compatible(root)
+    document = Document(bundle=root, version=version, sources=tuple(bundler.sources))
+    _check_refs(document)
     _validate(root, version)
-    return Document(bundle=root, version=version, sources=tuple(bundler.sources))
+    return document
+
+
+def _check_refs(document: Document) -> None:
+    """Every reference points at something, and no chain of references loops back on
+    itself without a real object in between (``A -> B -> A``)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for ref in _refs(document.bundle):
+        if ref in seen:
+            continue
+        seen.add(ref)
+        try:
+            document.resolve({"$ref": ref})
+        except SpecError as exc:
+            problems.extend(exc.problems)
+        if len(problems) >= 20:
+            break
+    if problems:
+        raise SpecError(sorted(set(problems)))
+
+
+def _refs(node: Any) -> Iterator[str]:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$ref")
+            if isinstance(ref, str):
+                yield ref
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 _ROOT_PREFIX = f"#/{FILES_KEY}/0"
@@ -294,6 +328,8 @@ def _validate(root: dict[str, Any], version: str) -> None:
     except RecursionError:
         problems.append("the document's references nest too deeply to validate")
     except Exception as exc:  # the validator raises its own types for broken references
-        problems.append(f"the document cannot be validated: {type(exc).__name__}: {exc}"[:400])
+        ref = getattr(exc, "ref", None)
+        detail = f"unresolvable $ref {ref}" if isinstance(ref, str) else type(exc).__name__
+        problems.append(f"the document cannot be validated: {detail}")
     if problems:
         raise SpecError([f"invalid OpenAPI {version} document: {p}" for p in problems])
