@@ -1,4 +1,5 @@
-"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``."""
+"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``,
+``ext-authz``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import get_args
 
 from wardgate import __version__
 from wardgate.config import PolicyError, policy_json_schema
-from wardgate.observability.logs import AccessLogFormat
+from wardgate.observability.logs import AccessLogFormat, configure_gateway_log
 from wardgate.runtime import load_compiled
 from wardgate.runtime.explain import RequestDescriptionError, explain, parse_request_description
 
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown: the configuration reference",
     )
 
+    _add_ext_authz_parser(sub)
+
     exp = sub.add_parser("explain", help="run a request through a policy offline")
     exp.add_argument("--policy", help="policy file (default: the built-in default policy)")
     exp.add_argument(
@@ -53,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
         help="request file: YAML/JSON description or raw HTTP; - for stdin",
     )
     return parser
+
+
+def _add_ext_authz_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "ext-authz",
+        help="serve the policy as Envoy's external authorization service (HTTP and/or gRPC)",
+    )
+    cmd.add_argument("--policy", required=True, help="policy file, watched for changes")
+    cmd.add_argument("--http", metavar="HOST:PORT", help="serve HTTP ext_authz here")
+    cmd.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC ext_authz (and ext_proc) here")
+    cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> None:
@@ -206,12 +220,43 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0 if result["decision"] == "allow" else 1
 
 
+def _cmd_ext_authz(args: argparse.Namespace) -> int:
+    from wardgate.envoy.server import ExtAuthzOptions, serve
+    from wardgate.proxy.server import install_event_loop_policy, parse_host_port
+
+    try:
+        options = ExtAuthzOptions(
+            grpc_listen=parse_host_port(args.grpc, "--grpc") if args.grpc else None,
+            http_listen=parse_host_port(args.http, "--http") if args.http else None,
+        )
+    except ValueError as exc:
+        print(f"wardgate ext-authz: {exc}", file=sys.stderr)
+        return 2
+    if options.grpc_listen is None and options.http_listen is None:
+        print(
+            "wardgate ext-authz: give --http HOST:PORT, --grpc HOST:PORT or both", file=sys.stderr
+        )
+        return 2
+    configure_gateway_log(args.log_level)
+    install_event_loop_policy()
+    try:
+        asyncio.run(serve(args.policy, options))
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"wardgate ext-authz: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "explain": _cmd_explain,
+    "ext-authz": _cmd_ext_authz,
 }
 
 
