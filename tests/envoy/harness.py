@@ -107,6 +107,8 @@ async def start_envoy(config: Path, listen: int, admin: int) -> Envoy:
             "--log-level",
             "warning",
             "--disable-hot-restart",
+            "--file-flush-interval-msec",
+            "100",
             "--base-id",
             str(os.getpid() % 1000 + listen % 1000),
         ],

@@ -3,6 +3,7 @@ upstream: what the client gets and what the upstream receives."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import aiohttp
@@ -77,3 +78,66 @@ async def test_url_too_long_is_414(envoy_stack, example):
     status, _, body = await _request(stack.url + "/echo?q=" + "x" * 600)
     assert status == 414
     assert json.loads(body)["reason"] == "url_too_long"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+async def test_body_reaches_upstream_unchanged_and_declared_oversize_is_413(
+    envoy_stack, example
+):
+    stack = await envoy_stack(example, POLICY)
+    payload = bytes(range(256)) * 8  # 2 KiB, binary
+    status, _, body = await _request(stack.url + "/echo", method="POST", data=payload)
+    assert status == 200, body
+    echo = json.loads(body)
+    assert echo["bodyLength"] == len(payload)
+    assert echo["bodySha256"] == hashlib.sha256(payload).hexdigest()
+    status, _, body = await _request(stack.url + "/echo", method="POST", data=b"a" * 5000)
+    assert status == 413
+    assert json.loads(body)["reason"] == "body_too_large"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+async def test_body_over_envoy_buffer_and_over_policy_cap_is_413(envoy_stack, example):
+    """Envoy buffers 65536 bytes and marks the body partial; the prefix alone is already
+    over the policy's 4096-byte cap, so Wardgate refuses whatever the framing said."""
+    stack = await envoy_stack(example, POLICY)
+
+    async def chunks():
+        for _ in range(20):
+            yield b"b" * 8192
+
+    status, _, body = await _request(stack.url + "/echo", method="POST", data=chunks())
+    assert status == 413, body
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+async def test_wardgate_down_fails_closed_by_default(envoy_stack, example):
+    stack = await envoy_stack(example, wardgate=False)
+    status, _, _ = await _request(stack.url + "/echo")
+    assert status == 403  # Envoy's status_on_error: the request never reached the upstream
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+async def test_wardgate_down_with_failure_mode_allow_lets_through_marked(envoy_stack, example):
+    stack = await envoy_stack(example, wardgate=False, failure_mode_allow=True)
+    status, _, body = await _request(stack.url + "/echo")
+    assert status == 200
+    seen = _upstream_headers(json.loads(body))
+    assert seen["x-envoy-auth-failure-mode-allowed"] == ["true"]
+
+
+async def test_grpc_decision_reaches_envoy_access_log_as_dynamic_metadata(envoy_stack):
+    stack = await envoy_stack("ext-authz-grpc.yaml", POLICY)
+    await _request(stack.url + "/echo", method="DELETE")
+    await _request(stack.url + "/echo?allowed")
+    denied = await stack.envoy.access_log_line('"DELETE /echo ')
+    assert " 405 UAEX " in denied
+    metadata = json.loads(denied.split("wardgate=", 1)[1])
+    assert metadata["request_id"] in denied.split("wardgate=", 1)[0]  # Envoy's x-request-id
+    assert metadata["decision"] == "deny"
+    assert metadata["filter"] == "limits"
+    assert metadata["reason"] == "method_not_allowed"
+    assert metadata["rule_ids"] == ["limits.allowedMethods"]
+    assert metadata["policy_digest"]
+    allowed = await stack.envoy.access_log_line('"GET /echo?allowed ')
+    assert json.loads(allowed.split("wardgate=", 1)[1])["decision"] == "allow"
