@@ -81,9 +81,7 @@ async def test_url_too_long_is_414(envoy_stack, example):
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-async def test_body_reaches_upstream_unchanged_and_declared_oversize_is_413(
-    envoy_stack, example
-):
+async def test_body_reaches_upstream_unchanged_and_declared_oversize_is_413(envoy_stack, example):
     stack = await envoy_stack(example, POLICY)
     payload = bytes(range(256)) * 8  # 2 KiB, binary
     status, _, body = await _request(stack.url + "/echo", method="POST", data=payload)
