@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway in front of an upstream")
     run.add_argument("--upstream", required=True, help="upstream base URL, http://host:port")
     _add_serving_options(run, default_listen="127.0.0.1:8080")
+    run.add_argument(
+        "--ext-authz-grpc",
+        metavar="HOST:PORT",
+        help="also serve Envoy's gRPC ext_authz here, same policy, same process",
+    )
+    run.add_argument(
+        "--ext-authz-http",
+        metavar="HOST:PORT",
+        help="also serve Envoy's HTTP ext_authz here, same policy, same process",
+    )
 
     demo = sub.add_parser("demo", help="run the gateway in front of a built-in demo upstream")
     _add_serving_options(demo, default_listen="127.0.0.1:8080")
@@ -126,7 +136,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"wardgate run: {exc}", file=sys.stderr)
         return 2
     assert isinstance(options, RunOptions)
+    if args.ext_authz_grpc or args.ext_authz_http:
+        return _run_beside_ext_authz(options, args)
     return run(options)
+
+
+def _run_beside_ext_authz(options: object, args: argparse.Namespace) -> int:
+    """``wardgate run`` plus the ext_authz servers in one process, on one policy holder
+    (one reload updates both doors)."""
+    from wardgate.envoy.server import ExtAuthzOptions, ExtAuthzServer
+    from wardgate.proxy.server import (
+        GatewayProcess,
+        RunOptions,
+        install_event_loop_policy,
+        parse_host_port,
+    )
+
+    assert isinstance(options, RunOptions)
+    if options.workers != 1:
+        print("wardgate run: --ext-authz-* needs --workers 1", file=sys.stderr)
+        return 2
+    try:
+        authz = ExtAuthzOptions(
+            grpc_listen=parse_host_port(args.ext_authz_grpc, "--ext-authz-grpc")
+            if args.ext_authz_grpc
+            else None,
+            http_listen=parse_host_port(args.ext_authz_http, "--ext-authz-http")
+            if args.ext_authz_http
+            else None,
+        )
+        policy = load_compiled(options.policy_path)
+    except ValueError as exc:
+        print(f"wardgate run: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+
+    async def main() -> None:
+        process = GatewayProcess(options, policy, serve_admin=True)
+        process.install_signals()
+        await process.start()
+        server = ExtAuthzServer(process.holder, authz, process.reloader, watch=False)
+        await server.start()
+        try:
+            await process.run_until_stopped()
+        finally:
+            await server.stop()
+
+    configure_gateway_log(options.log_level)
+    install_event_loop_policy()
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"wardgate run: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

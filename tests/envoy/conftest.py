@@ -32,11 +32,14 @@ class Stack:
 
     envoy: Envoy
     authz: ExtAuthzServer | None
-    policy_path: Path
 
     @property
     def url(self) -> str:
         return self.envoy.url
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 @pytest.fixture
@@ -74,21 +77,28 @@ async def envoy_stack(
     envoys: list[Envoy] = []
 
     async def start(
-        example: str, policy: str = "", wardgate: bool = True, **overrides: Any
+        example: str,
+        policy: str = "",
+        wardgate: bool = True,
+        authz_ports: tuple[int, int] | None = None,
+        **overrides: Any,
     ) -> Stack:
-        authz = await authz_server(policy) if wardgate else None
+        """``authz_ports=(grpc, http)``: use a Wardgate started elsewhere."""
+        authz = await authz_server(policy) if wardgate and authz_ports is None else None
+        if authz is not None:
+            assert authz.grpc_address and authz.http_address
+            authz_ports = (_port(authz.grpc_address), _port(authz.http_address))
         ports = {
             LISTEN: free_port(),
             ADMIN: free_port(),
-            UPSTREAM: int(upstream.rsplit(":", 1)[1]),
-            GRPC_AUTHZ: int(authz.grpc_address.rsplit(":", 1)[1]) if authz else free_port(),
-            HTTP_AUTHZ: int(authz.http_address.rsplit(":", 1)[1]) if authz else free_port(),
+            UPSTREAM: _port(upstream),
+            GRPC_AUTHZ: authz_ports[0] if authz_ports else free_port(),
+            HTTP_AUTHZ: authz_ports[1] if authz_ports else free_port(),
         }
         config = render(example, tmp_path, ports, **overrides)
         envoy = await start_envoy(config, ports[LISTEN], ports[ADMIN])
         envoys.append(envoy)
-        policy_path = tmp_path / f"policy-{len(envoys) - 1}.yaml"
-        return Stack(envoy, authz, authz.reloader.path if authz and authz.reloader else policy_path)
+        return Stack(envoy, authz)
 
     yield start
     for envoy in envoys:

@@ -6,7 +6,8 @@ headers its ``allowed_headers`` lets through, and the buffered body with
   ``allowed_upstream_headers`` matcher names, overwriting) and, for headers to drop,
   ``x-envoy-auth-headers-to-remove: a, b``.
 * Denied: the native proxy's local reply (status, headers, problem+json body); Envoy sends
-  it to the client.
+  it to the client. A 5xx refusal (a filter that raised) is sent as 403: Envoy would read
+  a 5xx as "the authorization service failed" and, with ``failure_mode_allow``, allow.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from wardgate.envoy.decision import (
 from wardgate.runtime import PolicyHolder
 
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+REFUSED_ON_ERROR = 403
 MAX_CHECK_BODY_BYTES = 64 * 1024 * 1024
 """Refuse check requests with larger bodies (Envoy's ``max_request_bytes`` is far lower)."""
 
@@ -77,7 +79,11 @@ def http_response(decision: Decision) -> web.Response:
         if decision.upstream_remove:
             response.headers[HEADERS_TO_REMOVE] = ", ".join(decision.upstream_remove)
         return response
-    response = web.Response(status=decision.status, body=decision.body)
+    # Envoy treats a 5xx from the HTTP authorization service as the service failing, and
+    # with failure_mode_allow: true lets the request through. A refusal must never read as
+    # a failure, so 5xx refusals go out as 403 (the body still says what happened).
+    status = decision.status if decision.status < 500 else REFUSED_ON_ERROR
+    response = web.Response(status=status, body=decision.body)
     for name, value in decision.headers:
         response.headers.add(name, value)
     return response
