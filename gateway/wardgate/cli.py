@@ -255,6 +255,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         )
         for text in policy.limitations():
             print(f"  note: {text}")
+        from wardgate.envoy.limitations import envoy_limitations
+
+        for text in envoy_limitations(policy):
+            print(f"  note (envoy): {text}")
     return 1 if failed else 0
 
 

@@ -135,3 +135,17 @@ async def test_run_serves_native_and_ext_authz_from_one_policy(
         assert await _status(stack.url + "/echo", "DELETE") == 200
     finally:
         assert proc.stop() == 0
+
+
+def test_validate_says_what_the_policy_cannot_get_over_ext_authz(tmp_path: Path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("headers: {response: {add: [{name: x-a, value: b}]}}\n")
+    result = run_wardgate("validate", str(policy))
+    assert result.returncode == 0
+    notes = [line for line in result.stdout.splitlines() if "note (envoy)" in line]
+    assert any("headers have response phases" in n and "ext_proc" in n for n in notes)
+    assert any("body cap (104857600 bytes)" in n for n in notes)
+    # Without a header policy, nothing claims a response phase.
+    policy.write_text("")
+    result = run_wardgate("validate", str(policy))
+    assert "response phases" not in result.stdout
