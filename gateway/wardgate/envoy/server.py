@@ -21,6 +21,13 @@ from wardgate.runtime import PolicyHolder, PolicyReloader
 
 log = logging.getLogger("wardgate.envoy")
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# grpc.health.v1.HealthCheckResponse{status: SERVING (1) | NOT_SERVING (2)}: one varint
+# field, written out rather than pulling in a package for two constant messages. Kubelet's
+# gRPC probe and Envoy's gRPC health checks ask this.
+HEALTH_SERVING = b"\x08\x01"
+HEALTH_NOT_SERVING = b"\x08\x02"
+
 MAX_LINE_BYTES = 65536
 MAX_FIELD_BYTES = 65536
 MAX_HEADERS = 1024
@@ -93,9 +100,22 @@ class ExtAuthzServer:
                 return grpc_authz.check_response(refusal)
             return grpc_authz.check_response(await decide(policy, check_input))
 
+        async def health(_request: bytes, _context: Any) -> bytes:
+            return HEALTH_NOT_SERVING if self.stopping.is_set() else HEALTH_SERVING
+
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(
             (
+                grpc.method_handlers_generic_handler(
+                    HEALTH_SERVICE,
+                    {
+                        "Check": grpc.unary_unary_rpc_method_handler(
+                            health,
+                            request_deserializer=bytes,
+                            response_serializer=bytes,
+                        )
+                    },
+                ),
                 grpc.method_handlers_generic_handler(
                     grpc_authz.SERVICE,
                     {
