@@ -1,6 +1,6 @@
 """Decision parity: for the same policy and the same request, native ``wardgate run``,
-Envoy + HTTP ext_authz and Envoy + gRPC ext_authz give the same allow/deny and status (and
-the same reason on refusals).
+Envoy + HTTP ext_authz, Envoy + gRPC ext_authz and Envoy + ext_proc give the same
+allow/deny and status (and the same reason on refusals).
 
 Table-driven: to cover a new filter, append a :class:`ParityCase` with a policy that turns
 it on and requests on both sides of its decision. Requests near a header-count or
@@ -97,10 +97,12 @@ async def test_same_decision_on_every_door(case, upstream, gateway, envoy_stack)
     native = await gateway(upstream, case.policy)
     grpc = await envoy_stack("ext-authz-grpc.yaml", case.policy)
     http = await envoy_stack("ext-authz-http.yaml", case.policy)
+    proc = await envoy_stack("ext-proc.yaml", case.policy)
     statuses = set()
     for probe in case.probes:
         want = await _status(native.url, probe)
         statuses.add(want[0])
         assert await _status(grpc.url, probe) == want, f"gRPC ext_authz differs on {probe}"
         assert await _status(http.url, probe) == want, f"HTTP ext_authz differs on {probe}"
+        assert await _status(proc.url, probe) == want, f"ext_proc differs on {probe}"
     assert 200 in statuses and len(statuses) > 1  # each case exercises allow and deny

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from wardgate.envoy import grpc_authz
+from wardgate.envoy import ext_proc, grpc_authz
 from wardgate.envoy.decision import decide, internal_error
 from wardgate.envoy.http_authz import HttpAuthzHandler
 from wardgate.runtime import PolicyHolder, PolicyReloader
@@ -103,6 +103,11 @@ class ExtAuthzServer:
         async def health(_request: bytes, _context: Any) -> bytes:
             return HEALTH_NOT_SERVING if self.stopping.is_set() else HEALTH_SERVING
 
+        async def process(messages: Any, _context: Any) -> Any:
+            # grpcio wants the handler itself to be an async generator function.
+            async for response in ext_proc.process(holder, messages):
+                yield response
+
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(
             (
@@ -113,6 +118,16 @@ class ExtAuthzServer:
                             health,
                             request_deserializer=bytes,
                             response_serializer=bytes,
+                        )
+                    },
+                ),
+                grpc.method_handlers_generic_handler(
+                    ext_proc.SERVICE,
+                    {
+                        ext_proc.METHOD: grpc.stream_stream_rpc_method_handler(
+                            process,
+                            request_deserializer=ext_proc.parse_processing_request,
+                            response_serializer=ext_proc.serialize_processing_response,
                         )
                     },
                 ),
