@@ -22,29 +22,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from envoy_data_plane.envoy.config.core.v3 import (
-    HeaderMap,
-    HeaderValue,
-    HeaderValueOption,
-    HeaderValueOptionHeaderAppendAction,
-)
-from envoy_data_plane.envoy.service.ext_proc.v3 import (
-    BodyMutation,
-    BodyResponse,
-    CommonResponse,
-    HeaderMutation,
-    HeadersResponse,
-    HttpBody,
-    HttpHeaders,
-    ImmediateResponse,
-    ProcessingRequest,
-    ProcessingResponse,
-    TrailersResponse,
-)
-from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
-from envoy_data_plane.google.protobuf import Struct
 from multidict import CIMultiDict
 
+from wardgate.envoy import wire
 from wardgate.envoy.decision import (
     ENVOY_FILTER,
     CheckInput,
@@ -54,6 +34,7 @@ from wardgate.envoy.decision import (
     header_changes,
     internal_error,
 )
+from wardgate.envoy.grpc_authz import APPEND, OVERWRITE
 from wardgate.filters.api import HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.runtime import CompiledPolicy, PolicyHolder, RequestPipeline
@@ -63,52 +44,47 @@ log = logging.getLogger("wardgate.envoy")
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 METHOD = "Process"
 
-_OVERWRITE = HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
-_APPEND = HeaderValueOptionHeaderAppendAction.APPEND_IF_EXISTS_OR_ADD
 
-
-def _pairs(headers: HeaderMap | None) -> list[tuple[str, str]]:
-    if headers is None:
-        return []
+def _pairs(headers: Any) -> list[tuple[str, str]]:
+    """A ``HeaderMap``'s fields (ext_proc sends values as ``raw_value`` bytes)."""
     return [
         (h.key.lower(), h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
         for h in headers.headers
     ]
 
 
-def _option(name: str, value: str, action: HeaderValueOptionHeaderAppendAction) -> Any:
-    return HeaderValueOption(
-        header=HeaderValue(key=name, raw_value=value.encode("utf-8", "replace")),
-        append_action=action,
-    )
+def _add(options: Any, name: str, value: str, action: int) -> None:
+    option = options.add()
+    option.header.key = name
+    option.header.raw_value = value.encode("utf-8", "replace")
+    option.append_action = action
 
 
-def _mutation(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> HeaderMutation | None:
+def _mutate(common: Any, before: list[tuple[str, str]], after: list[tuple[str, str]]) -> None:
+    """Write the header changes turning ``before`` into ``after`` into a CommonResponse."""
     to_set, to_append, to_remove = header_changes(before, after)
     if not (to_set or to_append or to_remove):
-        return None
-    return HeaderMutation(
-        set_headers=[
-            *(_option(n, v, _OVERWRITE) for n, v in to_set),
-            *(_option(n, v, _APPEND) for n, v in to_append),
-        ],
-        remove_headers=list(to_remove),
-    )
+        return
+    mutation = common.header_mutation
+    for name, value in to_set:
+        _add(mutation.set_headers, name, value, OVERWRITE)
+    for name, value in to_append:
+        _add(mutation.set_headers, name, value, APPEND)
+    mutation.remove_headers.extend(to_remove)
 
 
-def _immediate(decision: Decision) -> ProcessingResponse:
-    headers = HeaderMutation(set_headers=[_option(n, v, _OVERWRITE) for n, v in decision.headers])
-    return ProcessingResponse(
-        immediate_response=ImmediateResponse(
-            status=HttpStatus(code=StatusCode(decision.status)),
-            headers=headers,
-            body=decision.body,
-            details=f"wardgate_{decision.filter}_{decision.reason}",
-        ),
-        # Top-level keys are metadata namespaces for ext_proc: the decision lands in
-        # `wardgate` (the example's metadata_options.receiving_namespaces lists it).
-        dynamic_metadata=Struct.from_dict(decision.metadata()),
-    )
+def _immediate(decision: Decision) -> Any:
+    response = wire.ProcessingResponse()
+    immediate = response.immediate_response
+    immediate.status.code = decision.status
+    for name, value in decision.headers:
+        _add(immediate.headers.set_headers, name, value, OVERWRITE)
+    immediate.body = decision.body
+    immediate.details = f"wardgate_{decision.filter}_{decision.reason}"
+    # Top-level keys are metadata namespaces for ext_proc: the decision lands in
+    # `wardgate` (the example's metadata_options.receiving_namespaces lists it).
+    response.dynamic_metadata.update(decision.metadata())
+    return response
 
 
 class ProcessStream:
@@ -121,20 +97,24 @@ class ProcessStream:
         self._response: HttpResponse | None = None
         self._response_before: list[tuple[str, str]] = []
 
-    async def process(self, message: ProcessingRequest) -> ProcessingResponse:
-        """The response to one phase message (raises on a message out of order)."""
-        if message.request_headers is not None:
+    async def process(self, message: Any) -> Any:
+        """The ``wire.ProcessingResponse`` to one phase message (raises on a message out of
+        order)."""
+        if message.HasField("request_headers"):
             return await self._request_headers_phase(message.request_headers)
-        if message.request_body is not None:
+        if message.HasField("request_body"):
             return await self._request_body_phase(message.request_body)
-        if message.response_headers is not None:
+        if message.HasField("response_headers"):
             return self._response_headers_phase(message.response_headers)
-        if message.response_body is not None:
+        if message.HasField("response_body"):
             return self._response_body_phase(message.response_body)
-        if message.request_trailers is not None:
-            return ProcessingResponse(request_trailers=TrailersResponse())
-        if message.response_trailers is not None:
-            return ProcessingResponse(response_trailers=TrailersResponse())
+        response = wire.ProcessingResponse()
+        if message.HasField("request_trailers"):
+            response.request_trailers.SetInParent()
+            return response
+        if message.HasField("response_trailers"):
+            response.response_trailers.SetInParent()
+            return response
         raise ValueError("empty ProcessingRequest")
 
     def _require_pipeline(self) -> RequestPipeline:
@@ -142,7 +122,7 @@ class ProcessStream:
             raise ValueError("a body or response message before the request headers")
         return self.pipeline
 
-    async def _request_headers_phase(self, message: HttpHeaders) -> ProcessingResponse:
+    async def _request_headers_phase(self, message: Any) -> Any:
         pairs = _pairs(message.headers)
         pseudo = {name: value for name, value in pairs if name[:1] == ":"}
         forwarded = [v for n, v in pairs if n == "x-forwarded-for"]
@@ -160,13 +140,12 @@ class ProcessStream:
         if reply is not None:
             return _immediate(denied(pipeline, reply))
         self._request_headers = list(request.headers.items())
-        return ProcessingResponse(
-            request_headers=HeadersResponse(
-                response=CommonResponse(header_mutation=_mutation(before, self._request_headers))
-            )
-        )
+        response = wire.ProcessingResponse()
+        response.request_headers.response.SetInParent()
+        _mutate(response.request_headers.response, before, self._request_headers)
+        return response
 
-    async def _request_body_phase(self, message: HttpBody) -> ProcessingResponse:
+    async def _request_body_phase(self, message: Any) -> Any:
         pipeline = self._require_pipeline()
         policy = self.policy
         data = message.body
@@ -183,13 +162,13 @@ class ProcessStream:
         if reply is not None:
             return _immediate(denied(pipeline, reply))
         after = list(pipeline.request.headers.items())
-        mutation = _mutation(self._request_headers, after)
+        response = wire.ProcessingResponse()
+        response.request_body.response.SetInParent()
+        _mutate(response.request_body.response, self._request_headers, after)
         self._request_headers = after
-        return ProcessingResponse(
-            request_body=BodyResponse(response=CommonResponse(header_mutation=mutation))
-        )
+        return response
 
-    def _response_headers_phase(self, message: HttpHeaders) -> ProcessingResponse:
+    def _response_headers_phase(self, message: Any) -> Any:
         pipeline = self._require_pipeline()
         pairs = _pairs(message.headers)
         status_text = next((v for n, v in pairs if n == ":status"), "200")
@@ -201,38 +180,32 @@ class ProcessStream:
         reply = pipeline.encode_headers(response)
         if reply is not None:
             return _immediate(denied(pipeline, reply))
-        return ProcessingResponse(
-            response_headers=HeadersResponse(
-                response=CommonResponse(
-                    header_mutation=_mutation(before, list(response.headers.items()))
-                )
-            )
-        )
+        out = wire.ProcessingResponse()
+        out.response_headers.response.SetInParent()
+        _mutate(out.response_headers.response, before, list(response.headers.items()))
+        return out
 
-    def _response_body_phase(self, message: HttpBody) -> ProcessingResponse:
+    def _response_body_phase(self, message: Any) -> Any:
         pipeline = self._require_pipeline()
         response = self._response
         if response is None:
             raise ValueError("a response body before the response headers")
+        out = wire.ProcessingResponse()
+        out.response_body.response.SetInParent()
         if not pipeline.needs_response_body:
-            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+            return out
         limit = self.policy.response_body_limit or 0
         data = message.body
         prefix = data[:limit]
         reply = pipeline.encode_body(response, prefix, message.end_of_stream and len(data) <= limit)
         if reply is not None:
             return _immediate(denied(pipeline, reply))
-        mutation = None
         if response.body is not None and response.body is not prefix:
-            mutation = BodyMutation(body=response.body + data[limit:])
-        return ProcessingResponse(
-            response_body=BodyResponse(response=CommonResponse(body_mutation=mutation))
-        )
+            out.response_body.response.body_mutation.body = response.body + data[limit:]
+        return out
 
 
-async def process(
-    holder: PolicyHolder, messages: AsyncIterator[ProcessingRequest]
-) -> AsyncIterator[ProcessingResponse]:
+async def process(holder: PolicyHolder, messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """The stream: one response per message, an immediate 500 on any exception."""
     stream = ProcessStream(holder.current)
     async for message in messages:
@@ -250,13 +223,13 @@ async def process(
             yield _immediate(internal_error(stream.policy, request_id, "internal_error"))
             return
         yield response
-        if response.immediate_response is not None:
+        if response.HasField("immediate_response"):
             return
 
 
-def parse_processing_request(data: bytes) -> ProcessingRequest:
-    return ProcessingRequest.parse(data)
+def parse_processing_request(data: bytes) -> Any:
+    return wire.ProcessingRequest.FromString(data)
 
 
-def serialize_processing_response(response: ProcessingResponse) -> bytes:
-    return bytes(response)
+def serialize_processing_response(response: Any) -> bytes:
+    return bytes(response.SerializeToString())
