@@ -15,11 +15,12 @@ Differences from Envoy, all towards failing closed (see RATIONALE.md, "JWT"):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from wardgate.config.base import SECRET, Duration, HeaderName, SpecModel
+from wardgate.config.base import POLICY_DIR_CONTEXT, SECRET, Duration, HeaderName, SpecModel
 
 _METHOD = r"^[A-Z][A-Z0-9_-]{0,31}$"
 _NAME = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -135,7 +136,16 @@ class LocalJwksSpec(SpecModel):
     """The JWKS document (JSON). Redacted in ``/config_dump``: it may hold ``oct`` keys."""
 
     filename: Annotated[str, Field(min_length=1)] | None = None
-    """Path of a JWKS JSON file, read when the policy is compiled."""
+    """Path of a JWKS JSON file, read when the policy is compiled (and again after a
+    rotation, see docs/jwt.md). A relative path is relative to the policy file."""
+
+    @field_validator("filename")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        base = (info.context or {}).get(POLICY_DIR_CONTEXT)
+        return str((Path(base) if base is not None else Path.cwd()) / value)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -365,3 +365,17 @@ async def test_a_rotated_kubernetes_secret_is_picked_up_on_unknown_kid(tmp_path)
     assert out.status == 200, out.reason
     # the old key is gone with the rotation (cache entries are tied to the key set)
     assert (await send(pol, token=a_token())).status == 401
+
+
+def test_a_relative_jwks_file_is_relative_to_the_policy_file(tmp_path):
+    from tests.filters.jwt_authn.helpers import jwks
+    from wardgate.runtime import load_compiled
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "jwks.json").write_text(jwks(A))
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy({"a": {"issuer": ISSUER, "localJwks": {"filename": "keys/jwks.json"}}}))
+    compiled_policy = load_compiled(path)  # from another working directory (the repo root)
+    assert compiled_policy.spec.jwt.providers["a"].local_jwks.filename == str(
+        tmp_path / "keys" / "jwks.json"
+    )
