@@ -68,6 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(namespaces=list(args.namespace)),
     )
     return 0
 

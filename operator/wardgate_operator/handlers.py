@@ -4,24 +4,30 @@ Importing this module registers the handlers in kopf's default registry (``kopf 
 ``wardgate-operator run`` both do). Settings: kopf's progress and diff-base annotations use
 the ``wardgate.dev`` prefix; no handler adds a finalizer (the ConfigMap is garbage-collected
 through its owner reference, so deleting a Microgateway never waits for the operator).
+
+Namespaces are not watched: label changes (which select baselines) are picked up by the
+resync loop within one interval, as are baseline changes when the operator runs with
+``--namespace`` (kopf serves no cluster-scoped watches then).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
 
 import kopf
 
-from wardgate_operator.kube import KubeApi, microgateways_path
+from wardgate_operator.kube import KubeApi
 from wardgate_operator.models import GROUP, VERSION
-from wardgate_operator.reconciling import check_propagation, reconcile, reconcile_all
+from wardgate_operator.reconciling import reconcile, reconcile_all, resync_forever
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 PROPAGATION_INTERVAL = float(os.environ.get("WARDGATE_PROPAGATION_INTERVAL", "30"))
-"""Seconds between propagation checks per Microgateway."""
+"""Seconds between resync rounds (propagation checks, re-evaluation of every Microgateway)."""
 
 MGW = (GROUP, VERSION, "microgateways")
 BASELINES = (GROUP, VERSION, "securitybaselines")
@@ -42,10 +48,21 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         if info is None:
             raise kopf.PermanentError("no Kubernetes credentials (service account or kubeconfig)")
         memo.api = KubeApi.from_connection_info(info)
+    # Our own resync loop rather than a kopf timer: kopf timers put a finalizer on every
+    # object, and deleting a Microgateway must never wait for the operator.
+    namespaces = list(getattr(memo, "namespaces", None) or ())
+    memo.resync = asyncio.create_task(
+        resync_forever(memo.api, PROPAGATION_INTERVAL, namespaces), name="wardgate-resync"
+    )
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    task = getattr(memo, "resync", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     api = getattr(memo, "api", None)
     if isinstance(api, KubeApi):
         await api.close()
@@ -71,22 +88,3 @@ async def baseline_event(type: str, memo: Any, logger: Logger, **_: Any) -> None
         return
     count = await reconcile_all(memo.api)
     logger.info("baseline change: %d Microgateways re-evaluated", count)
-
-
-@kopf.on.event("", "v1", "namespaces")
-async def namespace_event(name: str, type: str, memo: Any, **_: Any) -> None:
-    # Namespace labels select baselines. The initial listing (type None) is covered by the
-    # Microgateways' own resume handlers.
-    if type in ("ADDED", "MODIFIED"):
-        await reconcile_all(memo.api, name)
-
-
-@kopf.timer(*MGW, interval=PROPAGATION_INTERVAL, initial_delay=1.0)
-async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
-    # A periodic resync as well: with --namespace (no cluster-scoped watches), baseline and
-    # namespace changes arrive here within one interval. Unchanged objects cost reads only.
-    await reconcile(memo.api, body)
-    meta = body["metadata"]
-    fresh = await memo.api.get(microgateways_path(meta["namespace"], meta["name"]))
-    if fresh is not None:
-        await check_propagation(memo.api, fresh)

@@ -10,7 +10,9 @@ and the handler returns normally (``Accepted: False`` is the answer, not a retry
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from wardgate_operator.injection import SIDECAR_NAME
 from wardgate_operator.kube import (
     BASELINES_PATH,
     KubeApi,
+    KubeError,
     configmaps_path,
     label_selector,
     microgateways_path,
@@ -410,3 +413,50 @@ async def check_propagation(
         return None
     await api.merge_patch(microgateways_path(namespace, name) + "/status", {"status": status})
     return status
+
+
+# --- periodic resync -------------------------------------------------------------------
+
+log = logging.getLogger("wardgate_operator.resync")
+
+
+async def resync_once(
+    api: KubeApi, namespaces: Sequence[str] = (), reader: SidecarReader = http_sidecar_reader
+) -> int:
+    """Re-evaluate every Microgateway and check its propagation. One failing object never
+    stops the others. Returns how many were handled."""
+    handled = 0
+    scopes: list[str | None] = list(namespaces) or [None]
+    for namespace in scopes:
+        try:
+            items = await api.list(microgateways_path(namespace))
+        except KubeError as exc:
+            log.warning("resync: cannot list Microgateways: %s", exc)
+            continue
+        for item in items:
+            meta = item.get("metadata") or {}
+            try:
+                await reconcile(api, item)
+                fresh = await api.get(microgateways_path(meta["namespace"], meta["name"]))
+                if fresh is not None:
+                    await check_propagation(api, fresh, reader)
+                handled += 1
+            except (KubeError, KeyError) as exc:
+                log.warning(
+                    "resync of %s/%s failed: %s", meta.get("namespace"), meta.get("name"), exc
+                )
+    return handled
+
+
+async def resync_forever(
+    api: KubeApi,
+    interval: float,
+    namespaces: Sequence[str] = (),
+    reader: SidecarReader = http_sidecar_reader,
+) -> None:
+    """Every ``interval`` seconds, :func:`resync_once`: propagation status, and the safety
+    net for changes no watch delivered (namespace labels, baselines in namespaced mode, a
+    deleted ConfigMap)."""
+    while True:
+        await asyncio.sleep(interval)
+        await resync_once(api, namespaces, reader)
