@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--tls-key", type=Path, default=Path("/tls/tls.key"))
     inj.add_argument("--sidecar-config", type=Path, default=Path("/etc/wardgate/sidecar.yaml"))
     inj.add_argument("--cert-check-interval", type=float, default=10.0)
+    inj.add_argument(
+        "--baselines-from-cluster",
+        action="store_true",
+        help="read SecurityBaselines for /validate (needs get/list on securitybaselines and "
+        "get on namespaces); without it /validate checks schema and compilation only",
+    )
 
     crds = sub.add_parser("crds", help="write the CRD manifests")
     crds.add_argument("--out", action="append", type=Path, required=True, metavar="DIR")
@@ -77,7 +83,14 @@ def _cmd_injector(args: argparse.Namespace) -> int:
     import logging
 
     from wardgate.proxy.server import parse_host_port
-    from wardgate_operator.injector import load_sidecar_config, start_injector
+    from wardgate_operator.injector import (
+        BaselineSource,
+        api_baselines,
+        load_sidecar_config,
+        no_baselines,
+        start_injector,
+    )
+    from wardgate_operator.kube import KubeError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -88,12 +101,21 @@ def _cmd_injector(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
+        from wardgate_operator.kube import KubeApi
+
+        baselines: BaselineSource = no_baselines
+        if args.baselines_from_cluster:
+            try:
+                baselines = api_baselines(KubeApi.in_cluster())
+            except KubeError as exc:
+                print(f"wardgate-operator injector: {exc}; baselines off", file=sys.stderr)
         server = await start_injector(
             host=host,
             port=port,
             cert=args.tls_cert,
             key=args.tls_key,
             template=template,
+            baselines=baselines,
             reload_interval=args.cert_check_interval,
         )
         stop = asyncio.Event()

@@ -33,8 +33,9 @@ from aiohttp import web
 from wardgate.config.baseline import SecurityBaselineSpec
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
 from wardgate_operator.injection import InjectionError, inject
+from wardgate_operator.kube import KubeApi, KubeError, namespace_path
 from wardgate_operator.models import SidecarConfig
-from wardgate_operator.reconciling import evaluate
+from wardgate_operator.reconciling import cluster_baselines, evaluate
 
 log = logging.getLogger("wardgate_operator.injector")
 
@@ -67,6 +68,35 @@ def static_baselines(
     async def source(namespace: str) -> BaselineView:
         labels = namespace_labels(namespace, namespaces.get(namespace))
         return BaselineView(matching(baselines, labels))
+
+    return source
+
+
+def api_baselines(api: KubeApi, ttl: float = 10.0) -> BaselineSource:
+    """Baselines and namespace labels read from the API (needs get/list on
+    securitybaselines and get on namespaces), cached for ``ttl`` seconds. When the API
+    cannot be read the view says so (``available=False``): the webhook then admits with a
+    warning, and the operator still enforces the floors."""
+    cache: dict[str, tuple[float, Any]] = {}
+
+    async def cached(key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        now = asyncio.get_running_loop().time()
+        hit = cache.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = await load()
+        cache[key] = (now, value)
+        return value
+
+    async def source(namespace: str) -> BaselineView:
+        try:
+            baselines, invalid = await cached("baselines", lambda: cluster_baselines(api))
+            ns = await cached(f"ns/{namespace}", lambda: api.get(namespace_path(namespace)))
+        except KubeError as exc:
+            log.warning("baselines unavailable: %s", exc)
+            return BaselineView((), available=False)
+        labels = namespace_labels(namespace, ((ns or {}).get("metadata") or {}).get("labels"))
+        return BaselineView(matching(baselines, labels), invalid)
 
     return source
 
@@ -169,13 +199,6 @@ async def review_validate(
             "baseline check unavailable in the webhook; the operator still enforces baselines"
         )
     return response(uid, True, warnings=warnings)
-
-
-AppKey = web.AppKey
-
-
-TEMPLATE_KEY = web.AppKey("template", SidecarConfig)
-BASELINES_KEY = web.AppKey("baselines", object)
 
 
 def admission_app(

@@ -104,6 +104,22 @@ class KubeApi:
             )
         return cls(info.server, token=token, scheme=info.scheme, ssl_context=context)
 
+    @classmethod
+    def in_cluster(cls, root: str = "/var/run/secrets/kubernetes.io/serviceaccount") -> KubeApi:
+        """From the pod's service account (``KUBERNETES_SERVICE_HOST``/``_PORT``, the mounted
+        token and CA). ``KubeError`` when not running in a pod."""
+        import os
+        from pathlib import Path
+
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        token_file, ca_file = Path(root) / "token", Path(root) / "ca.crt"
+        if not host or not token_file.exists():
+            raise KubeError(0, "not running in a pod with a service account token")
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file.exists() else None)
+        return cls(server, token=token_file.read_text().strip(), ssl_context=context)
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

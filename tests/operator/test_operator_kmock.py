@@ -5,6 +5,7 @@ webhooks, kubelet ConfigMap propagation) is listed in docs/operator.md."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from tests.operator.kmock_support import (
     running_operator,
 )
 from wardgate.config import load_policy_text
-from wardgate_operator.kube import BASELINES_PATH, configmaps_path, microgateways_path
+from wardgate_operator.kube import BASELINES_PATH, configmaps_path, microgateways_path, pods_path
 
 pytestmark = [pytest.mark.kmock(cls=VersionedEmulator), pytest.mark.timeout(120)]
 
@@ -241,3 +242,76 @@ async def test_configmap_is_recreated_if_deleted(kmock):
         await api.delete(configmaps_path("shop", "wardgate-shop"))
         again = await eventually(lambda: cm(kmock), message="ConfigMap recreated by the resync")
         assert again["data"] == first["data"]
+
+
+def sidecar_pod(name: str, admin: str | None) -> dict[str, Any]:
+    containers = [{"name": "app", "image": "shop:1"}]
+    init = []
+    if admin is not None:
+        init = [
+            {
+                "name": "wardgate",
+                "image": "gw:1",
+                "restartPolicy": "Always",
+                "args": ["run", "--admin", admin],
+            }
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": "shop"}},
+        "spec": {"initContainers": init, "containers": containers},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"},
+    }
+
+
+async def test_propagation_reads_each_sidecars_digest_and_flags_pods_without_one(
+    kmock, upstream, gateway
+):
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    async with running_operator(kmock, interval=0.2) as api:
+        await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
+        configmap = await eventually(lambda: cm(kmock), message="ConfigMap")
+        # A real gateway loading exactly the rendered policy.yaml plays the sidecar.
+        sidecar = await gateway(upstream, configmap["data"]["policy.yaml"])
+        admin_port = sidecar.admin_url.rsplit(":", 1)[1]
+        await api.create(pods_path("shop"), sidecar_pod("shop-a", f"0.0.0.0:{admin_port}"))
+        await api.create(pods_path("shop"), sidecar_pod("shop-b", None))
+
+        def status_is(propagated: str, degraded: str) -> dict[str, Any] | None:
+            body = mgw(kmock)
+            c = conditions(body)
+            ok = (
+                body["status"].get("propagated") == propagated
+                and c.get("Degraded", {}).get("status") == degraded
+            )
+            return body if ok else None
+
+        body = await eventually(lambda: status_is("1/2", "True"), message="1/2, Degraded")
+        assert conditions(body)["Propagated"]["status"] == "False"
+        assert "shop-b" in conditions(body)["Degraded"]["message"]
+        assert conditions(body)["Degraded"]["reason"] == "PodsWithoutSidecar"
+
+        await api.delete(pods_path("shop") + "/shop-b")
+        body = await eventually(lambda: status_is("1/1", "False"), message="1/1, healthy")
+        assert conditions(body)["Propagated"]["reason"] == "AllPodsCurrent"
+
+        # A spec change: the sidecar still serves the old digest until it reloads the file.
+        await api.merge_patch(
+            microgateways_path("shop", "shop"), {"spec": {"limits": {"maxUrlBytes": 1000}}}
+        )
+        body = await eventually(lambda: status_is("0/1", "False"), message="0/1 after change")
+        new_policy = cm(kmock)["data"]["policy.yaml"]
+        Path(sidecar.process.options.policy_path).write_text(new_policy)  # the kubelet's part
+        body = await eventually(lambda: status_is("1/1", "False"), message="reloaded")
+        assert body["status"]["policyDigest"] == load_policy_text(new_policy).digest()
+
+
+async def test_reader_never_guesses_a_localhost_admin_port():
+    from wardgate_operator.reconciling import http_sidecar_reader
+
+    report = await http_sidecar_reader(sidecar_pod("p", "127.0.0.1:9901"))
+    assert report.digest is None and report.problem == "admin port bound to localhost"
+    report = await http_sidecar_reader(sidecar_pod("p", None))
+    assert report.problem == "no sidecar"
