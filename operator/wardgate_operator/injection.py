@@ -223,7 +223,7 @@ def sidecar_container(
             "--listen",
             f"0.0.0.0:{request.service_port}",
             "--admin",
-            f"127.0.0.1:{template.admin_port}",
+            f"{template.admin_address}:{template.admin_port}",
         ],
         "ports": [
             {"name": request.port_name, "containerPort": request.service_port, "protocol": "TCP"}

@@ -154,7 +154,13 @@ class SidecarConfig(SpecModel):
     """Default requests and the cluster-wide ceiling (``limits``) for the sidecar."""
 
     admin_port: Port = 9901
-    """The admin port, bound to 127.0.0.1 in the pod."""
+    """The sidecar's admin port."""
+
+    admin_address: Literal["127.0.0.1", "0.0.0.0"] = "127.0.0.1"  # noqa: S104
+    """Where the admin port listens. ``127.0.0.1`` (default): only inside the pod; the
+    operator then cannot read each sidecar's digest and reports ``Propagated: Unknown``.
+    ``0.0.0.0``: reachable on the pod IP, so propagation is measured; restrict port
+    ``adminPort`` to the operator with a NetworkPolicy (it has ``/quitquitquit``)."""
 
     mode: Literal["native", "classic"] = "native"
     """``native``: an init container with ``restartPolicy: Always`` (Kubernetes 1.29+;

@@ -291,3 +291,11 @@ def test_any_pod_shape_injects_once_and_validates(apps, inits, volumes, mode):
             assert all(p["name"] != "http" for p in c["ports"])
             assert all(p["containerPort"] != 8080 for p in c["ports"])
     kubernetes_validate.validate(result, "1.31", strict=True)
+
+
+def test_admin_address_opt_in_for_propagation():
+    exposed = TEMPLATE.model_copy(update={"admin_address": "0.0.0.0"})
+    args = sidecar_of(injected(pod(), exposed))["args"]
+    assert args[args.index("--admin") + 1] == "0.0.0.0:9901"
+    with pytest.raises(ValueError):
+        SidecarConfig.model_validate({"image": "x", "adminAddress": "10.0.0.1"})

@@ -315,3 +315,95 @@ async def test_reader_never_guesses_a_localhost_admin_port():
     assert report.digest is None and report.problem == "admin port bound to localhost"
     report = await http_sidecar_reader(sidecar_pod("p", None))
     assert report.problem == "no sidecar"
+
+
+async def test_run_command_is_a_standalone_kopf_operator_with_liveness(kmock, tmp_path):
+    """`wardgate-operator run` as the chart starts it: a real process, kubeconfig
+    credentials, kopf's liveness endpoint, graceful SIGTERM."""
+    import asyncio
+    import signal
+    import socket
+    import sys
+
+    import aiohttp
+
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: k, cluster: {{server: '{str(kmock.url).rstrip('/')}'}}}}]\n"
+        "users: [{name: u, user: {token: test-token}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "operator.log").open("wb")
+    exe = Path(sys.executable).parent / "wardgate-operator"
+    proc = await asyncio.create_subprocess_exec(
+        str(exe),
+        "run",
+        "--all-namespaces",
+        "--liveness",
+        f"http://127.0.0.1:{port}/healthz",
+        env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        await kmock.post(microgateways_path("shop"), json=copy.deepcopy(MICROGATEWAY))
+        await eventually(lambda: cm(kmock), timeout=60, message="ConfigMap from the process")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+        # the token from the kubeconfig is what the operator's own client sends
+        writes = [r for r in kmock["post"] if "/configmaps" in str(r.url)]
+        assert writes and writes[0].headers.get("Authorization") == "Bearer test-token"
+        assert not [r for r in kmock["post"] if "kopfpeerings" in str(r.url)]  # standalone
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+        log.close()
+    assert code == 0, (tmp_path / "operator.log").read_text()[-3000:]
+
+
+async def test_delete_is_immediate_and_the_configmap_is_owned(kmock):
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    async with running_operator(kmock, interval=0.2) as api:
+        await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
+        await eventually(lambda: conditions(mgw(kmock)).get("Ready"), message="Ready")
+        uid = mgw(kmock)["metadata"]["uid"]
+        await api.delete(microgateways_path("shop", "shop"))
+        # no finalizer: gone at once, whether or not the operator is running
+        assert mgw(kmock) is None
+        # kmock has no garbage collector; the API server deletes the ConfigMap through
+        # this owner reference (only a real cluster shows that part)
+        assert cm(kmock)["metadata"]["ownerReferences"][0]["uid"] == uid
+        seen = len(list(kmock["get"]))
+        await eventually(lambda: len(list(kmock["get"])) > seen + 3, message="resync rounds")
+        assert mgw(kmock) is None
+
+
+async def test_webhook_reads_baselines_and_namespace_labels_from_the_api(kmock):
+    from wardgate_operator.injector import api_baselines
+    from wardgate_operator.kube import KubeApi
+
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop", {"tier": "prod"})
+    await kmock.post(
+        BASELINES_PATH,
+        json=baseline_doc("prod", {"namespaceSelector": {"matchLabels": {"tier": "prod"}}}),
+    )
+    await kmock.post(BASELINES_PATH, json=baseline_doc("broken", {"limits": {"maxUrlByte": 1}}))
+    api, unreachable = KubeApi(str(kmock.url)), KubeApi("http://127.0.0.1:9")
+    try:
+        view = await api_baselines(api)("shop")
+        assert [name for name, _ in view.baselines] == ["prod"]
+        assert view.available and "SecurityBaseline broken is invalid" in view.invalid[0]
+        down = await api_baselines(unreachable)("shop")
+        assert not down.available and not down.baselines
+    finally:
+        await api.close()
+        await unreachable.close()
