@@ -339,6 +339,9 @@ def test_query_token_stripping_limitation_is_reported():
         )
     )
     assert pol.limitations() == ()
+    remote = {"remoteJwks": {"httpUri": {"uri": "http://idp.internal/jwks"}}}
+    pol = compiled(policy({"a": {**remote, "fromHeaders": [{"name": "x-t"}]}}))
+    assert any("plain http" in text for text in pol.limitations())
 
 
 async def test_a_rotated_kubernetes_secret_is_picked_up_on_unknown_kid(tmp_path):
