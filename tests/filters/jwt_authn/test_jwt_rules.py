@@ -382,3 +382,14 @@ def test_a_relative_jwks_file_is_relative_to_the_policy_file(tmp_path):
     assert compiled_policy.spec.jwt.providers["a"].local_jwks.filename == str(
         tmp_path / "keys" / "jwks.json"
     )
+
+
+async def test_too_many_tokens_are_refused_before_verifying_them():
+    pol = compiled(policy({"a": local_provider(A)}))
+    many = [("authorization", f"Bearer {a_token(n=i)}") for i in range(5)]
+    out = await send(pol, headers=many)
+    assert (out.status, out.reason) == (401, "malformed")
+    provider = pol.filters[1].providers["a"]  # type: ignore[attr-defined]
+    assert len(provider._cache) == 0  # none was verified
+    out = await send(pol, headers=many[:2])
+    assert out.status == 200  # two valid tokens are fine
