@@ -139,8 +139,9 @@ async def test_jwt_through_wardgate_run(tmp_path, upstream, jwks_server, gateway
         assert jwks_server.hits == 1
 
     gw.stop()
-    log = "\n".join(gw.stdout_lines)
+    log = "\n".join(gw.stdout_lines + gw.stderr_lines)
     assert token not in log and partner not in log  # tokens never reach the logs
+    assert token.split(".")[2] not in log
     access = [json.loads(line) for line in gw.stdout_lines if line.startswith("{")]
     refused = [a for a in access if a["http.response.status_code"] == 401]
     assert {a["wardgate"]["reason"] for a in refused} == {"missing", "expired"}
