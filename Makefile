@@ -33,6 +33,7 @@ docs: $(STAMP)
 	mkdir -p docs
 	$(VENV)/bin/wardgate schema > docs/policy.schema.json
 	$(VENV)/bin/wardgate schema --format markdown > docs/configuration.md
+	$(PY) -m tests.chart.values_schema > charts/wardgate/values.schema.json
 
 verify: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_generated.py
