@@ -52,6 +52,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "networkPolicy": {"enabled": True},
     },
+    "injector-reads-baselines": {
+        "injector": {"baselinesFromCluster": True},
+        "networkPolicy": {"enabled": True},
+    },
     "hardened-overrides": {
         "images": {
             "operator": {

@@ -177,6 +177,42 @@ def test_injector_deployment_pdb_and_spread(default: Rendered) -> None:
     ]
 
 
+def test_injector_reading_baselines_gets_exactly_that(renders: dict[str, Rendered]) -> None:
+    r = renders["injector-reads-baselines"]
+    sa = r.one("ServiceAccount", "-injector")
+    assert sa["automountServiceAccountToken"] is True
+    deploy = r.one("Deployment", "-injector")
+    assert deploy["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert (
+        deploy["spec"]["template"]["spec"]["containers"][0]["args"][-1]
+        == "--baselines-from-cluster"
+    )
+    role = r.one("ClusterRole", "-injector")
+    assert _rules([role]) == {
+        ("wardgate.dev", "securitybaselines"): {"get", "list"},
+        ("", "namespaces"): {"get"},
+    }
+    (binding,) = [
+        b
+        for b in r.of_kind("ClusterRoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    # The operator's permissions are unchanged.
+    assert _rules([r.one("ClusterRole", "-operator")]) == OPERATOR_RULES
+    # Egress only to DNS and the API server.
+    policy = next(
+        p for p in r.of_kind("NetworkPolicy") if p["metadata"]["name"].endswith("-injector")
+    )
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {
+        53,
+        443,
+        6443,
+    }
+
+
 def test_injector_replicas_and_pdb_are_configurable(renders: dict[str, Rendered]) -> None:
     r = renders["hardened-overrides"]
     assert r.one("Deployment", "-injector")["spec"]["replicas"] == 3
@@ -184,7 +220,9 @@ def test_injector_replicas_and_pdb_are_configurable(renders: dict[str, Rendered]
 
 
 def test_injector_has_no_api_access(renders: dict[str, Rendered]) -> None:
-    for r in renders.values():
+    for name, r in renders.items():
+        if VALUE_SETS[name].get("injector", {}).get("baselinesFromCluster"):
+            continue
         sa = r.one("ServiceAccount", "-injector")
         assert sa["automountServiceAccountToken"] is False
         pod = r.one("Deployment", "-injector")["spec"]["template"]["spec"]
@@ -302,6 +340,7 @@ def test_rbac_has_no_wildcards_and_no_escalation(
 def test_operator_rbac_is_exactly_the_contract(renders: dict[str, Rendered]) -> None:
     r = renders["defaults"]
     (role,) = r.of_kind("ClusterRole")
+    assert role["metadata"]["name"].endswith("-operator")
     assert _rules([role]) == OPERATOR_RULES
     assert r.of_kind("Role") == []
     (binding,) = r.of_kind("ClusterRoleBinding")
@@ -320,7 +359,7 @@ def test_restricted_namespaces_get_roles_not_cluster_wide_access(
     renders: dict[str, Rendered],
 ) -> None:
     r = renders["restricted-namespaces"]
-    (role,) = r.of_kind("ClusterRole")
+    role = r.one("ClusterRole", "-operator")
     # Only what is cluster-scoped stays in the ClusterRole.
     assert {res for _, res in _rules([role])} == CLUSTER_SCOPED
     roles = r.of_kind("Role")

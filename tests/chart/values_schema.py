@@ -217,6 +217,7 @@ def values_schema() -> Schema:
             ),
             "injector": obj(
                 {
+                    "baselinesFromCluster": {"type": "boolean"},
                     "replicas": {"type": "integer", "minimum": 1},
                     "podDisruptionBudget": obj(
                         {
