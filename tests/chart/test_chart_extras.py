@@ -3,7 +3,9 @@ queries must name metrics the gateway really exports) and the default SecurityBa
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
 from typing import Any
 
@@ -11,8 +13,9 @@ import pytest
 import yaml
 from prometheus_client.registry import REGISTRY
 
-import wardgate.observability.metrics  # noqa: F401 - registers the wardgate_* metrics
+import wardgate
 from tests.chart import k8s
+from tests.chart.dashboard import render as render_dashboard
 from tests.chart.render import CHART, NAMESPACE, VALUE_SETS, Rendered, render
 
 
@@ -92,7 +95,11 @@ def test_service_monitor(monitoring: Rendered) -> None:
 
 
 def _exported_series() -> dict[str, set[str]]:
-    """Series names the gateway exposes on /stats/prometheus -> their label names."""
+    """Series names the gateway exposes on /stats/prometheus -> their label names. Every
+    module of the gateway is imported first, so every metric it can export is registered."""
+    for module in pkgutil.walk_packages(wardgate.__path__, "wardgate."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
     series: dict[str, set[str]] = {}
     for collector in list(REGISTRY._collector_to_names):
         for family in collector.describe() if hasattr(collector, "describe") else []:
@@ -143,6 +150,11 @@ def test_dashboard_queries_name_exported_metrics_and_labels(monitoring: Rendered
     # Every metric family the gateway exports is on the dashboard.
     families = {re.sub(r"_(total|bucket|sum|count)$", "", s) for s in exported}
     assert families <= {re.sub(r"_(total|bucket|sum|count)$", "", s) for s in used}
+
+
+def test_dashboard_is_current() -> None:
+    committed = (CHART / "files" / "dashboard.json").read_text()
+    assert committed == render_dashboard(), "run `make docs` and commit the result"
 
 
 def test_dashboard_is_well_formed(monitoring: Rendered) -> None:
