@@ -11,6 +11,7 @@ from wardgate.config.base import DURATION_PATTERN, SpecModel, format_duration, r
 from wardgate.config.headers import HeadersSpec
 from wardgate.config.limits import LimitsSpec
 from wardgate.config.proxy import ProxySpec
+from wardgate.config.waf import WafSpec
 
 
 class PolicySpec(SpecModel):
@@ -25,6 +26,9 @@ class PolicySpec(SpecModel):
 
     headers: HeadersSpec = HeadersSpec()
     """Header changes on requests and responses."""
+
+    waf: WafSpec = WafSpec()
+    """The web application firewall: on and enforcing at paranoia level 1 by default."""
 
     def canonical_json(self) -> str:
         """The policy as canonical JSON (sorted keys, defaults included): what the digest
