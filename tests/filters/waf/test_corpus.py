@@ -28,8 +28,8 @@ def test_corpus_selection_is_the_documented_one():
 
 def test_detection_at_paranoia_level_1(report):
     print(report.table())
-    assert report.detection >= 0.60
+    assert report.detection >= 0.78
 
 
 def test_false_positives_on_attack_like_benign_requests(report):
-    assert report.false_positive_rate <= 0.13
+    assert report.false_positive_rate <= 0.10

@@ -15,6 +15,7 @@ from wardgate.filters.waf.targets import (
     ARGS_NAMES,
     FILES,
     FILES_CONTENT,
+    MULTIPART_PART_HEADERS,
     REQUEST_BODY,
     XML_DECL,
     Target,
@@ -245,21 +246,20 @@ class BodyParser:
         if len(pieces) < 2:
             raise _invalid_multipart("the body does not contain its boundary")
         found: list[Target] = []
-        closed = False
         for piece in pieces[1:]:
             if piece.startswith(b"--"):
-                closed = True
                 break
             part_head, sep, content = _split_head(piece)
             if not sep:
-                raise _invalid_multipart("a part has no blank line after its headers")
+                # No header block: common parsers read it as a nameless part's content.
+                part_head, content = b"", piece.lstrip(b"\r\n")
             if content.endswith(b"\r\n"):
                 content = content[:-2]
             elif content.endswith(b"\n"):
                 content = content[:-1]
             self._part(part_head.decode("utf-8", "replace"), content, found)
-        if not closed:
-            raise _invalid_multipart("the body does not end with the closing boundary")
+        # A missing closing boundary is accepted (as by common parsers): every part up to
+        # the end was inspected all the same.
         self._count(len(found))
         self._check_lengths(found)
         out.extend(found)
@@ -273,7 +273,11 @@ class BodyParser:
             if not header:
                 continue
             location = f"body:{name}" if name else "body"
-            found.append(Target(ARGS, header, location, value.strip()))
+            found.append(Target(MULTIPART_PART_HEADERS, header, location, line.strip()))
+            # Attack rules see part header values too (a payload in a filename* or a
+            # custom part header), but not the line with its structural characters.
+            if header not in ("content-type", "content-disposition"):
+                found.append(Target(ARGS, header, location, value.strip()))
             if header == "content-disposition":
                 _, params = media_type(value)
                 name = params.get("name", "")[:128]

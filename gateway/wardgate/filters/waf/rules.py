@@ -35,6 +35,8 @@ from wardgate.config.waf import WafFamily
 from wardgate.filters.waf.targets import KINDS
 from wardgate.filters.waf.transforms import TRANSFORMS
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 SEVERITY_SCORES = {"critical": 5, "error": 4, "warning": 3, "notice": 2}
 OPERATORS = frozenset({"rx", "pm", "detectSQLi", "detectXSS"})
 _FIELDS = frozenset(
@@ -112,7 +114,7 @@ def load_rules() -> tuple[Rule, ...]:
 def parse_rule_file(name: str, text: str) -> list[Rule]:
     """Parse one family file (see the module docstring)."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise RuleError(f"{name}: not valid YAML: {exc}") from None
     if not isinstance(document, dict) or set(document) - {"family", "defaults", "rules"}:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from wardgate.filters.waf.transforms import url_decode_uni
 
-# Kinds (SecLang collection names, plus PATH_SEGMENTS and XML_DECL of our own).
+# Kinds (SecLang collection names, plus PATH_SEGMENTS, XML_DECL and
+# MULTIPART_PART_HEADERS of our own).
 REQUEST_METHOD = "REQUEST_METHOD"
 REQUEST_PROTOCOL = "REQUEST_PROTOCOL"
 REQUEST_URI_RAW = "REQUEST_URI_RAW"
@@ -29,6 +30,7 @@ FILES = "FILES"
 FILES_CONTENT = "FILES_CONTENT"
 REQUEST_BODY = "REQUEST_BODY"
 XML_DECL = "XML_DECL"
+MULTIPART_PART_HEADERS = "MULTIPART_PART_HEADERS"
 
 KINDS = frozenset(
     {
@@ -47,6 +49,7 @@ KINDS = frozenset(
         FILES_CONTENT,
         REQUEST_BODY,
         XML_DECL,
+        MULTIPART_PART_HEADERS,
     }
 )
 """Every kind a rule may target."""

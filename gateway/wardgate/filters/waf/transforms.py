@@ -208,7 +208,8 @@ def unicode_normalize(text: str) -> str:
     compatibility forms read as the ASCII the upstream may fold them to."""
     if text.isascii():
         return text
-    return unicodedata.normalize("NFKC", text)
+    result = unicodedata.normalize("NFKC", text)
+    return text if result == text else result
 
 
 def remove_nulls(text: str) -> str:
@@ -223,12 +224,14 @@ def lowercase(text: str) -> str:
 
 def compress_whitespace(text: str) -> str:
     """``compressWhitespace``: every run of whitespace (NBSP included) becomes one space."""
-    return " ".join(text.split())
+    result = " ".join(text.split())
+    return text if result == text else result
 
 
 def remove_whitespace(text: str) -> str:
     """``removeWhitespace``."""
-    return "".join(text.split())
+    result = "".join(text.split())
+    return text if result == text else result
 
 
 def remove_comments_char(text: str) -> str:
@@ -316,7 +319,7 @@ def cmd_line(text: str) -> str:
 def shell_unquote(text: str) -> str:
     """``shellUnquote`` (ours): what a shell drops before running a word: quotes, carets
     and backslashes (``w'h'o\\am^i``), empty ``$@`` and ``${x}``-free glue; separators stay,
-    unlike ``cmdLine``, so rules still see where a new command starts. Lower-cased."""
+    unlike ``cmdLine``, so rules still see where a new command starts."""
     for char in ("\\", '"', "'", "^"):
         if char in text:
             text = text.replace(char, "")
@@ -324,7 +327,7 @@ def shell_unquote(text: str) -> str:
         text = text.replace("$@", "")
     if "\t" in text:
         text = text.replace("\t", " ")
-    return text.lower()
+    return text
 
 
 def trim(text: str) -> str:
@@ -332,7 +335,57 @@ def trim(text: str) -> str:
     return text.strip()
 
 
-TRANSFORMS: dict[str, Transform] = {
+_NOT_PLAIN = frozenset("%&\\+\0\t\n\r\x0b\x0c*'\"`^;$#")
+
+PLAIN_IDENTITY = frozenset(
+    {
+        "none",
+        "urlDecodeUni",
+        "urlDecodePath",
+        "htmlEntityDecode",
+        "jsDecode",
+        "cssDecode",
+        "unicodeNormalize",
+        "removeNulls",
+        "compressWhitespace",
+        "replaceComments",
+        "removeCommentsChar",
+        "shellUnquote",
+        "backslashToSlash",
+        "trim",
+    }
+)
+"""Transformations that never change a :func:`is_plain` value (the engine skips them)."""
+
+
+def is_plain(text: str) -> bool:
+    """ASCII without any character a :data:`PLAIN_IDENTITY` transformation acts on (escape
+    introducers, quotes, comment and shell characters, control characters, runs of or
+    leading/trailing spaces). Most parameter values, tokens and ids are plain."""
+    return (
+        text.isascii()
+        and _NOT_PLAIN.isdisjoint(text)
+        and "  " not in text
+        and text[:1] != " "
+        and text[-1:] != " "
+        and "--" not in text
+    )
+
+
+def _identity_preserving(transform: Transform) -> Transform:
+    """The engine recognises an unchanged value by identity (``is``) and then shares one
+    scan between pipelines, so a transformation that changed nothing returns its input."""
+
+    def wrapped(text: str) -> str:
+        result = transform(text)
+        return text if result == text else result
+
+    wrapped.__doc__ = transform.__doc__
+    wrapped.__name__ = transform.__name__
+    return wrapped
+
+
+_TRANSFORMS: dict[str, Transform] = {
     "none": lambda text: text,
     "urlDecodeUni": url_decode_uni,
     "urlDecodePath": url_decode_path,
@@ -352,5 +405,9 @@ TRANSFORMS: dict[str, Transform] = {
     "cmdLine": cmd_line,
     "shellUnquote": shell_unquote,
     "trim": trim,
+}
+
+TRANSFORMS: dict[str, Transform] = {
+    name: _identity_preserving(fn) for name, fn in _TRANSFORMS.items()
 }
 """Every transformation a rule may name."""
