@@ -105,9 +105,8 @@ def _compile(
 ) -> hyperscan.Database:
     """Compile (or load the identical database compiled before: the cache key is a digest
     of every pattern, the flags and the Hyperscan version)."""
-    key = hashlib.sha256(
-        b"\0".join([str(_FLAGS).encode(), str(getattr(hyperscan, "__version__", "")).encode(), *patterns])
-    ).hexdigest()
+    version = str(getattr(hyperscan, "__version__", "")).encode()
+    key = hashlib.sha256(b"\0".join([str(_FLAGS).encode(), version, *patterns])).hexdigest()
     cache = _cache_dir()
     cached = cache / f"{key}.hsdb" if cache else None
     if cached is not None and cached.is_file():
