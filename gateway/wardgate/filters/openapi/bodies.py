@@ -121,14 +121,16 @@ def parse_form(body: bytes, shape: Shape) -> dict[str, Any]:
 def _fields(fields: dict[str, list[str]], shape: Shape) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, values in fields.items():
-        prop = shape.properties.get(name, Shape())
-        if prop.is_array:
+        prop = shape.properties.get(name)
+        if prop is not None and prop.is_array:
             item = prop.items or Shape()
             out[name] = [coerce(v, item) for v in values]
-        elif len(values) != 1:
+        elif prop is not None and len(values) != 1:
+            # Parameter pollution: frameworks disagree on which copy wins.
             raise BodyError("a field is given more than once")
         else:
-            out[name] = coerce(values[0], prop)
+            # Undeclared fields (allowed by the schema) are judged by their first value.
+            out[name] = coerce(values[0], prop or Shape())
     return out
 
 
@@ -159,13 +161,14 @@ def parse_multipart(body: bytes, boundary: str, shape: Shape) -> dict[str, Any]:
         fields.setdefault(name, []).append((part_type, content))
     out: dict[str, Any] = {}
     for name, items in fields.items():
-        prop = shape.properties.get(name, Shape())
+        declared = shape.properties.get(name)
+        prop = declared or Shape()
         values = [
             _part_value(t, c, prop.items or Shape() if prop.is_array else prop) for t, c in items
         ]
         if prop.is_array:
             out[name] = values
-        elif len(values) != 1:
+        elif declared is not None and len(values) != 1:
             raise BodyError("a part name is given more than once")
         else:
             out[name] = values[0]
