@@ -29,7 +29,7 @@ class SecurityEnforcement(StrEnum):
 
     ENFORCE = "enforce"
     """Operations with ``security`` requirements need verified JWT claims (from the
-    ``jwtAuthn`` filter) with the required scopes, or the credential the scheme names."""
+    ``jwt`` section) with the required scopes, or the credential the scheme names."""
 
     IGNORE = "ignore"
     """Do not check ``security`` here: the service authenticates every request itself."""
@@ -101,7 +101,7 @@ class ResponseCheckSpec(SpecModel):
 class OpenApiSectionSpec(SpecModel):
     """Allow only what the OpenAPI 3.0/3.1 document declares: operations, parameters
     (with their ``style``/``explode``), request bodies per media type and, with the
-    ``jwtAuthn`` filter, the ``security`` requirements. Give the document as ``specFile``
+    ``jwt`` section, the ``security`` requirements. Give the document as ``specFile``
     or ``inline``."""
 
     spec_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
@@ -131,7 +131,7 @@ class OpenApiSectionSpec(SpecModel):
     operations with a request body (the body cannot be checked)."""
 
     security: SecurityEnforcement = SecurityEnforcement.ENFORCE
-    """Enforce the spec's ``security`` requirements (needs ``jwtAuthn`` for bearer,
+    """Enforce the spec's ``security`` requirements (needs the ``jwt`` section for bearer,
     OAuth 2 and OpenID Connect schemes; without it such operations are refused, fail
     closed) or leave them to the service."""
 

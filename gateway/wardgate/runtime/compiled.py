@@ -9,15 +9,16 @@ from dataclasses import dataclass
 
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
-from wardgate.filters import headers, limits, openapi
+from wardgate.filters import headers, jwt_authn, limits, openapi
 from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
 
 FILTER_CHAIN: tuple[FilterCompiler, ...] = (
     limits.compile,
-    # jwt_authn, openapi and waf slot in here, in that order.
+    jwt_authn.compile,
     openapi.compile,
+    # waf slots in here.
     headers.compile,  # last: request checks never see headers the policy adds
 )
 """The chain, in request order. Each entry compiles its section or returns ``None`` (off)."""

@@ -125,7 +125,7 @@ async def test_security_ignore_and_limitations():
     assert any("not checked (security: ignore)" in n for n in ignoring.limitations())
     enforcing = policy_for(_spec())
     notes = "\n".join(enforcing.limitations())
-    assert "jwtAuthn filter is not configured" in notes and "fail closed" in notes
+    assert "jwt section is not configured" in notes and "fail closed" in notes
     assert "presence only" in notes and "basic" in notes and "key" in notes
 
 

@@ -89,9 +89,9 @@ class OpenApiConfig(FilterConfig):
         elif spec.jwt_operations and not self.jwt_on:
             notes.append(
                 f"{spec.jwt_operations} operation(s) require a bearer/OAuth 2/OpenID Connect "
-                "token but the jwtAuthn filter is not configured: security requirements "
+                "token but the jwt section is not configured: security requirements "
                 "cannot be enforced, so these operations are refused (401, fail closed); "
-                "configure jwtAuthn, or set openapi.security: ignore if the service checks "
+                "configure the jwt section, or set openapi.security: ignore if the service checks "
                 "tokens itself"
             )
         if spec.presence_only_schemes:
