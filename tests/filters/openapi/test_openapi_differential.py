@@ -6,7 +6,10 @@ The policy runs with the options that have no openapi-core counterpart turned of
 inputs where Wardgate is deliberately stricter (dot segments, encoded separators), which
 have their own tests, and integral floats (``1.0``) for ``integer`` fields: Wardgate
 validates OpenAPI 3.0 schemas with JSON Schema 2020-12 numerics, where ``1.0`` is an
-integer, as in 3.1; openapi-core follows draft 4 for 3.0 and refuses it."""
+integer, as in 3.1; openapi-core follows draft 4 for 3.0 and refuses it. Likewise numbers
+in URLs with ``_`` or surrounding spaces (``1_0``, `` 5``): openapi-core converts them
+with Python's ``int()``, which accepts both; Wardgate accepts only plain digits, as the
+services behind it (in any language) parse them."""
 
 from __future__ import annotations
 
@@ -153,7 +156,7 @@ SPEC_31: dict[str, Any] = json.loads(
     .replace('"type": "string", "nullable": true', '"type": ["string", "null"]')
 )
 
-TEXT = st.text(alphabet="abcxyz019-+._ ", max_size=7)
+TEXT = st.text(alphabet="abcxyz019-+.", max_size=7)
 INT_TEXT = st.one_of(st.integers(-5, 1200).map(str), TEXT)
 NUM_TEXT = st.one_of(st.floats(-2, 12, allow_nan=False).map(lambda f: f"{f:.3f}"), INT_TEXT)
 BOOL_TEXT = st.sampled_from(["true", "false", "True", "1", "", "yes"])

@@ -65,7 +65,7 @@ def threaded_upstream() -> Iterator[tuple[str, Any]]:
 
 def _oracle() -> OpenAPI:
     spec = copy.deepcopy(yaml.safe_load(PETSTORE.read_text()))
-    # The policy leaves security to the service here (no jwtAuthn in this test), so the
+    # The policy leaves security to the service here (no jwt section in this test), so the
     # reference must not judge it either.
     for item in spec["paths"].values():
         for op in item.values():
