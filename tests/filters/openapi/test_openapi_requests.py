@@ -251,3 +251,21 @@ async def test_server_base_paths_with_variables():
         assert (await decide(policy, "GET", target))["decision"] == "allow"
     for target in ["/ping", "/v3/ping", "/v1ping"]:
         assert (await decide(policy, "GET", target))["status"] == 404
+
+
+async def test_the_envoy_adapter_gives_the_same_answers(petstore):
+    from wardgate.envoy.decision import CheckInput
+    from wardgate.envoy.decision import decide as envoy_decide
+
+    missing = CheckInput(method="POST", target="/api/v1/pets", headers=(("host", "h"),))
+    decision = await envoy_decide(petstore, missing)
+    assert (decision.status, decision.locations) == (400, ("body",))
+    good = CheckInput(
+        method="POST",
+        target="/api/v1/pets",
+        headers=(("host", "h"), ("content-type", "application/json"), ("content-length", "14")),
+        body=b'{"name":"Rex"}',
+    )
+    assert (await envoy_decide(petstore, good)).allowed
+    unknown = CheckInput(method="GET", target="/api/v1/admin", headers=(("host", "h"),))
+    assert (await envoy_decide(petstore, unknown)).status == 404
