@@ -304,6 +304,8 @@ def _message(error: Any) -> str:
         return f"missing required property {prop}"
     if kind == "Type":
         types = details.get("types") or details.get("type")
+        if isinstance(types, list):
+            types = " or ".join(str(t) for t in sorted(types))
         return f"must be of type {types}" if types else "has the wrong type"
     if kind in ("UnevaluatedProperties", "AdditionalProperties"):
         return "has properties the schema does not declare"
