@@ -269,3 +269,11 @@ async def test_the_envoy_adapter_gives_the_same_answers(petstore):
     assert (await envoy_decide(petstore, good)).allowed
     unknown = CheckInput(method="GET", target="/api/v1/admin", headers=(("host", "h"),))
     assert (await envoy_decide(petstore, unknown)).status == 404
+
+
+async def test_lone_surrogates_are_a_400_not_a_filter_error(petstore):
+    result = await decide(petstore, "POST", "/api/v1/pets", JSON, b'{"name": "\\ud800"}')
+    assert (result["status"], result["reason"]) == (400, "request_invalid")
+    assert result["violations"][0]["ruleId"] == "openapi.body.parse"
+    ok = await decide(petstore, "POST", "/api/v1/pets", JSON, b'{"name": "\\ud83d\\ude00"}')
+    assert ok["decision"] == "allow"

@@ -99,13 +99,25 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise BodyError("is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        if "\\u" in text:
+            _no_lone_surrogates(value)
+        return value
     except RecursionError:
         raise BodyError("is nested too deeply") from None
     except ValueError as exc:
         if isinstance(exc, BodyError):
             raise
         raise BodyError("is not valid JSON") from None
+
+
+def _no_lone_surrogates(value: Any) -> None:
+    """``"\\ud800"`` is valid JSON syntax but not text: parsers disagree on it (replace,
+    refuse, pass through), so it is refused. Only run when the body has a ``\\u`` escape."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BodyError("contains an unpaired surrogate escape") from None
 
 
 def parse_form(body: bytes, shape: Shape) -> dict[str, Any]:

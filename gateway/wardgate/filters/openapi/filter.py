@@ -301,7 +301,8 @@ class OpenApiFilter(HttpFilter):
             if reply is not None:
                 return reply
         if media.stripper is not None and media.stripper.strip(value):
-            response.body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            # ASCII escapes: the same JSON, and safe for any string the service sent.
+            response.body = json.dumps(value, separators=(",", ":")).encode()
         return None
 
 
