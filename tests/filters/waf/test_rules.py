@@ -1,0 +1,69 @@
+"""The shipped rule set and the rule schema: every family is covered, every rule compiles,
+and a malformed rule file is refused with a message naming the file and rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from wardgate.config.waf import WafFamily
+from wardgate.filters.api import FilterCompileError
+from wardgate.filters.waf.engine import Engine
+from wardgate.filters.waf.filter import shipped_rules
+from wardgate.filters.waf.rules import RuleError, parse_rule_file
+
+
+def test_every_family_has_paranoia_level_1_rules():
+    families = {r.family for r in shipped_rules() if r.paranoia_level == 1}
+    assert families == set(WafFamily)
+
+
+def test_rule_ids_are_unique_and_messages_present():
+    rules = shipped_rules()
+    assert len({r.id for r in rules}) == len(rules)
+    assert all(r.message and r.kinds for r in rules)
+
+
+GOOD = """
+family: sqli
+rules:
+  - id: "999001"
+    targets: [ARGS, "!REQUEST_HEADERS:referer"]
+    transformations: [urlDecodeUni]
+    operator: rx
+    pattern: "evil"
+    message: test rule
+"""
+
+
+def test_a_valid_file_parses_with_defaults_applied():
+    (rule,) = parse_rule_file("t.yaml", GOOD)
+    assert (rule.id, rule.family, rule.paranoia_level, rule.score) == (
+        "999001",
+        WafFamily.SQLI,
+        1,
+        5,
+    )
+    assert rule.applies_to("REQUEST_HEADERS", "Referer") is False
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("operator: rx", "operator: regex"), "operator must be one of"),
+        (("[urlDecodeUni]", "[urlDecode]"), "unknown transformation"),
+        (("[ARGS,", "[ARGZ,"), "unknown target"),
+        (('"999001"', '"99"'), "six digits"),
+        (("family: sqli", "family: sqlx"), "unknown family"),
+        (("message: test rule", "mesage: test rule"), "unknown fields"),
+    ],
+)
+def test_malformed_rules_are_refused_with_where_and_why(change, message):
+    with pytest.raises(RuleError, match=message):
+        parse_rule_file("t.yaml", GOOD.replace(*change))
+
+
+def test_a_pattern_hyperscan_cannot_compile_names_the_rule():
+    (rule,) = parse_rule_file("t.yaml", GOOD.replace('"evil"', '"(?=lookahead)"'))
+    with pytest.raises(FilterCompileError) as err:
+        Engine([rule])
+    assert err.value.problems[0].startswith("waf rule 999001.pattern:")
