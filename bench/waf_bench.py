@@ -213,15 +213,23 @@ WAF_SERVER = """
 
 def ensure_modsecurity() -> str | None:
     """``None`` when ModSecurity can run here, else why not."""
-    if not MODSEC_MODULE.exists() or not CRS_RULES.exists():
-        if os.geteuid() == 0 and shutil.which("apt-get"):
-            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "libnginx-mod-http-modsecurity", "modsecurity-crs"],
-                check=False,
-                capture_output=True,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
+    if (not MODSEC_MODULE.exists() or not CRS_RULES.exists()) and (
+        os.geteuid() == 0 and shutil.which("apt-get")
+    ):
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "libnginx-mod-http-modsecurity",
+                "modsecurity-crs",
+            ],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         return "nginx is not installed"
     if not MODSEC_MODULE.exists():
@@ -236,9 +244,7 @@ def nginx(with_modsecurity: bool) -> Iterator[tuple[int, int]]:
     """nginx with one worker: (port of the ModSecurity server or 0, upstream port)."""
     tmp = Path(tempfile.mkdtemp(prefix="wardgate-modsec-"))
     upstream_port, port = free_port(), free_port()
-    (tmp / "modsec.conf").write_text(
-        MODSEC_CONF.format(tmp=tmp, setup=CRS_SETUP, rules=CRS_RULES)
-    )
+    (tmp / "modsec.conf").write_text(MODSEC_CONF.format(tmp=tmp, setup=CRS_SETUP, rules=CRS_RULES))
     conf = NGINX_CONF.format(
         tmp=tmp,
         load=f"load_module {MODSEC_MODULE};" if with_modsecurity else "",
@@ -332,7 +338,7 @@ RELOCATABLE = {"sqli", "xss", "rce", "lfi", "php", "java", "generic"}
 
 def _payload(record: corpus.Record) -> str | None:
     parts = [record.target.partition("?")[2]]
-    content_type = dict((k.lower(), v) for k, v in record.headers).get("content-type", "")
+    content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
     if record.body and "urlencoded" in content_type:
         parts.append(record.body.decode("utf-8", "replace"))
     best = ""
@@ -345,7 +351,9 @@ def _payload(record: corpus.Record) -> str | None:
     return best if len(best) >= 3 else None
 
 
-def _variant(record: corpus.Record, target: str, extra: tuple[tuple[str, str], ...]) -> corpus.Record:
+def _variant(
+    record: corpus.Record, target: str, extra: tuple[tuple[str, str], ...]
+) -> corpus.Record:
     return corpus.Record(
         id=record.id,
         category=record.category,
@@ -419,8 +427,10 @@ def main() -> int:
 
     start = time.perf_counter()
     config = WafConfig(WafSpec())
-    print(f"# Wardgate WAF: {len(config.rules)} rules at paranoia level 1, compiled or loaded in "
-          f"{time.perf_counter() - start:.2f} s")
+    print(
+        f"# Wardgate WAF: {len(config.rules)} rules at paranoia level 1, compiled or loaded in "
+        f"{time.perf_counter() - start:.2f} s"
+    )
     print("\n## In-process WAF cost per request (median)")
     costs = inprocess(config, args.quick)
     for name, micros in costs.items():
@@ -447,17 +457,29 @@ def main() -> int:
             ms_path = http_report(port, path_set)
             seconds = 3 if args.quick else 8
             target = "/api/v1/items?page=2&size=50&sort=name&filter=active&q=blue+shoes"
-            rps["nginx + ModSecurity + CRS PL1"] = wrk_rps(f"http://127.0.0.1:{port}{target}", seconds)
+            rps["nginx + ModSecurity + CRS PL1"] = wrk_rps(
+                f"http://127.0.0.1:{port}{target}", seconds
+            )
             with wardgate_process(upstream_port) as wg_port:
                 rps["Wardgate (WAF on, default policy)"] = wrk_rps(
                     f"http://127.0.0.1:{wg_port}{target}", seconds
                 )
-    print("\n## Detection on the CRS-derived corpus, paranoia level 1 (attacks blocked / benign blocked)")
+    print(
+        "\n## Detection on the CRS-derived corpus, paranoia level 1 (attacks blocked / benign blocked)"
+    )
     print(f"  {'':<34}{'Wardgate':>22}{'ModSecurity+CRS 3.3.4':>26}")
     rows = [
         ("corpus attacks (PL1)", wardgate.detection, modsec.detection if modsec else None),
-        ("corpus benign FP (high conf.)", wardgate.false_positive_rate, modsec.false_positive_rate if modsec else None),
-        ("attacks moved into a header", wg_header.detection, ms_header.detection if ms_header else None),
+        (
+            "corpus benign FP (high conf.)",
+            wardgate.false_positive_rate,
+            modsec.false_positive_rate if modsec else None,
+        ),
+        (
+            "attacks moved into a header",
+            wg_header.detection,
+            ms_header.detection if ms_header else None,
+        ),
         ("attacks moved into the path", wg_path.detection, ms_path.detection if ms_path else None),
     ]
     for name, ours, theirs in rows:

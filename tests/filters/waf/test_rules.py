@@ -67,3 +67,42 @@ def test_a_pattern_hyperscan_cannot_compile_names_the_rule():
     with pytest.raises(FilterCompileError) as err:
         Engine([rule])
     assert err.value.problems[0].startswith("waf rule 999001.pattern:")
+
+
+def test_batched_and_one_by_one_scans_agree_on_the_corpus(default_waf):
+    """The batched scan (one buffer per kind, separator-safe patterns) must find exactly
+    what scanning each value alone finds."""
+    from tests.filters.waf.conftest import corpus_path
+    from wardgate.filters.waf import corpus
+    from wardgate.filters.waf.filter import request_targets
+
+    engine = default_waf.engine
+    records = corpus.load(corpus_path())[::3]
+    batched_somewhere = False
+    for record in records:
+        targets = request_targets(corpus.to_request(record))
+        content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
+        default_waf.body_parser.parse(record.body, content_type, targets)
+        batched = {(m.rule.id, m.location) for m in engine.scan(targets)}
+        each = {(m.rule.id, m.location) for m in engine.scan_each(targets)}
+        assert batched == each, record.id
+        batched_somewhere |= len(targets) > 12
+    assert batched_somewhere
+
+
+def test_separator_rewrite_keeps_matches_inside_one_value():
+    from wardgate.filters.waf.engine import SEP, separated
+
+    assert separated(r"^a.b$") == r"(?:^|\x01)a[^\x01]b(?:$|\x01)"
+    assert separated(r"[^>]x\W") == r"[^\x01>]x[^\w\x01]"
+    (rule,) = parse_rule_file("t.yaml", GOOD.replace('"evil"', '"select.{1,50}from"'))
+    engine = Engine([rule])
+    from wardgate.filters.waf.targets import Target
+
+    split = [
+        Target("ARGS", str(i), f"query:{i}", v) for i, v in enumerate(["select a", "from b"] * 4)
+    ]
+    assert engine.scan(split) == []
+    assert SEP not in "".join(t.value for t in split)
+    joined = [*split, Target("ARGS", "x", "query:x", "select a from b")]
+    assert [m.location for m in engine.scan(joined)] == ["query:x"]
