@@ -235,3 +235,13 @@ def test_score_accumulates_across_headers_and_body():
         "header:x-trace",
         "body:comment",
     }
+
+
+def test_named_levels_set_paranoia_and_threshold():
+    basic, strict = waf(level="basic"), waf(level="strict")
+    assert (basic.threshold, len(basic.rules)) == (10, len(waf().rules))
+    assert strict.threshold == 5 and len(strict.rules) == len(waf(paranoiaLevel=2).rules)
+    assert waf(level="strict", paranoiaLevel=1).rules == waf().rules  # explicit field wins
+    # One critical match (score 5) blocks at standard, not at basic.
+    target = "/?x=__proto__"
+    assert blocked(waf(), target) and not blocked(basic, target)
