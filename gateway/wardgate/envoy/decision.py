@@ -166,6 +166,9 @@ def header_changes(
 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
     """``(set, append, remove)`` turning ``before`` into ``after``: for each header whose
     values changed, set the first value and append the others; remove headers that went."""
+    before, after = list(before), list(after)
+    if before == after:  # the common case: no filter changed a header
+        return (), (), ()
     old, new = _group(before), _group(after)
     to_set: list[tuple[str, str]] = []
     to_append: list[tuple[str, str]] = []

@@ -32,8 +32,12 @@ MAX_CHECK_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _client_address(request: web.BaseRequest) -> str:
-    """Envoy's connection manager appended the downstream address to ``x-forwarded-for``;
-    the peer of this connection is Envoy itself."""
+    """The peer of this connection is Envoy itself. For external requests Envoy sets
+    ``x-envoy-external-address`` (and strips a client-sent one); otherwise the last
+    ``x-forwarded-for`` entry is the one Envoy's connection manager appended."""
+    external = request.headers.get("x-envoy-external-address")
+    if external:
+        return external.strip()
     forwarded = request.headers.getall("x-forwarded-for", ())
     if forwarded:
         return forwarded[-1].rsplit(",", 1)[-1].strip()

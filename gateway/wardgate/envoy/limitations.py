@@ -39,7 +39,9 @@ def envoy_limitations(policy: CompiledPolicy) -> tuple[str, ...]:
         notes.append(
             f"ext_authz: the body cap ({policy.max_request_body_bytes} bytes) is checked on "
             "Content-Length and on the body Envoy buffers; a chunked body longer than "
-            "Envoy's max_request_bytes is not counted past it"
+            "Envoy's max_request_bytes is not counted past it; HTTP ext_authz without "
+            "with_request_body gets no Content-Length at all (use gRPC, or set "
+            "with_request_body)"
         )
     notes.append(
         "ext_authz (HTTP): upstream header changes arrive only for names Envoy's "
