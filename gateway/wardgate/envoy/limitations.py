@@ -43,9 +43,30 @@ def envoy_limitations(policy: CompiledPolicy) -> tuple[str, ...]:
             "with_request_body gets no Content-Length at all (use gRPC, or set "
             "with_request_body)"
         )
+    names = upstream_header_names(policy)
+    if names:
+        notes.append(
+            "ext_authz (HTTP): Envoy copies Wardgate's upstream headers only for names its "
+            f"allowed_upstream_headers matches; list {', '.join(names)} there, or a value "
+            "the client sent under that name reaches the upstream unchanged (gRPC ext_authz "
+            "and ext_proc need no list)"
+        )
     notes.append(
-        "ext_authz (HTTP): upstream header changes arrive only for names Envoy's "
-        "allowed_upstream_headers matches; header count and size limits also count the "
-        "headers Envoy adds (x-request-id, x-forwarded-*, x-envoy-*)"
+        "ext_authz: header count and size limits also count the headers Envoy adds before "
+        "the check (x-request-id, x-forwarded-*, x-envoy-*)"
     )
     return tuple(notes)
+
+
+def upstream_header_names(policy: CompiledPolicy) -> tuple[str, ...]:
+    """Header names the policy sets on upstream requests (read from the policy document:
+    the filter contract has no such list): JWT ``claimToHeaders`` and
+    ``forwardPayloadHeader``, and ``headers.request.add``."""
+    spec = policy.spec
+    names: list[str] = [h.name for h in spec.headers.request.add]
+    if spec.jwt is not None:
+        for provider in spec.jwt.providers.values():
+            names.extend(c.header_name for c in provider.claim_to_headers)
+            if provider.forward_payload_header:
+                names.append(provider.forward_payload_header)
+    return tuple(dict.fromkeys(names))
