@@ -109,19 +109,31 @@ async def test_body_over_envoy_buffer_and_over_policy_cap_is_413(envoy_stack, ex
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-async def test_wardgate_down_fails_closed_by_default(envoy_stack, example):
+async def test_wardgate_never_started_fails_closed_by_default(envoy_stack, example):
     stack = await envoy_stack(example, wardgate=False)
     status, _, _ = await _request(stack.url + "/echo")
     assert status == 403  # Envoy's status_on_error: the request never reached the upstream
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
-async def test_wardgate_down_with_failure_mode_allow_lets_through_marked(envoy_stack, example):
-    stack = await envoy_stack(example, wardgate=False, failure_mode_allow=True)
+@pytest.mark.parametrize("allow", [False, True], ids=["fail-closed", "failure-mode-allow"])
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_wardgate_stopped_gives_the_configured_failure_mode(envoy_stack, example, allow):
+    stack = await envoy_stack(example, POLICY, failure_mode_allow=allow)
     status, _, body = await _request(stack.url + "/echo")
-    assert status == 200
+    assert status == 200, body
+    assert "x-envoy-auth-failure-mode-allowed" not in _upstream_headers(json.loads(body))
+    await stack.authz.stop()
+    status, _, body = await _request(stack.url + "/echo", method="DELETE")
+    if not allow:
+        # ext_authz answers status_on_error (403), ext_proc a 500; never the upstream.
+        assert status == (500 if example == "ext-proc.yaml" else 403)
+        return
+    # Let through, unchecked: the DELETE the policy refuses reaches the upstream, and the
+    # ext_authz doors mark it (ext_proc has no such header: it skips the processor).
+    assert status == 200, body
     seen = _upstream_headers(json.loads(body))
-    assert seen["x-envoy-auth-failure-mode-allowed"] == ["true"]
+    if example != "ext-proc.yaml":
+        assert seen["x-envoy-auth-failure-mode-allowed"] == ["true"]
 
 
 async def test_grpc_decision_reaches_envoy_access_log_as_dynamic_metadata(envoy_stack):
