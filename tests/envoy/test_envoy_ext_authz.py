@@ -3,12 +3,15 @@ upstream: what the client gets and what the upstream receives."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+
+from wardgate.filters.api import FilterConfig, HttpFilter
 
 POLICY = """
 limits:
@@ -151,3 +154,44 @@ async def test_grpc_decision_reaches_envoy_access_log_as_dynamic_metadata(envoy_
     assert metadata["policy_digest"]
     allowed = await stack.envoy.access_log_line('"GET /echo?allowed ')
     assert json.loads(allowed.split("wardgate=", 1)[1])["decision"] == "allow"
+
+
+class _BodyRecorder(FilterConfig):
+    name = "body_recorder"
+    request_body_limit = 1 << 20
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bool]] = []
+
+    def create_filter(self) -> HttpFilter:
+        seen = self.seen
+
+        class _Filter(HttpFilter):
+            async def decode_body(self, request, body, complete):
+                seen.append((len(body), complete))
+                return None
+
+        return _Filter()
+
+
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_stack, example):
+    stack = await envoy_stack(example, "")
+    recorder = _BodyRecorder()
+    policy = stack.authz.holder.current
+    stack.authz.holder.swap(
+        dataclasses.replace(policy, filters=(*policy.filters, recorder), request_body_limit=1 << 20)
+    )
+
+    async def chunks(total: int):
+        for _ in range(total // 4096):
+            yield b"q" * 4096
+
+    for total in (61440, 98304):  # under and over Envoy's 65536-byte buffer (examples)
+        status, _, body = await _request(stack.url + "/echo", method="POST", data=chunks(total))
+        assert status == 200, body
+        assert json.loads(body)["bodyLength"] == total  # the upstream always gets it all
+    if example == "ext-proc.yaml":
+        assert recorder.seen == [(61440, True), (98304, True)]  # BUFFERED: the whole body
+    else:
+        assert recorder.seen == [(61440, True), (65536, False)]  # cut, and marked so
