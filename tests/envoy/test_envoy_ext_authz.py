@@ -158,9 +158,9 @@ async def test_grpc_decision_reaches_envoy_access_log_as_dynamic_metadata(envoy_
 
 class _BodyRecorder(FilterConfig):
     name = "body_recorder"
-    request_body_limit = 1 << 20
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.request_body_limit = limit
         self.seen: list[tuple[int, bool]] = []
 
     def create_filter(self) -> HttpFilter:
@@ -174,24 +174,40 @@ class _BodyRecorder(FilterConfig):
         return _Filter()
 
 
-@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
-async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_stack, example):
-    stack = await envoy_stack(example, "")
-    recorder = _BodyRecorder()
+async def _with_recorder(stack, limit: int) -> _BodyRecorder:
+    recorder = _BodyRecorder(limit)
     policy = stack.authz.holder.current
     stack.authz.holder.swap(
-        dataclasses.replace(policy, filters=(*policy.filters, recorder), request_body_limit=1 << 20)
+        dataclasses.replace(policy, filters=(*policy.filters, recorder), request_body_limit=limit)
     )
+    return recorder
 
-    async def chunks(total: int):
+
+async def _post(url: str, total: int, chunked: bool) -> None:
+    async def chunks():
         for _ in range(total // 4096):
             yield b"q" * 4096
 
-    for total in (61440, 98304):  # under and over Envoy's 65536-byte buffer (examples)
-        status, _, body = await _request(stack.url + "/echo", method="POST", data=chunks(total))
-        assert status == 200, body
-        assert json.loads(body)["bodyLength"] == total  # the upstream always gets it all
+    data = chunks() if chunked else b"q" * total
+    status, _, body = await _request(url + "/echo", method="POST", data=data)
+    assert status == 200, body
+    assert json.loads(body)["bodyLength"] == total  # the upstream always gets it all
+
+
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_stack, example):
+    """Envoy buffers 65536 bytes (the examples). A filter reading less than that always
+    learns a body was cut, chunked or not; a declared length tells it too."""
+    stack = await envoy_stack(example, "")
+    recorder = await _with_recorder(stack, 65535)
+    for total in (61440, 98304):
+        await _post(stack.url, total, chunked=True)
+    await _post(stack.url, 98304, chunked=False)
+    assert recorder.seen == [(61440, True), (65535, False), (65535, False)]
+    # A filter reading more than Envoy buffers: a declared length still tells it.
+    recorder = await _with_recorder(stack, 1 << 20)
+    await _post(stack.url, 98304, chunked=False)
     if example == "ext-proc.yaml":
-        assert recorder.seen == [(61440, True), (98304, True)]  # BUFFERED: the whole body
+        assert recorder.seen == [(98304, True)]  # BUFFERED: the whole body
     else:
-        assert recorder.seen == [(61440, True), (65536, False)]  # cut, and marked so
+        assert recorder.seen == [(65536, False)]

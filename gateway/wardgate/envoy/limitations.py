@@ -25,8 +25,9 @@ def envoy_limitations(policy: CompiledPolicy) -> tuple[str, ...]:
         notes.append(
             f"ext_authz: {', '.join(body_readers)} read the request body (up to "
             f"{policy.request_body_limit} bytes): set Envoy's with_request_body "
-            f"(max_request_bytes >= {policy.request_body_limit}, allow_partial_message: "
-            "true); without it they see no body and apply their rule for uninspected bodies"
+            f"(max_request_bytes >= {(policy.request_body_limit or 0) + 1}, one more than "
+            "they read so a cut body is always seen as cut; allow_partial_message: true); "
+            "without it they see no body and apply their rule for uninspected bodies"
         )
     responders = [c.name for c in policy.filters if _has_response_phase(c)]
     if responders:
