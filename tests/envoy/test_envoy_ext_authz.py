@@ -198,7 +198,7 @@ async def _post(url: str, total: int, chunked: bool) -> None:
 async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_stack, example):
     """Envoy buffers 65536 bytes (the examples). A filter reading less than that always
     learns a body was cut, chunked or not; a declared length tells it too."""
-    stack = await envoy_stack(example, "")
+    stack = await envoy_stack(example, 'waf: {mode: "off"}')
     recorder = await _with_recorder(stack, 65535)
     for total in (61440, 98304):
         await _post(stack.url, total, chunked=True)
@@ -211,3 +211,30 @@ async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_
         assert recorder.seen == [(98304, True)]  # BUFFERED: the whole body
     else:
         assert recorder.seen == [(65536, False)]
+
+
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_attacks_get_wardgate_403_with_rule_ids_and_never_reach_upstream(
+    envoy_stack, example
+):
+    stack = await envoy_stack(example, "")  # the default policy: WAF on, enforcing
+    status, _, body = await _request(stack.url + "/echo?id=1%27%20OR%20%271%27%3D%271")
+    assert status == 403
+    problem = json.loads(body)
+    assert problem["filter"] == "waf" and problem["reason"] == "attack_detected"
+    assert any(v["location"] == "query:id" for v in problem["violations"])
+    status, _, body = await _request(
+        stack.url + "/echo", method="POST", json={"text": "<script>alert(document.cookie)</script>"}
+    )
+    assert status == 403
+    assert "alert(document" not in body.decode()  # the matched value is never echoed
+    status, _, body = await _request(
+        stack.url + "/echo", method="POST", json={"text": "Hello O'Brien, see https://example.com"}
+    )
+    assert status == 200
+    assert json.loads(body)["method"] == "POST"  # the upstream's echo: it got the benign one
+    if example == "ext-authz-grpc.yaml":
+        line = await stack.envoy.access_log_line('"GET /echo?id=')
+        metadata = json.loads(line.split("wardgate=", 1)[1])
+        assert metadata["filter"] == "waf" and metadata["rule_ids"]
+        assert all(rule.startswith("waf.") for rule in metadata["rule_ids"])

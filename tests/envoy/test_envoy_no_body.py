@@ -10,7 +10,7 @@ import json
 import aiohttp
 import pytest
 
-POLICY = "limits: {maxRequestBodyBytes: 4096}\n"
+POLICY = 'limits: {maxRequestBodyBytes: 4096}\nwaf: {mode: "off"}\n'
 
 
 @pytest.mark.parametrize("example", ["ext-authz-grpc.yaml", "ext-authz-http.yaml"])
@@ -30,3 +30,36 @@ async def test_body_not_sent_to_wardgate_still_reaches_upstream(envoy_stack, exa
                 # declared size cannot be checked: a documented limitation (see
                 # envoy_limitations), not a silent one.
                 assert resp.status == 200
+
+
+async def test_body_filter_without_the_body_fails_closed_over_grpc(envoy_stack):
+    """The WAF (on by default) reads bodies: without with_request_body it sees an empty,
+    incomplete body and applies its oversize rule (reject), rather than passing a body it
+    never inspected."""
+    stack = await envoy_stack("ext-authz-grpc.yaml", "", with_request_body=None)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(stack.url + "/echo", data=b"harmless") as resp:
+            assert resp.status == 413
+            problem = json.loads(await resp.read())
+        async with session.get(stack.url + "/echo") as resp:
+            assert resp.status == 200  # no body, nothing left uninspected
+    assert problem["filter"] == "waf"
+
+
+async def test_http_door_cannot_see_a_body_it_was_not_sent_and_validate_says_so(
+    envoy_stack, tmp_path
+):
+    """Over HTTP ext_authz without with_request_body Envoy sends neither the body nor its
+    length: the attack in the body passes. A protocol limit, reported for the policy."""
+    from tests.conftest import run_wardgate
+
+    stack = await envoy_stack("ext-authz-http.yaml", "", with_request_body=None)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            stack.url + "/echo", json={"text": "<script>alert(1)</script>"}
+        ) as resp:
+            assert resp.status == 200
+    policy = tmp_path / "default.yaml"
+    policy.write_text("")
+    notes = run_wardgate("validate", str(policy)).stdout
+    assert "without with_request_body Envoy sends neither the body nor its length" in notes

