@@ -11,10 +11,12 @@ Targets (all in front of the same nginx upstream, one worker / ``--concurrency 1
 * ``envoy+ext_proc``: Envoy + Wardgate ext_proc, headers only (bodies not sent);
 * ``wardgate``: native ``wardgate run``;
 * ``*+jwt``: the gRPC and HTTP doors and native ``wardgate run`` with a JWT policy verifying
-  the same token as ``envoy+jwt_authn`` (same key, issuer, audience): the comparable pair.
+  the same token as ``envoy+jwt_authn`` (same key, issuer, audience): the comparable pair;
+* ``*+waf``: the same doors with ``bench/passthrough.yaml`` as is (the WAF, on by default,
+  enforcing).
 
-Otherwise Wardgate runs the pass-through policy (``bench/passthrough.yaml``: limits only) on
-every door, so the figures compare the doors, not policies. Load: ``wrk`` (1 thread, 32
+Otherwise Wardgate runs the pass-through policy (``bench/passthrough.yaml`` with the WAF
+off: limits only) on every door, so the figures compare the doors, not policies. Load: ``wrk`` (1 thread, 32
 connections, GET). Medians of the repeats; read ratios, not absolute numbers (2 shared
 cores).
 
@@ -117,9 +119,18 @@ def wait_http_any(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def passthrough_policy(workdir: Path) -> Path:
+    """``bench/passthrough.yaml`` with the WAF (on by default) turned off: limits only."""
+    doc = yaml.safe_load(PASSTHROUGH.read_text()) or {}
+    doc["waf"] = {"mode": "off"}
+    path = workdir / "passthrough.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def jwt_policy(workdir: Path, jwks: str) -> Path:
     """The pass-through policy plus a JWT provider like the Envoy jwt_authn target's."""
-    doc = yaml.safe_load(PASSTHROUGH.read_text()) or {}
+    doc = yaml.safe_load(passthrough_policy(workdir).read_text())
     doc["jwt"] = {
         "providers": {
             "bench": {
@@ -212,10 +223,12 @@ def main() -> int:
         auth_lua = workdir / "auth.lua"
         auth_lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
         jwt_file = jwt_policy(workdir, jwks)
+        passthrough = passthrough_policy(workdir)
         with (
             nginx_upstream(workdir) as upstream,
-            wardgate_ext_authz(PASSTHROUGH) as authz,
+            wardgate_ext_authz(passthrough) as authz,
             wardgate_ext_authz(jwt_file) as authz_jwt,
+            wardgate_ext_authz(PASSTHROUGH) as authz_waf,
             envoy_proxy(workdir, upstream) as envoy,
             envoy_jwt_authn(workdir, upstream, jwks) as envoy_jwt,
             envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz) as envoy_grpc,
@@ -229,8 +242,11 @@ def main() -> int:
             ) as envoy_proc,
             envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz_jwt) as grpc_jwt,
             envoy_example(workdir, "ext-authz-http.yaml", upstream, authz_jwt) as http_jwt,
-            wardgate_proxy(upstream, PASSTHROUGH) as wardgate,
+            envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz_waf) as grpc_waf,
+            envoy_example(workdir, "ext-authz-http.yaml", upstream, authz_waf) as http_waf,
+            wardgate_proxy(upstream, passthrough) as wardgate,
             wardgate_proxy(upstream, jwt_file) as wardgate_jwt,
+            wardgate_proxy(upstream, PASSTHROUGH) as wardgate_waf,
         ):
             targets = {
                 "envoy": (envoy, None),
@@ -242,6 +258,9 @@ def main() -> int:
                 "envoy+grpc+jwt": (grpc_jwt, auth_lua),
                 "envoy+http+jwt": (http_jwt, auth_lua),
                 "wardgate+jwt": (wardgate_jwt, auth_lua),
+                "envoy+grpc+waf": (grpc_waf, None),
+                "envoy+http+waf": (http_waf, None),
+                "wardgate+waf": (wardgate_waf, None),
             }
             for name, (port, script) in targets.items():
                 url = f"http://127.0.0.1:{port}/bench?x=1"
@@ -270,8 +289,9 @@ def report(results: dict[str, Load]) -> None:
             f"{load.rps / envoy:9.2f} {load.rps / native:10.2f} {load.rps / jwt:13.2f}"
         )
     print(
-        "vs native: against `wardgate run` with the pass-through policy; the +jwt rows verify "
-        "the same RS256 token as envoy+jwt_authn (compare them with that row)."
+        "vs native: against `wardgate run` with the pass-through policy (limits only). +jwt: "
+        "verifying the same RS256 token as envoy+jwt_authn (compare with that row). +waf: "
+        "the default policy (WAF on, enforcing): compare with wardgate+waf."
     )
 
 
