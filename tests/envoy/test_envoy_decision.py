@@ -128,4 +128,4 @@ def test_limitations_name_body_readers_and_the_buffer_they_need():
     policy, _ = _policy()
     notes = envoy_limitations(policy)
     assert any("bodycheck read the request body (up to 16 bytes)" in n for n in notes)
-    assert any("max_request_bytes >= 16" in n for n in notes)
+    assert any("max_request_bytes >= 17" in n for n in notes)
