@@ -1,4 +1,5 @@
-"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``."""
+"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``,
+``import-envoy``."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="request file: YAML/JSON description or raw HTTP; - for stdin",
     )
+    imp = sub.add_parser(
+        "import-envoy",
+        help="convert an Envoy jwt_authn filter config (YAML/JSON) into a Wardgate policy",
+    )
+    imp.add_argument("file", metavar="FILE", help="Envoy config; - for stdin")
+    imp.add_argument("-o", "--output", help="write the policy here (default: stdout)")
     return parser
 
 
@@ -254,12 +261,41 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0 if result["decision"] == "allow" else 1
 
 
+def _cmd_import_envoy(args: argparse.Namespace) -> int:
+    """Policy YAML on stdout (or ``--output``); unsupported fields and notes on stderr.
+    Exit 0: fully converted; 1: some fields could not be converted (named); 2: bad input."""
+    import yaml
+
+    from wardgate.config.envoy_import import import_envoy_text
+
+    try:
+        raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        result = import_envoy_text(raw, args.file)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"wardgate import-envoy: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    text = yaml.safe_dump(result.policy, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    for line in result.unsupported:
+        print(f"unsupported: {line}", file=sys.stderr)
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
+    return 1 if result.unsupported else 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "explain": _cmd_explain,
+    "import-envoy": _cmd_import_envoy,
 }
 
 

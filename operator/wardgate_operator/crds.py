@@ -34,20 +34,37 @@ def structural(model: type[SpecModel]) -> dict[str, Any]:
     return _convert(schema, defs)
 
 
-def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+RECURSION_DEPTH = 2
+"""How often a recursive model (Envoy's nested ``JwtRequirement``) is written out before
+the schema stops at an open object; the models validate deeper nesting."""
+
+
+def _convert(
+    node: dict[str, Any], defs: dict[str, Any], stack: tuple[str, ...] = ()
+) -> dict[str, Any]:
     ref = node.get("$ref")
     if isinstance(ref, str):
-        target = dict(defs[ref.rsplit("/", 1)[-1]])
+        name = ref.rsplit("/", 1)[-1]
+        target = dict(defs[name])
         if "description" in node:
             target["description"] = node["description"]
-        return _convert(target, defs)
+        if stack.count(name) >= RECURSION_DEPTH:
+            # Structural schemas cannot recurse: accept the object here and let the
+            # operator and the validating webhook check it with the same model.
+            return {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "description": _clean(target.get("description", ""))
+                + " (nested deeper than the CRD schema; validated by the operator)",
+            }
+        return _convert(target, defs, (*stack, name))
     any_of = node.get("anyOf")
     if isinstance(any_of, list):
         branches = [b for b in any_of if b.get("type") != "null"]
         if len(branches) != 1:
             raise ValueError(f"cannot express a union of {len(branches)} types structurally")
         merged = {k: v for k, v in node.items() if k != "anyOf"}
-        converted = _convert({**branches[0], **merged}, defs)
+        converted = _convert({**branches[0], **merged}, defs, stack)
         if len(branches) != len(any_of):
             converted["nullable"] = True
         return converted
@@ -56,9 +73,9 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if key in _DROP or key == "$defs":
             continue
         if key == "properties":
-            out["properties"] = {name: _convert(prop, defs) for name, prop in value.items()}
+            out["properties"] = {n: _convert(p, defs, stack) for n, p in value.items()}
         elif key == "items":
-            out["items"] = _convert(value, defs)
+            out["items"] = _convert(value, defs, stack)
         elif key == "const":
             out["enum"] = [value]
         elif key == "description":
@@ -70,7 +87,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     extra = node.get("additionalProperties")
     if node.get("type") == "object" and isinstance(extra, dict):
         keys = node.get("propertyNames", {}).get("enum")
-        value_schema = _convert(extra, defs)
+        value_schema = _convert(extra, defs, stack)
         if keys:
             # A dict with a closed key set (WAF families): one property per key.
             out["properties"] = dict.fromkeys(keys, value_schema)

@@ -9,6 +9,7 @@ from typing import Any
 
 from wardgate.config.base import DURATION_PATTERN, SpecModel, format_duration, redacted_dump
 from wardgate.config.headers import HeadersSpec
+from wardgate.config.jwt import JwtSpec
 from wardgate.config.limits import LimitsSpec
 from wardgate.config.proxy import ProxySpec
 
@@ -25,6 +26,9 @@ class PolicySpec(SpecModel):
 
     headers: HeadersSpec = HeadersSpec()
     """Header changes on requests and responses."""
+
+    jwt: JwtSpec | None = None
+    """JWT authentication (Envoy jwt_authn). Absent: no JWT checks."""
 
     def canonical_json(self) -> str:
         """The policy as canonical JSON (sorted keys, defaults included): what the digest

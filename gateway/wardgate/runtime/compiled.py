@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
-from wardgate.filters import headers, limits
+from wardgate.filters import headers, jwt_authn, limits
 from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
 
 FILTER_CHAIN: tuple[FilterCompiler, ...] = (
     limits.compile,
-    # jwt_authn, openapi and waf slot in here, in that order.
+    jwt_authn.compile,
+    # openapi and waf slot in here, in that order.
     headers.compile,  # last: request checks never see headers the policy adds
 )
 """The chain, in request order. Each entry compiles its section or returns ``None`` (off)."""
