@@ -1,5 +1,5 @@
 """The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``,
-``import-envoy``."""
+``import-envoy``, ``ext-authz``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import get_args
 
 from wardgate import __version__
 from wardgate.config import PolicyError, policy_json_schema
-from wardgate.observability.logs import AccessLogFormat
+from wardgate.observability.logs import AccessLogFormat, configure_gateway_log
 from wardgate.runtime import load_compiled
 from wardgate.runtime.explain import RequestDescriptionError, explain, parse_request_description
 
@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway in front of an upstream")
     run.add_argument("--upstream", required=True, help="upstream base URL, http://host:port")
     _add_serving_options(run, default_listen="127.0.0.1:8080")
+    run.add_argument(
+        "--ext-authz-grpc",
+        metavar="HOST:PORT",
+        help="also serve Envoy's gRPC ext_authz here, same policy, same process",
+    )
+    run.add_argument(
+        "--ext-authz-http",
+        metavar="HOST:PORT",
+        help="also serve Envoy's HTTP ext_authz here, same policy, same process",
+    )
 
     demo = sub.add_parser("demo", help="run the gateway in front of a built-in demo upstream")
     _add_serving_options(demo, default_listen="127.0.0.1:8080")
@@ -53,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown: the configuration reference",
     )
 
+    _add_ext_authz_parser(sub)
+
     exp = sub.add_parser("explain", help="run a request through a policy offline")
     exp.add_argument("--policy", help="policy file (default: the built-in default policy)")
     exp.add_argument(
@@ -67,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", metavar="FILE", help="Envoy config; - for stdin")
     imp.add_argument("-o", "--output", help="write the policy here (default: stdout)")
     return parser
+
+
+def _add_ext_authz_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "ext-authz",
+        help="serve the policy as Envoy's external authorization service (HTTP and/or gRPC)",
+    )
+    cmd.add_argument("--policy", required=True, help="policy file, watched for changes")
+    cmd.add_argument("--http", metavar="HOST:PORT", help="serve HTTP ext_authz here")
+    cmd.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC ext_authz (and ext_proc) here")
+    cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> None:
@@ -126,7 +149,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"wardgate run: {exc}", file=sys.stderr)
         return 2
     assert isinstance(options, RunOptions)
+    if args.ext_authz_grpc or args.ext_authz_http:
+        return _run_beside_ext_authz(options, args)
     return run(options)
+
+
+def _run_beside_ext_authz(options: object, args: argparse.Namespace) -> int:
+    """``wardgate run`` plus the ext_authz servers in one process, on one policy holder
+    (one reload updates both doors)."""
+    from wardgate.envoy.server import ExtAuthzOptions, ExtAuthzServer
+    from wardgate.proxy.server import (
+        GatewayProcess,
+        RunOptions,
+        install_event_loop_policy,
+        parse_host_port,
+    )
+
+    assert isinstance(options, RunOptions)
+    if options.workers != 1:
+        print("wardgate run: --ext-authz-* needs --workers 1", file=sys.stderr)
+        return 2
+    try:
+        authz = ExtAuthzOptions(
+            grpc_listen=parse_host_port(args.ext_authz_grpc, "--ext-authz-grpc")
+            if args.ext_authz_grpc
+            else None,
+            http_listen=parse_host_port(args.ext_authz_http, "--ext-authz-http")
+            if args.ext_authz_http
+            else None,
+        )
+        policy = load_compiled(options.policy_path)
+    except ValueError as exc:
+        print(f"wardgate run: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+
+    async def main() -> None:
+        process = GatewayProcess(options, policy, serve_admin=True)
+        process.install_signals()
+        await process.start()
+        server = ExtAuthzServer(process.holder, authz, process.reloader, watch=False)
+        await server.start()
+        try:
+            await process.run_until_stopped()
+        finally:
+            await server.stop()
+
+    configure_gateway_log(options.log_level)
+    install_event_loop_policy()
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"wardgate run: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -192,6 +270,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         )
         for text in policy.limitations():
             print(f"  note: {text}")
+        from wardgate.envoy.limitations import envoy_limitations
+
+        for text in envoy_limitations(policy):
+            print(f"  note (envoy): {text}")
     return 1 if failed else 0
 
 
@@ -289,6 +371,36 @@ def _cmd_import_envoy(args: argparse.Namespace) -> int:
     return 1 if result.unsupported else 0
 
 
+def _cmd_ext_authz(args: argparse.Namespace) -> int:
+    from wardgate.envoy.server import ExtAuthzOptions, serve
+    from wardgate.proxy.server import install_event_loop_policy, parse_host_port
+
+    try:
+        options = ExtAuthzOptions(
+            grpc_listen=parse_host_port(args.grpc, "--grpc") if args.grpc else None,
+            http_listen=parse_host_port(args.http, "--http") if args.http else None,
+        )
+    except ValueError as exc:
+        print(f"wardgate ext-authz: {exc}", file=sys.stderr)
+        return 2
+    if options.grpc_listen is None and options.http_listen is None:
+        print(
+            "wardgate ext-authz: give --http HOST:PORT, --grpc HOST:PORT or both", file=sys.stderr
+        )
+        return 2
+    configure_gateway_log(args.log_level)
+    install_event_loop_policy()
+    try:
+        asyncio.run(serve(args.policy, options))
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"wardgate ext-authz: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
@@ -296,6 +408,7 @@ COMMANDS = {
     "schema": _cmd_schema,
     "explain": _cmd_explain,
     "import-envoy": _cmd_import_envoy,
+    "ext-authz": _cmd_ext_authz,
 }
 
 

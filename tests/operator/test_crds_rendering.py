@@ -47,7 +47,15 @@ def _walk(node: dict[str, Any], path: str = "") -> list[str]:
     bad = []
     if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
         bad.append(path or "/")
-    for forbidden in ("$ref", "anyOf", "oneOf", "allOf", "default", "additionalProperties"):
+    for forbidden in (
+        "$ref",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "default",
+        "additionalProperties",
+        "patternProperties",
+    ):
         if forbidden in node and not (
             forbidden == "additionalProperties" and "properties" not in node
         ):
@@ -98,6 +106,60 @@ def test_examples_validate_against_the_crd_schemas_and_the_models():
     jsonschema.validate(baseline, crd_schema("securitybaselines"))
     parse_microgateway_spec(mgw["spec"])
     SecurityBaselineSpec.model_validate(baseline["spec"])
+
+
+def _pruned(value: Any, schema: dict[str, Any]) -> Any:
+    """What the API server stores: fields the structural schema does not know are dropped,
+    except below ``x-kubernetes-preserve-unknown-fields``."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") or not isinstance(value, dict | list):
+        return value
+    if isinstance(value, list):
+        return [_pruned(item, schema.get("items", {})) for item in value]
+    if "properties" in schema:
+        return {
+            k: _pruned(v, schema["properties"][k])
+            for k, v in value.items()
+            if k in schema["properties"]
+        }
+    if isinstance(schema.get("additionalProperties"), dict):
+        return {k: _pruned(v, schema["additionalProperties"]) for k, v in value.items()}
+    return {}
+
+
+def test_api_server_pruning_keeps_nested_jwt_requirements_and_inline_openapi():
+    spec = example("Microgateway")["spec"] | {
+        "jwt": {
+            "providers": {
+                "idp": {
+                    "issuer": "https://idp.example",
+                    "localJwks": {"inlineString": '{"keys":[]}'},
+                }
+            },
+            "rules": [
+                {
+                    "match": {"prefix": "/"},
+                    "requires": {
+                        "requiresAny": {
+                            "requirements": [
+                                {"providerName": "idp"},
+                                {"requiresAll": {"requirements": [{"providerName": "idp"}]}},
+                            ]
+                        }
+                    },
+                }
+            ],
+        },
+        "openapi": {
+            "inline": {
+                "openapi": "3.0.3",
+                "info": {"title": "t", "version": "1"},
+                "paths": {"/x": {"get": {"responses": {"200": {"description": "ok"}}}}},
+            }
+        },
+    }
+    stored = _pruned(spec, crd_schema("microgateways")["properties"]["spec"])
+    assert stored["jwt"] == spec["jwt"]
+    assert stored["openapi"] == spec["openapi"]
 
 
 def test_crd_schema_rejects_what_the_models_reject():

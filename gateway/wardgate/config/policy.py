@@ -11,6 +11,7 @@ from wardgate.config.base import DURATION_PATTERN, SpecModel, format_duration, r
 from wardgate.config.headers import HeadersSpec
 from wardgate.config.jwt import JwtSpec
 from wardgate.config.limits import LimitsSpec
+from wardgate.config.openapi import OpenApiSectionSpec
 from wardgate.config.proxy import ProxySpec
 
 
@@ -29,6 +30,9 @@ class PolicySpec(SpecModel):
 
     jwt: JwtSpec | None = None
     """JWT authentication (Envoy jwt_authn). Absent: no JWT checks."""
+
+    openapi: OpenApiSectionSpec | None = None
+    """OpenAPI allow-listing (off when absent): only declared operations get through."""
 
     def canonical_json(self) -> str:
         """The policy as canonical JSON (sorted keys, defaults included): what the digest

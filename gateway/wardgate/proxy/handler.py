@@ -198,6 +198,11 @@ class ProxyHandler:
                 reply = await pipeline.decode_body(prefix[:limit], complete)
                 if reply is not None:
                     return await self._local(request, pipeline, exchange, reply, close=True)
+        elif pipeline.needs_request_body:
+            # No body at all: the body phase still runs (a filter may require one).
+            reply = await pipeline.decode_body(b"", True)
+            if reply is not None:
+                return await self._local(request, pipeline, exchange, reply)
         return await self._forward(request, http_request, pipeline, exchange, prefix)
 
     async def _forward(
