@@ -77,6 +77,12 @@ async def microgateway_changed(body: kopf.Body, memo: Any, logger: Logger, **_: 
         # One warning per change; no exception, so no retry storm on a bad policy.
         kopf.warn(body, reason=evaluation.reason, message="; ".join(evaluation.problems)[:1000])
         logger.warning("not accepted: %s", evaluation.reason)
+        return
+    weakened = [f for f in evaluation.findings if f.kind != "clamp"]
+    if weakened:
+        # The policy was clamped to the baselines: tell the app team where it asked for less.
+        message = "; ".join(f"spec.{f}" for f in weakened)[:1000]
+        kopf.warn(body, reason="BaselineWeakened", message=message)
 
 
 @kopf.on.event(*BASELINES)

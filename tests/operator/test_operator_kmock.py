@@ -131,6 +131,17 @@ async def test_create_renders_configmap_and_status_then_update_and_invalid_polic
         assert accepted["observedGeneration"] == 3
         assert conditions(body)["Ready"]["reason"] == "KeptLastGood"
         assert cm(kmock)["data"] == good["data"]
+        event = await eventually(
+            lambda: [
+                r.data
+                for r in kmock["post"]
+                if str(r.url).endswith("/namespaces/shop/events")
+                and r.data.get("reason") == "InvalidSpec"
+            ],
+            message="Warning event",
+        )
+        assert event[0]["type"] == "Warning"
+        assert "spec.limits.maxHeadersCount" in event[0]["message"]
         writes = configmap_writes(kmock)
         patches = len(list(kmock["patch"]))
     # no retry storm: the bad spec was handled once (a handful of status/progress patches),
@@ -211,6 +222,25 @@ async def test_baseline_fan_out_clamps_and_reports(kmock):
             lambda: load_policy_text(cm(kmock)["data"]["policy.yaml"]).limits.max_url_bytes == 4096,
             message="baseline removed",
         )
+
+
+async def test_weakening_microgateway_is_clamped_with_a_warning_event(kmock):
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    await kmock.post(BASELINES_PATH, json=baseline_doc("prod", {"limits": {"maxUrlBytes": 1024}}))
+    async with running_operator(kmock, interval=30) as api:
+        await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
+        configmap = await eventually(lambda: cm(kmock), message="ConfigMap")
+        assert load_policy_text(configmap["data"]["policy.yaml"]).limits.max_url_bytes == 1024
+        event = await eventually(
+            lambda: [
+                r.data
+                for r in kmock["post"]
+                if str(r.url).endswith("/events") and r.data.get("reason") == "BaselineWeakened"
+            ],
+            message="BaselineWeakened event",
+        )
+        assert "spec.limits.maxUrlBytes: 4096 is over the maximum 1024" in event[0]["message"]
 
 
 async def test_unenforceable_baseline_keeps_last_good_config(kmock):
