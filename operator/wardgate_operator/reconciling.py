@@ -455,8 +455,8 @@ async def resync_forever(
     reader: SidecarReader = http_sidecar_reader,
 ) -> None:
     """Every ``interval`` seconds, :func:`resync_once`: propagation status, and the safety
-    net for changes no watch delivered (namespace labels, baselines in namespaced mode, a
-    deleted ConfigMap)."""
+    net for changes no watch delivered (namespace labels, a deleted ConfigMap, a missed
+    event)."""
     while True:
         await asyncio.sleep(interval)
         await resync_once(api, namespaces, reader)

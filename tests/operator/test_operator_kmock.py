@@ -437,3 +437,21 @@ async def test_webhook_reads_baselines_and_namespace_labels_from_the_api(kmock):
     finally:
         await api.close()
         await unreachable.close()
+
+
+async def test_namespaced_mode_fans_out_only_in_its_namespaces(kmock):
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    async with running_operator(kmock, interval=30, namespaces=["shop"]) as api:
+        await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
+        await eventually(lambda: cm(kmock), message="ConfigMap")
+        await api.create(BASELINES_PATH, baseline_doc("prod", {"limits": {"maxUrlBytes": 512}}))
+        await eventually(
+            lambda: load_policy_text(cm(kmock)["data"]["policy.yaml"]).limits.max_url_bytes == 512,
+            message="baseline fan-out",
+        )
+    # never a cluster-wide Microgateway listing (per-namespace Roles would refuse it)
+    cluster_wide = "/apis/wardgate.dev/v1alpha1/microgateways"
+    assert not [
+        r for r in kmock["get"] if r.url.path == cluster_wide and "watch" not in r.url.query
+    ]
