@@ -28,9 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
+from pydantic import ValidationError
 
 from wardgate.config.baseline import SecurityBaselineSpec
+from wardgate.config.loading import format_validation_errors
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
 from wardgate_operator.injection import InjectionError, inject
 from wardgate_operator.kube import KubeApi, KubeError, namespace_path
@@ -329,11 +332,6 @@ async def start_injector(
 
 def load_sidecar_config(path: Path) -> SidecarConfig:
     """Read the chart's ``sidecar.yaml``; ``ValueError`` with every problem."""
-    import yaml
-    from pydantic import ValidationError
-
-    from wardgate.config.loading import format_validation_errors
-
     try:
         data = yaml.safe_load(path.read_text())
         return SidecarConfig.model_validate(data or {})

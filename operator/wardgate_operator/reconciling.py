@@ -23,7 +23,7 @@ from wardgate.config.baseline import BaselineError, Finding, apply_baselines
 from wardgate.config.policy import PolicySpec
 from wardgate.runtime.compiled import PolicyCompileError, compile_policy
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
-from wardgate_operator.injection import SIDECAR_NAME
+from wardgate_operator.injection import SIDECAR_NAME, configmap_name
 from wardgate_operator.kube import (
     BASELINES_PATH,
     KubeApi,
@@ -225,8 +225,6 @@ async def reconcile(api: KubeApi, body: Mapping[str, Any]) -> Evaluation:
         baselines=selected,
         invalid_baselines=invalid,
     )
-    from wardgate_operator.injection import configmap_name
-
     cm_name = configmap_name(name)
     existing = await api.get(configmaps_path(namespace, cm_name))
     if evaluation.configmap is not None:

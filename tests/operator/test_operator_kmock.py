@@ -337,6 +337,12 @@ async def test_propagation_reads_each_sidecars_digest_and_flags_pods_without_one
         body = await eventually(lambda: status_is("1/1", "False"), message="reloaded")
         assert body["status"]["policyDigest"] == load_policy_text(new_policy).digest()
 
+        # A file the sidecar cannot load: it keeps serving the last good policy and says so.
+        Path(sidecar.process.options.policy_path).write_text("limits: {maxHeadersCount: 0}\n")
+        body = await eventually(lambda: status_is("1/1", "True"), message="reload error")
+        assert conditions(body)["Degraded"]["reason"] == "ReloadError"
+        assert "shop-a" in conditions(body)["Degraded"]["message"]
+
 
 async def test_reader_never_guesses_a_localhost_admin_port():
     from wardgate_operator.reconciling import http_sidecar_reader

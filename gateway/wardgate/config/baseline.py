@@ -24,14 +24,17 @@ section the schema does not know yet is unenforceable, never silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from wardgate.config.base import SpecModel
+from wardgate.config.loading import PolicyError, format_validation_errors
 from wardgate.config.policy import PolicySpec
 
 WafFamily = Literal[
@@ -323,8 +326,6 @@ def _schema_sections() -> frozenset[str]:
 
 
 def _validate(doc: Mapping[str, Any]) -> PolicySpec:
-    from wardgate.config.loading import format_validation_errors
-
     try:
         return PolicySpec.model_validate(doc)
     except ValidationError as exc:
@@ -399,7 +400,8 @@ def clamp_document(
     return findings
 
 
-Note = Any  # Callable[[Sequence[str], str], None]; kept loose for the nested helpers
+Note = Callable[[Sequence[str], str], None]
+"""Records one finding: the field path and the message."""
 
 
 def _clamp_limits(
@@ -569,12 +571,6 @@ def exception_delegated(
 def load_baseline_file(path: str) -> list[tuple[str, SecurityBaselineSpec]]:
     """Read ``SecurityBaseline`` manifests (one or more YAML documents; a bare baseline
     ``spec`` works too). Raises ``PolicyError`` naming every problem with its path."""
-    from pathlib import Path
-
-    import yaml
-
-    from wardgate.config.loading import PolicyError, format_validation_errors
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
