@@ -248,8 +248,14 @@ async def apply_configmap(
     """Create or update the ConfigMap when its content differs. Returns whether it wrote."""
     meta = desired["metadata"]
     if existing is None:
-        await api.create(configmaps_path(meta["namespace"]), desired)
-        return True
+        try:
+            await api.create(configmaps_path(meta["namespace"]), desired)
+            return True
+        except KubeError as exc:
+            # Created meanwhile by a concurrent reconcile (handler, fan-out, resync).
+            if exc.status != 409:
+                raise
+        existing = await api.get(configmaps_path(meta["namespace"], meta["name"])) or {}
     old_meta = existing.get("metadata") or {}
     unchanged = (
         existing.get("data") == desired["data"]

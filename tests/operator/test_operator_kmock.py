@@ -4,6 +4,7 @@ webhooks, kubelet ConfigMap propagation) is listed in docs/operator.md."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,26 @@ async def test_namespaced_mode_fans_out_only_in_its_namespaces(kmock):
     assert not [
         r for r in kmock["get"] if r.url.path == cluster_wide and "watch" not in r.url.query
     ]
+
+
+async def test_concurrent_reconciles_do_not_fail_on_an_existing_configmap(kmock):
+    from wardgate_operator.kube import KubeApi
+    from wardgate_operator.reconciling import reconcile
+
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    await kmock.post(microgateways_path("shop"), json=copy.deepcopy(MICROGATEWAY))
+    body = mgw(kmock)
+    api = KubeApi(str(kmock.url))
+    try:
+        # Both start before either has written: one creates, the other meets 409 and patches.
+        results = await asyncio.gather(reconcile(api, body), reconcile(api, body))
+    finally:
+        await api.close()
+    assert all(r.accepted for r in results)
+    creates = [r for r in kmock["post"] if str(r.url).endswith("/configmaps")]
+    assert len(creates) == 2  # the conflict really happened
+    assert (
+        cm(kmock)["metadata"]["annotations"]["wardgate.dev/policy-digest"]
+        == results[0].effective.digest()
+    )
