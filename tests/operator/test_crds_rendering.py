@@ -247,3 +247,12 @@ def test_condition_transition_time_only_moves_on_change():
         [first], [condition("Accepted", True, "V", "", generation=1, now="t")]
     )
     assert [c["type"] for c in merged] == ["Accepted", "Ready"]
+
+
+def test_selector_requirement_has_the_cel_rule_the_model_enforces():
+    spec = crd_schema("securitybaselines")["properties"]["spec"]
+    requirement = spec["properties"]["namespaceSelector"]["properties"]["matchExpressions"]["items"]
+    rule = requirement["x-kubernetes-validations"][0]["rule"]
+    assert "has(self.values)" in rule
+    mgw_selector = crd_schema("microgateways")["properties"]["spec"]["properties"]["podSelector"]
+    assert mgw_selector["properties"]["matchExpressions"]["items"]["x-kubernetes-validations"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from wardgate.config.base import SpecModel
 from wardgate.config.loading import PolicyError, format_validation_errors
@@ -84,6 +84,19 @@ class SelectorOperator(StrEnum):
 
 class LabelSelectorRequirementSpec(SpecModel):
     """One requirement: ``key operator values``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # The same rule as the validator below, for the API server (CRD CEL rule).
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(self.operator in ['In', 'NotIn']) == "
+                    "(has(self.values) && size(self.values) > 0)",
+                    "message": "In and NotIn need values; Exists and DoesNotExist take none",
+                }
+            ]
+        }
+    )
 
     key: LabelKey
     """The label key."""
