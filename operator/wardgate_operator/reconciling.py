@@ -79,6 +79,9 @@ def evaluate(
     except SpecError as exc:
         return Evaluation(False, "InvalidSpec", tuple(exc.problems))
     app = parsed.policy()
+    file_refs = file_references(app.model_dump(mode="json", by_alias=True, exclude_unset=True))
+    if file_refs:
+        return Evaluation(False, "InvalidSpec", tuple(file_refs), parsed)
     try:
         compile_policy(app)
     except PolicyCompileError as exc:
@@ -119,6 +122,30 @@ def evaluate(
         names,
         configmap,
     )
+
+
+FILE_FIELDS = ("specFile", "filename")
+"""Policy fields naming a file. The ConfigMap carries only ``policy.yaml``, and the operator
+compiles where those files do not exist: in a Microgateway, documents go inline."""
+
+
+def file_references(doc: Any, path: str = "spec") -> list[str]:
+    """A problem line for each field in ``doc`` that names a file."""
+    out: list[str] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            where = f"{path}.{key}"
+            if key in FILE_FIELDS and value is not None:
+                out.append(
+                    f"{where}: files are not available to a Microgateway's sidecar; put the "
+                    "document inline (openapi.inline, localJwks.inlineString)"
+                )
+            else:
+                out.extend(file_references(value, where))
+    elif isinstance(doc, list):
+        for index, item in enumerate(doc):
+            out.extend(file_references(item, f"{path}[{index}]"))
+    return out
 
 
 def now_rfc3339() -> str:

@@ -256,3 +256,17 @@ def test_selector_requirement_has_the_cel_rule_the_model_enforces():
     assert "has(self.values)" in rule
     mgw_selector = crd_schema("microgateways")["properties"]["spec"]["properties"]["podSelector"]
     assert mgw_selector["properties"]["matchExpressions"]["items"]["x-kubernetes-validations"]
+
+
+def test_file_references_are_refused_with_the_field_path():
+    spec = example("Microgateway")["spec"]
+    spec["jwt"] = {
+        "providers": {
+            "corp": {"issuer": "https://i/", "localJwks": {"filename": "/keys/jwks.json"}}
+        },
+        "rules": [{"match": {"prefix": "/"}, "requires": {"providerName": "corp"}}],
+    }
+    evaluation = _evaluation(spec)
+    assert not evaluation.accepted and evaluation.reason == "InvalidSpec"
+    assert evaluation.problems[0].startswith("spec.jwt.providers.corp.localJwks.filename:")
+    assert "inline" in evaluation.problems[0]
