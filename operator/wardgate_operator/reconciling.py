@@ -112,6 +112,10 @@ def evaluate(
     configmap = render_configmap(
         name=name, namespace=namespace, uid=uid, effective=outcome.effective, baselines=names
     )
+    size = len(configmap["data"]["policy.yaml"].encode())
+    if size > MAX_CONFIGMAP_BYTES:
+        problem = f"spec: the effective policy is {size} bytes; a ConfigMap holds at most 1 MiB"
+        return Evaluation(False, "TooLarge", (problem,), parsed, baselines=names)
     return Evaluation(
         True,
         "Valid",
@@ -123,6 +127,9 @@ def evaluate(
         configmap,
     )
 
+
+MAX_CONFIGMAP_BYTES = 1_000_000
+"""Kubernetes refuses ConfigMaps over 1 MiB (data plus metadata): stay clearly below."""
 
 FILE_FIELDS = ("specFile", "filename")
 """Policy fields naming a file. The ConfigMap carries only ``policy.yaml``, and the operator

@@ -270,3 +270,13 @@ def test_file_references_are_refused_with_the_field_path():
     assert not evaluation.accepted and evaluation.reason == "InvalidSpec"
     assert evaluation.problems[0].startswith("spec.jwt.providers.corp.localJwks.filename:")
     assert "inline" in evaluation.problems[0]
+
+
+def test_policy_too_large_for_a_configmap_is_refused():
+    spec = example("Microgateway")["spec"]
+    spec["headers"] = {
+        "response": {"add": [{"name": f"x-h{i}", "value": "v" * 8000} for i in range(130)]}
+    }
+    evaluation = _evaluation(spec)
+    assert not evaluation.accepted and evaluation.reason == "TooLarge"
+    assert "1 MiB" in evaluation.problems[0]
