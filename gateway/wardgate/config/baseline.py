@@ -235,6 +235,19 @@ class DelegableExceptionSpec(SpecModel):
     """Why the security team delegates this (shown in findings)."""
 
 
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class SidecarCeilingSpec(SpecModel):
+    """The most the injected gateway container may request and be limited to."""
+
+    cpu: Annotated[str, Field(pattern=_QUANTITY, max_length=32)] | None = None
+    """CPU ceiling, e.g. ``500m``."""
+
+    memory: Annotated[str, Field(pattern=_QUANTITY, max_length=32)] | None = None
+    """Memory ceiling, e.g. ``256Mi``."""
+
+
 class SecurityBaselineSpec(SpecModel):
     """A security baseline: the floor for every policy in the namespaces it selects. App
     teams may tighten it, never weaken it."""
@@ -251,6 +264,11 @@ class SecurityBaselineSpec(SpecModel):
 
     limits: LimitsCeilingSpec = LimitsCeilingSpec()
     """Maximum request limits."""
+
+    sidecar_resources: SidecarCeilingSpec = SidecarCeilingSpec()
+    """Ceilings for the sidecar's requests and limits in the selected namespaces, applied
+    by the injector when it reads baselines (``--baselines-from-cluster``). Ignored by
+    ``wardgate validate --baseline``."""
 
     delegable_exceptions: tuple[DelegableExceptionSpec, ...] = ()
     """WAF exceptions app teams may add. Everything else is refused."""
