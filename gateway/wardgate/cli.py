@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check policy files; exit 0 when all are valid")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="SecurityBaseline manifest(s) the policies must meet (as the operator checks)",
+    )
 
     schema = sub.add_parser("schema", help="print the policy JSON Schema")
     schema.add_argument(
@@ -248,6 +255,8 @@ Stop with Ctrl-C.
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    if args.baseline:
+        return _cmd_validate_baseline(args)
     failed = False
     for name in args.files:
         try:
@@ -265,6 +274,45 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
         for text in envoy_limitations(policy):
             print(f"  note (envoy): {text}")
+    return 1 if failed else 0
+
+
+def _cmd_validate_baseline(args: argparse.Namespace) -> int:
+    """``validate --baseline``: the operator's baseline merge, offline. Exit 1 when a policy
+    is invalid or weakens a baseline; clamped defaults are notes."""
+    from wardgate.config import load_policy_file
+    from wardgate.config.baseline import BaselineError, apply_baselines, load_baseline_file
+
+    try:
+        baselines = [b for name in args.baseline for b in load_baseline_file(name)]
+    except PolicyError as exc:
+        print(exc.report())
+        return 2
+    failed = False
+    for name in args.files:
+        try:
+            load_compiled(name)
+            outcome = apply_baselines(load_policy_file(name), baselines)
+        except PolicyError as exc:
+            failed = True
+            print(exc.report())
+            continue
+        except BaselineError as exc:
+            failed = True
+            print(f"{name}: the baselines' defaults do not fit the policy")
+            for problem in exc.problems:
+                print(f"  {problem}")
+            continue
+        weakening = outcome.of_kind("violation", "unenforceable")
+        if weakening:
+            failed = True
+            print(f"{name}: weakens a baseline")
+        else:
+            digest = outcome.effective.digest() if outcome.effective else "-"
+            print(f"{name}: meets the baselines (effective digest {digest})")
+        for finding in outcome.findings:
+            label = "note" if finding.kind == "clamp" else finding.kind
+            print(f"  {label}: {finding}")
     return 1 if failed else 0
 
 

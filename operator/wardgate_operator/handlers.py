@@ -1,0 +1,90 @@
+"""The kopf handlers: each a thin call into :mod:`wardgate_operator.reconciling`.
+
+Importing this module registers the handlers in kopf's default registry (``kopf run`` and
+``wardgate-operator run`` both do). Settings: kopf's progress and diff-base annotations use
+the ``wardgate.dev`` prefix; no handler adds a finalizer (the ConfigMap is garbage-collected
+through its owner reference, so deleting a Microgateway never waits for the operator).
+
+Namespaces are not watched: label changes (which select baselines) are picked up by the
+resync loop within one interval, as are baseline changes when the operator runs with
+``--namespace`` (kopf serves no cluster-scoped watches then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from wardgate_operator.kube import KubeApi
+from wardgate_operator.models import GROUP, VERSION
+from wardgate_operator.reconciling import reconcile, reconcile_all, resync_forever
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+PROPAGATION_INTERVAL = float(os.environ.get("WARDGATE_PROPAGATION_INTERVAL", "30"))
+"""Seconds between resync rounds (propagation checks, re-evaluation of every Microgateway)."""
+
+MGW = (GROUP, VERSION, "microgateways")
+BASELINES = (GROUP, VERSION, "securitybaselines")
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    if getattr(memo, "api", None) is None:
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+            settings=settings
+        )
+        if info is None:
+            raise kopf.PermanentError("no Kubernetes credentials (service account or kubeconfig)")
+        memo.api = KubeApi.from_connection_info(info)
+    # Our own resync loop rather than a kopf timer: kopf timers put a finalizer on every
+    # object, and deleting a Microgateway must never wait for the operator.
+    namespaces = list(getattr(memo, "namespaces", None) or ())
+    memo.resync = asyncio.create_task(
+        resync_forever(memo.api, PROPAGATION_INTERVAL, namespaces), name="wardgate-resync"
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: Any, **_: Any) -> None:
+    task = getattr(memo, "resync", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    api = getattr(memo, "api", None)
+    if isinstance(api, KubeApi):
+        await api.close()
+
+
+@kopf.on.resume(*MGW)
+@kopf.on.create(*MGW)
+@kopf.on.update(*MGW)
+async def microgateway_changed(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    evaluation = await reconcile(memo.api, body)
+    if not evaluation.accepted:
+        # One warning per change; no exception, so no retry storm on a bad policy.
+        kopf.warn(body, reason=evaluation.reason, message="; ".join(evaluation.problems)[:1000])
+        logger.warning("not accepted: %s", evaluation.reason)
+
+
+@kopf.on.event(*BASELINES)
+async def baseline_event(type: str, memo: Any, logger: Logger, **_: Any) -> None:
+    # Any baseline change may move any namespace's floor (its selector may have changed),
+    # so every Microgateway is re-evaluated; unchanged ones cost reads only. The initial
+    # listing (type None) is covered by the Microgateways' own resume handlers.
+    if not type:
+        return
+    count = await reconcile_all(memo.api)
+    logger.info("baseline change: %d Microgateways re-evaluated", count)
