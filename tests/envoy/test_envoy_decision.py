@@ -43,7 +43,9 @@ class _BodyConfig(FilterConfig):
         return _BodyFilter(self.seen)
 
 
-def _policy(yaml_text: str = "") -> tuple[CompiledPolicy, _BodyConfig]:
+# The WAF (on by default) is off here: these tests watch what the adapter hands the body
+# phase, through a recording filter, and the WAF would answer first.
+def _policy(yaml_text: str = 'waf: {mode: "off"}') -> tuple[CompiledPolicy, _BodyConfig]:
     base = compile_policy(load_policy_text(yaml_text))
     body = _BodyConfig()
     return dataclasses.replace(base, filters=(*base.filters, body), request_body_limit=16), body
