@@ -17,3 +17,12 @@ def test_configuration_reference_is_current():
 def test_policy_json_schema_is_current():
     committed = json.loads((ROOT / "docs" / "policy.schema.json").read_text())
     assert committed == policy_json_schema(), "run `make docs` and commit the result"
+
+
+def test_crd_manifests_are_current():
+    from wardgate_operator.crds import all_crds, render_file
+
+    for directory in (ROOT / "crds", ROOT / "charts" / "wardgate" / "crds"):
+        expected = {name: render_file(crd) for name, crd in all_crds().items()}
+        committed = {p.name: p.read_text() for p in directory.glob("*.yaml")}
+        assert committed == expected, f"{directory}: run `make docs` and commit the result"

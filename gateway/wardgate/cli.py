@@ -1,4 +1,5 @@
-"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``."""
+"""The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``,
+``import-envoy``, ``ext-authz``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import get_args
 
 from wardgate import __version__
 from wardgate.config import PolicyError, policy_json_schema
-from wardgate.observability.logs import AccessLogFormat
+from wardgate.observability.logs import AccessLogFormat, configure_gateway_log
 from wardgate.runtime import load_compiled
 from wardgate.runtime.explain import RequestDescriptionError, explain, parse_request_description
 
@@ -30,12 +31,29 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway in front of an upstream")
     run.add_argument("--upstream", required=True, help="upstream base URL, http://host:port")
     _add_serving_options(run, default_listen="127.0.0.1:8080")
+    run.add_argument(
+        "--ext-authz-grpc",
+        metavar="HOST:PORT",
+        help="also serve Envoy's gRPC ext_authz here, same policy, same process",
+    )
+    run.add_argument(
+        "--ext-authz-http",
+        metavar="HOST:PORT",
+        help="also serve Envoy's HTTP ext_authz here, same policy, same process",
+    )
 
     demo = sub.add_parser("demo", help="run the gateway in front of a built-in demo upstream")
     _add_serving_options(demo, default_listen="127.0.0.1:8080")
 
     validate = sub.add_parser("validate", help="check policy files; exit 0 when all are valid")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="SecurityBaseline manifest(s) the policies must meet (as the operator checks)",
+    )
 
     schema = sub.add_parser("schema", help="print the policy JSON Schema")
     schema.add_argument(
@@ -45,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown: the configuration reference",
     )
 
+    _add_ext_authz_parser(sub)
+
     exp = sub.add_parser("explain", help="run a request through a policy offline")
     exp.add_argument("--policy", help="policy file (default: the built-in default policy)")
     exp.add_argument(
@@ -52,7 +72,29 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="request file: YAML/JSON description or raw HTTP; - for stdin",
     )
+    imp = sub.add_parser(
+        "import-envoy",
+        help="convert an Envoy jwt_authn filter config (YAML/JSON) into a Wardgate policy",
+    )
+    imp.add_argument("file", metavar="FILE", help="Envoy config; - for stdin")
+    imp.add_argument("-o", "--output", help="write the policy here (default: stdout)")
     return parser
+
+
+def _add_ext_authz_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "ext-authz",
+        help="serve the policy as Envoy's external authorization service (HTTP and/or gRPC)",
+    )
+    cmd.add_argument("--policy", required=True, help="policy file, watched for changes")
+    cmd.add_argument("--http", metavar="HOST:PORT", help="serve HTTP ext_authz here")
+    cmd.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC ext_authz (and ext_proc) here")
+    cmd.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help="admin port (Envoy admin endpoints, /stats/prometheus); off unless given",
+    )
+    cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> None:
@@ -112,7 +154,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"wardgate run: {exc}", file=sys.stderr)
         return 2
     assert isinstance(options, RunOptions)
+    if args.ext_authz_grpc or args.ext_authz_http:
+        return _run_beside_ext_authz(options, args)
     return run(options)
+
+
+def _run_beside_ext_authz(options: object, args: argparse.Namespace) -> int:
+    """``wardgate run`` plus the ext_authz servers in one process, on one policy holder
+    (one reload updates both doors)."""
+    from wardgate.envoy.server import ExtAuthzOptions, ExtAuthzServer
+    from wardgate.proxy.server import (
+        GatewayProcess,
+        RunOptions,
+        install_event_loop_policy,
+        parse_host_port,
+    )
+
+    assert isinstance(options, RunOptions)
+    if options.workers != 1:
+        print("wardgate run: --ext-authz-* needs --workers 1", file=sys.stderr)
+        return 2
+    try:
+        authz = ExtAuthzOptions(
+            grpc_listen=parse_host_port(args.ext_authz_grpc, "--ext-authz-grpc")
+            if args.ext_authz_grpc
+            else None,
+            http_listen=parse_host_port(args.ext_authz_http, "--ext-authz-http")
+            if args.ext_authz_http
+            else None,
+        )
+        policy = load_compiled(options.policy_path)
+    except ValueError as exc:
+        print(f"wardgate run: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+
+    async def main() -> None:
+        process = GatewayProcess(options, policy, serve_admin=True)
+        process.install_signals()
+        await process.start()
+        server = ExtAuthzServer(process.holder, authz, process.reloader, watch=False)
+        await server.start()
+        try:
+            await process.run_until_stopped()
+        finally:
+            await server.stop()
+
+    configure_gateway_log(options.log_level)
+    install_event_loop_policy()
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"wardgate run: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -163,6 +260,8 @@ Stop with Ctrl-C.
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    if args.baseline:
+        return _cmd_validate_baseline(args)
     failed = False
     for name in args.files:
         try:
@@ -176,6 +275,49 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         )
         for text in policy.limitations():
             print(f"  note: {text}")
+        from wardgate.envoy.limitations import envoy_limitations
+
+        for text in envoy_limitations(policy):
+            print(f"  note (envoy): {text}")
+    return 1 if failed else 0
+
+
+def _cmd_validate_baseline(args: argparse.Namespace) -> int:
+    """``validate --baseline``: the operator's baseline merge, offline. Exit 1 when a policy
+    is invalid or weakens a baseline; clamped defaults are notes."""
+    from wardgate.config import load_policy_file
+    from wardgate.config.baseline import BaselineError, apply_baselines, load_baseline_file
+
+    try:
+        baselines = [b for name in args.baseline for b in load_baseline_file(name)]
+    except PolicyError as exc:
+        print(exc.report())
+        return 2
+    failed = False
+    for name in args.files:
+        try:
+            load_compiled(name)
+            outcome = apply_baselines(load_policy_file(name), baselines)
+        except PolicyError as exc:
+            failed = True
+            print(exc.report())
+            continue
+        except BaselineError as exc:
+            failed = True
+            print(f"{name}: the baselines' defaults do not fit the policy")
+            for problem in exc.problems:
+                print(f"  {problem}")
+            continue
+        weakening = outcome.of_kind("violation", "unenforceable")
+        if weakening:
+            failed = True
+            print(f"{name}: weakens a baseline")
+        else:
+            digest = outcome.effective.digest() if outcome.effective else "-"
+            print(f"{name}: meets the baselines (effective digest {digest})")
+        for finding in outcome.findings:
+            label = "note" if finding.kind == "clamp" else finding.kind
+            print(f"  {label}: {finding}")
     return 1 if failed else 0
 
 
@@ -206,12 +348,73 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0 if result["decision"] == "allow" else 1
 
 
+def _cmd_import_envoy(args: argparse.Namespace) -> int:
+    """Policy YAML on stdout (or ``--output``); unsupported fields and notes on stderr.
+    Exit 0: fully converted; 1: some fields could not be converted (named); 2: bad input."""
+    import yaml
+
+    from wardgate.config.envoy_import import import_envoy_text
+
+    try:
+        raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        result = import_envoy_text(raw, args.file)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"wardgate import-envoy: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    text = yaml.safe_dump(result.policy, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    for line in result.unsupported:
+        print(f"unsupported: {line}", file=sys.stderr)
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
+    return 1 if result.unsupported else 0
+
+
+def _cmd_ext_authz(args: argparse.Namespace) -> int:
+    from wardgate.envoy.server import ExtAuthzOptions, serve
+    from wardgate.proxy.server import install_event_loop_policy, parse_host_port
+
+    try:
+        options = ExtAuthzOptions(
+            grpc_listen=parse_host_port(args.grpc, "--grpc") if args.grpc else None,
+            http_listen=parse_host_port(args.http, "--http") if args.http else None,
+            admin_listen=parse_host_port(args.admin, "--admin") if args.admin else None,
+        )
+    except ValueError as exc:
+        print(f"wardgate ext-authz: {exc}", file=sys.stderr)
+        return 2
+    if options.grpc_listen is None and options.http_listen is None:
+        print(
+            "wardgate ext-authz: give --http HOST:PORT, --grpc HOST:PORT or both", file=sys.stderr
+        )
+        return 2
+    configure_gateway_log(args.log_level)
+    install_event_loop_policy()
+    try:
+        asyncio.run(serve(args.policy, options))
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"wardgate ext-authz: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "explain": _cmd_explain,
+    "import-envoy": _cmd_import_envoy,
+    "ext-authz": _cmd_ext_authz,
 }
 
 

@@ -16,6 +16,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+POLICY_DIR_CONTEXT = "policy_dir"
+"""Validation-context key holding the directory of the policy file being loaded: relative
+file references in a policy resolve against it, not against the working directory (a
+ConfigMap mounts the policy and its files side by side). Symlinks are kept, so a path keeps
+following the ConfigMap's ``..data`` link."""
+
 
 class SpecModel(BaseModel):
     """Base for every ``…Spec`` model.

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from wardgate.config.base import POLICY_DIR_CONTEXT
 from wardgate.config.policy import PolicySpec
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
@@ -68,10 +69,15 @@ def parse_document(text: str, source: str) -> Mapping[str, Any]:
     return data
 
 
-def validate_document(data: Mapping[str, Any], source: str) -> PolicySpec:
-    """Validate a parsed document, or raise :class:`PolicyError` listing every error."""
+def validate_document(
+    data: Mapping[str, Any], source: str, base_dir: str | Path | None = None
+) -> PolicySpec:
+    """Validate a parsed document, or raise :class:`PolicyError` listing every error.
+    ``base_dir`` is the directory relative file references in the policy resolve against
+    (the policy file's directory; ``None``: the working directory)."""
+    context = {POLICY_DIR_CONTEXT: str(base_dir)} if base_dir is not None else None
     try:
-        return PolicySpec.model_validate(data)
+        return PolicySpec.model_validate(data, context=context)
     except ValidationError as exc:
         raise PolicyError(source, format_validation_errors(exc)) from None
 
@@ -100,9 +106,12 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def load_policy_text(text: str, source: str = "<policy>") -> PolicySpec:
-    """Parse and validate a policy document given as text."""
-    return validate_document(parse_document(text, source), source)
+def load_policy_text(
+    text: str, source: str = "<policy>", base_dir: str | Path | None = None
+) -> PolicySpec:
+    """Parse and validate a policy document given as text (relative file references
+    resolve against ``base_dir``, by default the working directory)."""
+    return validate_document(parse_document(text, source), source, base_dir)
 
 
 def load_policy_file(path: str | Path) -> PolicySpec:
@@ -119,7 +128,7 @@ def load_policy_file(path: str | Path) -> PolicySpec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(source, [f"not UTF-8 text (byte {exc.start})"]) from None
-    return load_policy_text(text, source)
+    return load_policy_text(text, source, Path(path).absolute().parent)
 
 
 def _one_line(text: str) -> str:

@@ -9,7 +9,9 @@ from typing import Any
 
 from wardgate.config.base import DURATION_PATTERN, SpecModel, format_duration, redacted_dump
 from wardgate.config.headers import HeadersSpec
+from wardgate.config.jwt import JwtSpec
 from wardgate.config.limits import LimitsSpec
+from wardgate.config.openapi import OpenApiSectionSpec
 from wardgate.config.proxy import ProxySpec
 from wardgate.config.waf import WafSpec
 
@@ -26,6 +28,12 @@ class PolicySpec(SpecModel):
 
     headers: HeadersSpec = HeadersSpec()
     """Header changes on requests and responses."""
+
+    jwt: JwtSpec | None = None
+    """JWT authentication (Envoy jwt_authn). Absent: no JWT checks."""
+
+    openapi: OpenApiSectionSpec | None = None
+    """OpenAPI allow-listing (off when absent): only declared operations get through."""
 
     waf: WafSpec = WafSpec()
     """The web application firewall: on and enforcing at paranoia level 1 by default."""

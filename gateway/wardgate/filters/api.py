@@ -13,10 +13,12 @@ Phases, in order (the chain in ``wardgate.runtime`` drives them):
 
 1. ``decode_headers`` in chain order: ``None`` continues, a :class:`LocalReply` ends the
    request. A filter may change ``request.headers`` (what the upstream receives).
-2. ``decode_body`` only for filters whose config declares ``request_body_limit``: the chain
-   buffers the body once, up to the largest declared limit; ``complete`` is ``False`` when
-   the body was longer (the filter sees the prefix and decides: refuse, or let the rest
-   stream through uninspected). The whole body still reaches the upstream unchanged.
+2. ``decode_body`` only for filters whose config declares ``request_body_limit``, for every
+   request that passed the header phase (with ``b""`` when there is no body, so a filter
+   can refuse a missing required body): the chain buffers the body once, up to the
+   largest declared limit; ``complete`` is ``False`` when the body was longer (the filter
+   sees the prefix and decides: refuse, or let the rest stream through uninspected). The
+   whole body still reaches the upstream unchanged.
 3. ``encode_headers`` in reverse chain order on the upstream's response and on local
    replies; may change ``response.headers`` or return a :class:`LocalReply` instead.
 4. ``encode_body`` only for filters declaring ``response_body_limit``; may replace
@@ -180,6 +182,10 @@ class FilterConfig(ABC):
 
     max_request_body_bytes: int | None = None
     """A hard cap on the streamed request body this filter imposes (413 over it)."""
+
+    sources: tuple[tuple[str, str], ...] = ()
+    """Files this filter read at compile time (an OpenAPI spec), as ``(path, sha256
+    hex)``: they are part of the policy digest, and the reloader watches them."""
 
     @abstractmethod
     def create_filter(self) -> HttpFilter:

@@ -203,6 +203,11 @@ class ProxyHandler:
                     # The buffered prefix alone is over the cap: refuse before connecting.
                     exchange.bytes_received = len(prefix)
                     return await self._body_too_large(request, pipeline, exchange, cap)
+        elif pipeline.needs_request_body:
+            # No body at all: the body phase still runs (a filter may require one).
+            reply = await pipeline.decode_body(b"", True)
+            if reply is not None:
+                return await self._local(request, pipeline, exchange, reply)
         return await self._forward(request, http_request, pipeline, exchange, prefix)
 
     async def _forward(

@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
-from wardgate.filters import headers, limits, waf
+from wardgate.filters import headers, jwt_authn, limits, openapi, waf
 from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
 
 FILTER_CHAIN: tuple[FilterCompiler, ...] = (
     limits.compile,
-    # jwt_authn, openapi and waf slot in here, in that order.
+    jwt_authn.compile,
+    openapi.compile,
     waf.compile,
     headers.compile,  # last: request checks never see headers the policy adds
 )
@@ -41,6 +43,11 @@ class CompiledPolicy:
     """The smallest hard cap on the streamed request body any filter imposes."""
 
     @property
+    def sources(self) -> tuple[tuple[str, str], ...]:
+        """Every file a filter read at compile time, as ``(path, sha256 hex)``."""
+        return tuple(source for f in self.filters for source in f.sources)
+
+    @property
     def proxy(self) -> ProxySpec:
         return self.spec.proxy
 
@@ -54,6 +61,16 @@ class CompiledPolicy:
 
     def limitations(self) -> tuple[str, ...]:
         return tuple(f"{f.name}: {text}" for f in self.filters for text in f.limitations())
+
+
+def _digest(spec: PolicySpec, configs: list[FilterConfig]) -> str:
+    """The policy digest; when filters read files (an OpenAPI spec), their contents are
+    covered too, so a changed file is a new policy generation."""
+    sources = sorted(source for config in configs for source in config.sources)
+    if not sources:
+        return spec.digest()
+    text = spec.digest() + "".join(f"\n{path}\0{digest}" for path, digest in sources)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def compile_policy(spec: PolicySpec, generation: int = 1) -> CompiledPolicy:
@@ -76,7 +93,7 @@ def compile_policy(spec: PolicySpec, generation: int = 1) -> CompiledPolicy:
     caps = [c.max_request_body_bytes for c in configs if c.max_request_body_bytes is not None]
     return CompiledPolicy(
         spec=spec,
-        digest=spec.digest(),
+        digest=_digest(spec, configs),
         generation=generation,
         filters=tuple(configs),
         request_body_limit=max(request_limits) if request_limits else None,

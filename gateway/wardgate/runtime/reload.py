@@ -50,15 +50,21 @@ class PolicyReloader:
         self.interval = interval
         self.on_swap = on_swap
         self.last_error: str | None = None
-        self._seen = fingerprint(self.path)
+        self._seen = self._fingerprints()
         self._lock = asyncio.Lock()
+
+    def _fingerprints(self) -> tuple[Fingerprint, ...]:
+        """The policy file's fingerprint, then those of the files the current policy read
+        (an OpenAPI spec next to it): a change to any of them triggers a reload."""
+        extra = [Path(path) for path, _ in self.holder.current.sources]
+        return tuple(fingerprint(p) for p in [self.path, *extra])
 
     async def watch(self) -> None:
         """Poll until cancelled."""
         while True:
             await asyncio.sleep(self.interval)
-            current = fingerprint(self.path)
-            if current != self._seen and current is not None:
+            current = self._fingerprints()
+            if current != self._seen and current[0] is not None:
                 self._seen = current
                 await self.reload()
 
@@ -66,7 +72,7 @@ class PolicyReloader:
         """Load, compile (in a worker thread) and swap. Returns whether a new generation was
         installed. An invalid policy is logged and counted; the current one stays."""
         async with self._lock:
-            self._seen = fingerprint(self.path)
+            self._seen = self._fingerprints()
             try:
                 compiled = await asyncio.to_thread(load_compiled, self.path)
             except PolicyError as exc:
@@ -87,6 +93,7 @@ class PolicyReloader:
                 metrics.RELOADS.labels(result="unchanged").inc()
                 return False
             installed = self.holder.swap(compiled)
+            self._seen = self._fingerprints()
             metrics.RELOADS.labels(result="success").inc()
             metrics.POLICY_GENERATION.set(installed.generation)
             log.info(

@@ -1,0 +1,407 @@
+"""Sidecar injection as a pure function: ``inject(pod, template) -> JSONPatch``.
+
+The admission webhook (:mod:`wardgate_operator.injector`) and ``wardgate-operator inject``
+both call :func:`inject`; neither has another code path. Contract:
+
+* A pod (or pod template: anything with ``metadata`` and ``spec``) is injected when it
+  carries the annotation ``wardgate.dev/microgateway: <name>`` and not the opt-out label
+  ``wardgate.dev/inject: "false"``. Which namespaces are eligible is the webhook's
+  ``namespaceSelector`` (opt-in label ``wardgate.dev/injection: enabled``).
+* The ports come from the annotations ``wardgate.dev/service-port`` (taken over by the
+  sidecar) and ``wardgate.dev/app-port`` (where the app listens); the injector has no API
+  access and never reads the ``Microgateway`` itself.
+* Idempotent: a pod that already has a container named ``wardgate`` (init or regular) gets
+  an empty patch, so ``reinvocationPolicy: IfNeeded`` is safe.
+* The patch only adds or replaces what injection needs, with paths computed against the
+  pod as it is (``add /spec/initContainers`` when absent, ``.../-`` or an index otherwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from wardgate_operator.models import SidecarConfig
+
+SIDECAR_NAME = "wardgate"
+POLICY_VOLUME = "wardgate-policy"
+TMP_VOLUME = "wardgate-tmp"
+POLICY_DIR = "/etc/wardgate/policy"
+SIDECAR_UID = 65532
+APP_PORT_NAME = "wg-app"
+
+ANNOTATION_MICROGATEWAY = "wardgate.dev/microgateway"
+ANNOTATION_SERVICE_PORT = "wardgate.dev/service-port"
+ANNOTATION_APP_PORT = "wardgate.dev/app-port"
+ANNOTATION_PORT_NAME = "wardgate.dev/port-name"
+ANNOTATION_CPU = "wardgate.dev/sidecar-cpu"
+ANNOTATION_MEMORY = "wardgate.dev/sidecar-memory"
+ANNOTATION_MODE = "wardgate.dev/sidecar-mode"
+ANNOTATION_INJECTED = "wardgate.dev/injected"
+LABEL_OPT_OUT = "wardgate.dev/inject"
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+
+JsonPatch = list[dict[str, Any]]
+
+_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+
+
+class InjectionError(ValueError):
+    """The pod asks for a sidecar but cannot get one (bad annotations): the webhook refuses
+    the pod rather than letting it run unprotected."""
+
+
+def configmap_name(microgateway: str) -> str:
+    """The ConfigMap holding a Microgateway's effective policy (same namespace)."""
+    name = f"wardgate-{microgateway}"
+    if len(name) <= 253:
+        return name
+    digest = hashlib.sha256(microgateway.encode()).hexdigest()[:10]
+    return f"{name[:242]}-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodRequest:
+    """What one pod's annotations ask for."""
+
+    microgateway: str
+    service_port: int
+    app_port: int
+    port_name: str
+    mode: str
+    cpu: str | None
+    memory: str | None
+
+
+def _port(annotations: Mapping[str, str], key: str) -> int:
+    raw = annotations.get(key)
+    if raw is None:
+        raise InjectionError(f"annotation {key} is required with {ANNOTATION_MICROGATEWAY}")
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise InjectionError(f"annotation {key}: {raw!r} is not a port (1-65535)")
+    return int(raw)
+
+
+def read_request(pod: Mapping[str, Any], template: SidecarConfig) -> PodRequest | None:
+    """The injection the pod asks for, ``None`` when it asks for none (no annotation, or
+    opted out). Raises :class:`InjectionError` for an unusable request."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
+        raise InjectionError("metadata.labels and metadata.annotations must be mappings")
+    if str(labels.get(LABEL_OPT_OUT, "")).lower() == "false":
+        return None
+    name = annotations.get(ANNOTATION_MICROGATEWAY)
+    if name is None:
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise InjectionError(f"annotation {ANNOTATION_MICROGATEWAY}: not a resource name")
+    service_port = _port(annotations, ANNOTATION_SERVICE_PORT)
+    app_port = _port(annotations, ANNOTATION_APP_PORT)
+    if service_port == app_port:
+        raise InjectionError("service-port and app-port must differ")
+    if template.admin_port in (app_port, service_port):
+        raise InjectionError(f"port {template.admin_port} is the sidecar's admin port")
+    port_name = annotations.get(ANNOTATION_PORT_NAME, "http")
+    if not _PORT_NAME.match(port_name):
+        raise InjectionError(f"annotation {ANNOTATION_PORT_NAME}: {port_name!r} is no port name")
+    mode = annotations.get(ANNOTATION_MODE, template.mode)
+    if mode not in ("native", "classic"):
+        raise InjectionError(f"annotation {ANNOTATION_MODE}: use native or classic")
+    return PodRequest(
+        microgateway=name,
+        service_port=service_port,
+        app_port=app_port,
+        port_name=port_name,
+        mode=mode,
+        cpu=annotations.get(ANNOTATION_CPU),
+        memory=annotations.get(ANNOTATION_MEMORY),
+    )
+
+
+# --- quantities ------------------------------------------------------------------------
+
+_SUFFIX = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity (``100m``, ``128Mi``, ``1.5``) as a number; ``ValueError`` else."""
+    match = _QUANTITY.match(text.strip()) if len(text) <= 32 else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a quantity such as 100m or 128Mi")
+    try:
+        return Decimal(match.group(1)) * _SUFFIX[match.group(2) or ""]
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a quantity") from None
+
+
+def _resources(
+    request: PodRequest,
+    template: SidecarConfig,
+    warnings: list[str],
+    ceiling: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, str]]:
+    requests = {
+        k: v
+        for k, v in template.resources.requests.model_dump(exclude_none=True).items()
+        if isinstance(v, str)
+    }
+    limits = {
+        k: v
+        for k, v in template.resources.limits.model_dump(exclude_none=True).items()
+        if isinstance(v, str)
+    }
+    for resource, cap in (ceiling or {}).items():
+        # A baseline ceiling becomes the limit when it is lower (or none was set), and
+        # lowers a default request over it.
+        current_limit = limits.get(resource)
+        if current_limit is None or parse_quantity(current_limit) > parse_quantity(cap):
+            if current_limit is not None:
+                warnings.append(f"sidecar {resource} limit {current_limit} lowered to {cap}")
+            limits[resource] = cap
+        current_request = requests.get(resource)
+        if current_request is not None and parse_quantity(current_request) > parse_quantity(cap):
+            requests[resource] = cap
+    for resource, asked, key in (
+        ("cpu", request.cpu, ANNOTATION_CPU),
+        ("memory", request.memory, ANNOTATION_MEMORY),
+    ):
+        if asked is None:
+            continue
+        try:
+            amount = parse_quantity(asked)
+        except ValueError as exc:
+            raise InjectionError(f"annotation {key}: {exc}") from None
+        top = limits.get(resource)
+        if top is not None and amount > parse_quantity(top):
+            warnings.append(f"{key}={asked} is over the sidecar limit; using {top}")
+            requests[resource] = top
+        else:
+            requests[resource] = asked
+    out: dict[str, dict[str, str]] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+# --- the container ---------------------------------------------------------------------
+
+
+def _probe_command(admin_port: int) -> list[str]:
+    # The admin port is bound to 127.0.0.1, which kubelet's httpGet cannot reach; an exec
+    # probe runs inside the pod's network namespace.
+    code = (
+        "import sys,urllib.request as u;"
+        f"sys.exit(0 if u.urlopen('http://127.0.0.1:{admin_port}/ready',timeout=2).status==200"
+        " else 1)"
+    )
+    return ["python3", "-c", code]
+
+
+def sidecar_container(
+    request: PodRequest,
+    template: SidecarConfig,
+    warnings: list[str],
+    ceiling: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The hardened gateway container for ``request``."""
+    probe = {"exec": {"command": _probe_command(template.admin_port)}}
+    container: dict[str, Any] = {
+        "name": SIDECAR_NAME,
+        "image": template.image,
+        "imagePullPolicy": template.image_pull_policy,
+        "command": ["wardgate"],
+        "args": [
+            "run",
+            "--upstream",
+            f"http://127.0.0.1:{request.app_port}",
+            "--policy",
+            f"{POLICY_DIR}/policy.yaml",
+            "--listen",
+            f"0.0.0.0:{request.service_port}",
+            "--admin",
+            f"{template.admin_address}:{template.admin_port}",
+        ],
+        "ports": [
+            {"name": request.port_name, "containerPort": request.service_port, "protocol": "TCP"}
+        ],
+        "readinessProbe": {**probe, "periodSeconds": 5, "timeoutSeconds": 3},
+        "startupProbe": {
+            **probe,
+            "periodSeconds": 1,
+            "timeoutSeconds": 3,
+            "failureThreshold": 60,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": POLICY_VOLUME, "mountPath": POLICY_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, per pod
+        ],
+        "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+    }
+    resources = _resources(request, template, warnings, ceiling)
+    if resources:
+        container["resources"] = resources
+    if request.mode == "native":
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def template_hash(template: SidecarConfig, request: PodRequest) -> str:
+    """A short hash of what was injected, recorded in ``wardgate.dev/injected``."""
+    doc = json.dumps([template.model_dump(mode="json"), request.__repr__()], sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def _pointer(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def already_injected(pod: Mapping[str, Any]) -> bool:
+    """A container named ``wardgate`` exists (init or regular)."""
+    spec = pod.get("spec") or {}
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or ():
+            if isinstance(container, Mapping) and container.get("name") == SIDECAR_NAME:
+                return True
+    return False
+
+
+def inject(
+    pod: Mapping[str, Any],
+    template: SidecarConfig,
+    warnings: list[str] | None = None,
+    ceiling: Mapping[str, str] | None = None,
+) -> JsonPatch:
+    """The JSONPatch that adds the gateway sidecar to ``pod`` (empty when the pod asks for
+    none or already has it). ``ceiling`` (``{"cpu": ..., "memory": ...}``, from the
+    baselines) caps the sidecar's requests and limits below the template's. Appends to
+    ``warnings`` what the caller should tell the user. Raises :class:`InjectionError` when
+    the pod asks for injection in a way that cannot work."""
+    notes = warnings if warnings is not None else []
+    request = read_request(pod, template)
+    if request is None or already_injected(pod):
+        return []
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list):
+        raise InjectionError("spec.containers is missing")
+    containers: list[Any] = spec["containers"]
+    patch: JsonPatch = []
+    container = sidecar_container(request, template, notes, ceiling)
+
+    if request.mode == "native":
+        if spec.get("initContainers"):
+            # First, so that it is started (startupProbe passed) before the other init
+            # containers and the app.
+            patch.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
+        else:
+            patch.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
+    else:
+        patch.append({"op": "add", "path": "/spec/containers/-", "value": container})
+
+    volumes = [
+        {"name": POLICY_VOLUME, "configMap": {"name": configmap_name(request.microgateway)}},
+        {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    if spec.get("volumes"):
+        patch.extend({"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes)
+    else:
+        patch.append({"op": "add", "path": "/spec/volumes", "value": volumes})
+
+    # Port takeover: the Service's named targetPort must resolve to the sidecar, so an app
+    # port carrying that name (or the taken-over number) is renamed and renumbered.
+    for ci, app in enumerate(containers):
+        for pi, port in enumerate((app.get("ports") or []) if isinstance(app, Mapping) else []):
+            if not isinstance(port, Mapping):
+                continue
+            base = f"/spec/containers/{ci}/ports/{pi}"
+            if port.get("name") == request.port_name:
+                patch.append({"op": "replace", "path": f"{base}/name", "value": APP_PORT_NAME})
+            if port.get("containerPort") == request.service_port:
+                patch.append(
+                    {"op": "replace", "path": f"{base}/containerPort", "value": request.app_port}
+                )
+
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    added = {ANNOTATION_INJECTED: template_hash(template, request)}
+    first = containers[0].get("name") if containers and isinstance(containers[0], Mapping) else None
+    if first and DEFAULT_CONTAINER not in annotations:
+        added[DEFAULT_CONTAINER] = str(first)
+    if "metadata" not in pod:
+        patch.append({"op": "add", "path": "/metadata", "value": {"annotations": added}})
+    elif not annotations:
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": added})
+    else:
+        for key, value in added.items():
+            patch.append(
+                {"op": "add", "path": f"/metadata/annotations/{_pointer(key)}", "value": value}
+            )
+    return patch
+
+
+def resource_ceiling(ceilings: Iterable[Mapping[str, str | None]]) -> dict[str, str]:
+    """The lowest of several ``{cpu, memory}`` ceilings (several baselines: all apply)."""
+    out: dict[str, str] = {}
+    for item in ceilings:
+        for resource in ("cpu", "memory"):
+            value = item.get(resource)
+            if value and (
+                resource not in out or parse_quantity(value) < parse_quantity(out[resource])
+            ):
+                out[resource] = value
+    return out
+
+
+# --- applying a patch (for `wardgate-operator inject`) ---------------------------------
+
+
+def apply_patch(doc: Any, patch: JsonPatch) -> Any:
+    """Apply the ``add``/``replace`` operations :func:`inject` emits to a copy of ``doc``."""
+    out = json.loads(json.dumps(doc))
+    for op in patch:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent = out
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+        last = parts[-1]
+        value = json.loads(json.dumps(op["value"]))
+        if isinstance(parent, list):
+            if last == "-":
+                parent.append(value)
+            elif op["op"] == "add":
+                parent.insert(int(last), value)
+            else:
+                parent[int(last)] = value
+        else:
+            parent[last] = value
+    return out

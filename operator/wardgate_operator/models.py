@@ -1,0 +1,200 @@
+"""The custom resources' schema models: ``Microgateway`` (the gateway's own ``PolicySpec``
+plus what only the cluster needs) and ``SecurityBaseline`` (the gateway's
+``SecurityBaselineSpec``). One schema: the CRDs are generated from these models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from wardgate.config.base import SpecModel
+from wardgate.config.baseline import LabelSelectorSpec, SecurityBaselineSpec
+from wardgate.config.loading import format_validation_errors
+from wardgate.config.policy import PolicySpec
+
+GROUP = "wardgate.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+Quantity = Annotated[str, Field(pattern=_QUANTITY, max_length=32)]
+
+
+class ResourceListSpec(SpecModel):
+    """CPU and memory quantities (Kubernetes ``ResourceList`` for the two that matter)."""
+
+    cpu: Quantity | None = None
+    """CPU, e.g. ``100m``."""
+
+    memory: Quantity | None = None
+    """Memory, e.g. ``128Mi``."""
+
+
+class ResourcesSpec(SpecModel):
+    """Requests and limits of the sidecar container."""
+
+    requests: ResourceListSpec = ResourceListSpec()
+    """What the scheduler reserves."""
+
+    limits: ResourceListSpec = ResourceListSpec()
+    """The ceiling the kubelet enforces."""
+
+
+class SidecarSpec(SpecModel):
+    """Settings of the injected gateway container for the selected pods."""
+
+    resources: ResourcesSpec = ResourcesSpec()
+    """Sidecar requests and limits. The injector takes requests from the pod annotations
+    ``wardgate.dev/sidecar-cpu`` and ``wardgate.dev/sidecar-memory``, clamped to the
+    cluster's sidecar limits; put these values there (``wardgate-operator render`` prints
+    the annotations)."""
+
+
+CLUSTER_FIELDS = ("podSelector", "servicePort", "appPort", "portName", "sidecar")
+"""Top-level ``spec`` fields that are not part of the policy document."""
+
+
+class MicrogatewaySpec(PolicySpec):
+    """A ``Microgateway``: the policy for the pods it selects (every policy section, the same
+    document as a standalone policy file), plus where the sidecar sits in those pods."""
+
+    pod_selector: LabelSelectorSpec
+    """Pods in this namespace this gateway protects. The operator reports pods it selects
+    that carry no sidecar as ``Degraded``."""
+
+    service_port: Port
+    """The port the sidecar takes over: the container port your Service's named
+    ``targetPort`` resolves to. The sidecar listens on it on all addresses."""
+
+    app_port: Port
+    """The port your application listens on after injection (bind it to 127.0.0.1); the
+    sidecar forwards allowed requests to ``127.0.0.1:<appPort>``."""
+
+    port_name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")] = "http"
+    """The Service ``targetPort`` name the sidecar's container port gets (max 15 chars)."""
+
+    sidecar: SidecarSpec = SidecarSpec()
+    """The injected container's settings."""
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> MicrogatewaySpec:
+        if self.service_port == self.app_port:
+            raise ValueError("servicePort and appPort must differ (the sidecar takes servicePort)")
+        return self
+
+    def policy(self) -> PolicySpec:
+        """The policy document part, as the sidecar loads it, keeping which fields the
+        author set (so baseline findings can tell clamps from violations)."""
+        explicit = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return PolicySpec.model_validate(
+            {k: v for k, v in explicit.items() if k not in CLUSTER_FIELDS}
+        )
+
+
+class MicrogatewayStatusCondition(SpecModel):
+    """A status condition (Kubernetes ``metav1.Condition``)."""
+
+    type: str
+    """``Accepted``, ``Ready``, ``Propagated``, ``Degraded`` or ``BaselineCompliant``."""
+
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+
+    reason: str
+    """A CamelCase machine-readable reason."""
+
+    message: str = ""
+    """What happened, for people (field paths, pods, findings)."""
+
+    last_transition_time: str
+    """When ``status`` last changed (RFC 3339)."""
+
+    observed_generation: int = 0
+    """The ``metadata.generation`` this condition describes."""
+
+
+class MicrogatewayStatus(SpecModel):
+    """What the operator observed and did."""
+
+    observed_generation: int = 0
+    """The ``metadata.generation`` the status describes."""
+
+    conditions: tuple[MicrogatewayStatusCondition, ...] = ()
+    """``Accepted``, ``Ready``, ``Propagated``, ``Degraded``, ``BaselineCompliant``."""
+
+    policy_digest: str = ""
+    """The digest of the effective policy in the ConfigMap (what each sidecar must report on
+    its admin ``/server_info``)."""
+
+    config_map: str = ""
+    """The ConfigMap holding ``policy.yaml``."""
+
+    baselines: tuple[str, ...] = ()
+    """The SecurityBaselines merged into the effective policy."""
+
+    findings: tuple[str, ...] = ()
+    """What the baselines changed or refused, one ``path: message (baseline NAME)`` each."""
+
+    propagated: str = ""
+    """``n/m``: selected pods whose sidecar serves the current digest, of all selected."""
+
+
+class SidecarConfig(SpecModel):
+    """The injector's sidecar template (the chart's ``sidecar.yaml``)."""
+
+    image: Annotated[str, Field(min_length=1)]
+    """The gateway image."""
+
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """The container's pull policy."""
+
+    resources: ResourcesSpec = ResourcesSpec()
+    """Default requests and the cluster-wide ceiling (``limits``) for the sidecar."""
+
+    admin_port: Port = 9901
+    """The sidecar's admin port."""
+
+    admin_address: Literal["127.0.0.1", "0.0.0.0"] = "127.0.0.1"  # noqa: S104
+    """Where the admin port listens. ``127.0.0.1`` (default): only inside the pod; the
+    operator then cannot read each sidecar's digest and reports ``Propagated: Unknown``.
+    ``0.0.0.0``: reachable on the pod IP, so propagation is measured; restrict port
+    ``adminPort`` to the operator with a NetworkPolicy (it has ``/quitquitquit``)."""
+
+    mode: Literal["native", "classic"] = "native"
+    """``native``: an init container with ``restartPolicy: Always`` (Kubernetes 1.29+;
+    starts before and stops after the app). ``classic``: a regular container."""
+
+
+class SpecError(Exception):
+    """A custom resource spec that does not validate; ``problems`` are ``path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def parse_microgateway_spec(spec: Any) -> MicrogatewaySpec:
+    """Validate a ``Microgateway`` ``spec``; errors carry ``spec.``-prefixed field paths."""
+    try:
+        return MicrogatewaySpec.model_validate(spec if spec is not None else {})
+    except ValidationError as exc:
+        raise SpecError(_prefixed(exc)) from None
+
+
+def _prefixed(exc: ValidationError) -> list[str]:
+    return [
+        "spec" + line.removeprefix("(document)")
+        if line.startswith("(document)")
+        else f"spec.{line}"
+        for line in format_validation_errors(exc)
+    ]
+
+
+def parse_baseline_spec(spec: Any) -> SecurityBaselineSpec:
+    """Validate a ``SecurityBaseline`` ``spec`` the same way."""
+    try:
+        return SecurityBaselineSpec.model_validate(spec if spec is not None else {})
+    except ValidationError as exc:
+        raise SpecError(_prefixed(exc)) from None
