@@ -173,6 +173,13 @@ def panels() -> list[Panel]:
             [(rate("wardgate_waf_refusals_total", by="reason"), "{{reason}}")], "reqps", 12, 44,
             "Bodies that could not be inspected: over the limit, bad encodings, unparsable.",
         ),
+        timeseries(
+            17, "WAF response leaks by signature",
+            [(rate("wardgate_waf_response_leaks_total", by="signature, action"),
+              "{{signature}} {{action}}")], "reqps", 0, 52,
+            "Upstream responses with SQL errors, stack traces or directory listings; block: "
+            "replaced by a generic 502. A steady rate is a bug in the service, not an attack.",
+        ),
     ]  # fmt: skip
 
 

@@ -171,9 +171,10 @@ def test_validate_says_what_the_policy_cannot_get_over_ext_authz(tmp_path: Path)
     result = run_wardgate("validate", str(policy))
     assert result.returncode == 0
     notes = [line for line in result.stdout.splitlines() if "note (envoy)" in line]
-    assert any("headers have response phases" in n and "ext_proc" in n for n in notes)
+    assert any("headers, response_waf have response phases" in n and "ext_proc" in n for n in notes)
     assert any("body cap (104857600 bytes)" in n for n in notes)
-    # Without a header policy, nothing claims a response phase.
-    policy.write_text("")
+    # Without a header policy and with the WAF (and so its response side) off, nothing
+    # claims a response phase.
+    policy.write_text("waf: {mode: off}\n")
     result = run_wardgate("validate", str(policy))
     assert "response phases" not in result.stdout

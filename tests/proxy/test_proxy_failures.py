@@ -54,7 +54,12 @@ async def _closing_server(respond_partially: bool) -> tuple[asyncio.Server, int]
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         if respond_partially:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+            # A binary type: it streams (a text body would be buffered for inspection by
+            # the response WAF, and the reset would come before the status line, as a 503).
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: 1000\r\n\r\npartial"
+            )
             await writer.drain()
         writer.transport.abort()
 

@@ -144,6 +144,52 @@ class WafExceptionSpec(SpecModel):
         return self
 
 
+class SecurityHeadersSpec(SpecModel):
+    """Security headers the gateway sets on every response (upstream and its own)."""
+
+    content_type_options: bool = True
+    """Send ``X-Content-Type-Options: nosniff`` (browsers then never guess a script or
+    stylesheet out of a mislabelled body)."""
+
+    strict_transport_security: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^max-age=[0-9]{1,10}(; ?includeSubDomains)?(; ?preload)?$",
+                max_length=128,
+            ),
+        ]
+        | None
+    ) = None
+    """``Strict-Transport-Security`` value (``max-age=31536000; includeSubDomains``) to
+    send; ``None`` (default): not sent, since only whoever owns the TLS setup of the whole
+    host may promise HTTPS for it."""
+
+    remove_server_headers: bool = True
+    """Remove the upstream's ``Server``, ``X-Powered-By``, ``X-AspNet-Version`` and
+    ``X-AspNetMvc-Version`` (they name the stack and its version; the gateway's own
+    ``server: wardgate`` stays)."""
+
+
+class WafResponseSpec(SpecModel):
+    """The response side of the WAF: error masking (information leakage: SQL error
+    messages, stack traces, directory listings answered with a generic 502) and security
+    headers."""
+
+    mode: Mode = WafMode.ENFORCE
+    """``enforce`` replaces a leaking response with a generic 502, ``detect`` logs and
+    counts it and lets it through, ``off`` does not inspect response bodies (security
+    headers still apply)."""
+
+    max_inspect_bytes: Annotated[int, Field(ge=1, le=16777216)] = 65536
+    """Bytes of a text-like response body (``text/*`` except ``text/event-stream``, JSON,
+    XML, HTML) buffered and inspected; the rest streams through unread. Other content types
+    are never buffered."""
+
+    security_headers: SecurityHeadersSpec = Field(default_factory=SecurityHeadersSpec)
+    """Headers set or removed on every response."""
+
+
 class WafSpec(SpecModel):
     """The WAF: our own rule set (SQLi, XSS, command injection, traversal, Log4Shell, SSRF,
     ...) applied to every part of the request after decoding and normalisation, scored like
@@ -195,6 +241,10 @@ class WafSpec(SpecModel):
 
     max_json_depth: Annotated[int, Field(ge=1, le=1000)] = 64
     """Nesting depth of a JSON or XML body. Over it: ``body_too_deep``."""
+
+    response: WafResponseSpec = Field(default_factory=WafResponseSpec)
+    """The response side: leak masking and security headers (on by default; ``waf.mode:
+    off`` turns it off too)."""
 
     def effective_paranoia_level(self) -> int:
         """``paranoiaLevel`` as written, else the level's, else the default."""

@@ -22,7 +22,9 @@ Phases, in order (the chain in ``wardgate.runtime`` drives them):
 3. ``encode_headers`` in reverse chain order on the upstream's response and on local
    replies; may change ``response.headers`` or return a :class:`LocalReply` instead.
 4. ``encode_body`` only for filters declaring ``response_body_limit``; may replace
-   ``response.body``.
+   ``response.body``. After ``encode_headers``, each such filter's ``wants_response_body``
+   says whether this response's body is worth buffering (by default: yes); when none wants
+   it, the body streams through unbuffered.
 
 A filter must never raise on bad input: bad input is a :class:`LocalReply`. An exception
 that escapes anyway makes the chain refuse the request (fail closed) and count it.
@@ -160,6 +162,14 @@ class HttpFilter:
 
     def encode_headers(self, request: HttpRequest, response: HttpResponse) -> LocalReply | None:
         return None
+
+    def wants_response_body(self, request: HttpRequest, response: HttpResponse) -> bool:
+        """Whether this response's body should be buffered for ``encode_body`` (asked
+        after ``encode_headers``, only of filters declaring ``response_body_limit``). A
+        filter that inspects some content types only says ``False`` for the others, so
+        those stream. ``encode_body`` may still be called (not every adapter can skip
+        it), so it must check again."""
+        return True
 
     def encode_body(
         self, request: HttpRequest, response: HttpResponse, body: bytes, complete: bool

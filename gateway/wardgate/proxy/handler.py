@@ -353,8 +353,8 @@ class ProxyHandler:
             return await self._local(request, pipeline, exchange, reply)
         idle = pipeline.policy.proxy.timeouts.idle
         prefix = b""
-        if pipeline.needs_response_body:
-            limit = pipeline.policy.response_body_limit or 0
+        limit = pipeline.response_body_limit_for(response)
+        if limit is not None:
             try:
                 prefix, complete = await _read_response_prefix(conn, limit, idle)
             except UpstreamError as exc:

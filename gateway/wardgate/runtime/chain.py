@@ -56,6 +56,24 @@ class RequestPipeline:
     def needs_response_body(self) -> bool:
         return self.policy.response_body_limit is not None
 
+    def response_body_limit_for(self, response: HttpResponse) -> int | None:
+        """Bytes of this response's body to buffer: the largest limit among filters that
+        want it (``HttpFilter.wants_response_body``); ``None``: stream it unbuffered. A
+        filter that fails here is taken as wanting the body (its ``encode_body`` then
+        decides, fail closed)."""
+        limit: int | None = None
+        for config, flt in self._filters:
+            wanted = config.response_body_limit
+            if wanted is None:
+                continue
+            try:
+                wants = flt.wants_response_body(self.request, response)
+            except Exception:
+                wants = True
+            if wants and (limit is None or wanted > limit):
+                limit = wanted
+        return limit
+
     async def decode_headers(self) -> LocalReply | None:
         for config, flt in self._filters:
             try:
@@ -96,10 +114,14 @@ class RequestPipeline:
         response.body = body
         response.body_complete = complete
         for config, flt in reversed(self._filters):
-            if config.response_body_limit is None:
+            own = config.response_body_limit
+            if own is None:
                 continue
+            # Each filter sees at most the prefix it asked for, and a cut body as cut, even
+            # when another filter asked for more.
+            view, view_complete = (body[:own], False) if len(body) > own else (body, complete)
             try:
-                reply = flt.encode_body(self.request, response, body, complete)
+                reply = flt.encode_body(self.request, response, view, view_complete)
             except Exception as exc:
                 return filter_failure(config, "encode_body", exc)
             if reply is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
-from wardgate.filters import headers, jwt_authn, limits, openapi, waf
+from wardgate.filters import headers, jwt_authn, limits, openapi, response_waf, waf
 from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
@@ -20,6 +20,7 @@ FILTER_CHAIN: tuple[FilterCompiler, ...] = (
     openapi.compile,
     waf.compile,
     headers.compile,  # last: request checks never see headers the policy adds
+    response_waf.compile,  # responses only; first on the way back, so `headers` can override
 )
 """The chain, in request order. Each entry compiles its section or returns ``None`` (off)."""
 
