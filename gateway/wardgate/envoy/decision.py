@@ -252,6 +252,10 @@ async def _run(policy: CompiledPolicy, check: CheckInput, request: HttpRequest) 
     reply = await pipeline.decode_headers()
     if reply is None and has_body(check, request):
         reply = await _body_phase(pipeline, check)
+    elif reply is None and pipeline.needs_request_body:
+        # No body at all: the body phase still runs, as in the native proxy (a filter
+        # may require a body).
+        reply = await pipeline.decode_body(b"", True)
     if reply is not None:
         return denied(pipeline, reply)
     to_set, to_append, to_remove = header_changes(before, request.headers.items())
