@@ -160,6 +160,19 @@ def panels() -> list[Panel]:
             "reqps", 12, 36,
             "Failed fetches and stale-key use mean an identity provider is unreachable.",
         ),
+        timeseries(
+            15, "WAF matches by family and action",
+            [(rate("wardgate_waf_matches_total", by="family, action"), "{{family}} {{action}}")],
+            "reqps", 0, 44,
+            "block: part of a refused request; detect: a family in detect mode. A new rule id "
+            "dominating after a deploy is the first place to look for a false positive "
+            "(docs/waf.md, tuning).",
+        ),
+        timeseries(
+            16, "WAF refusals by reason (request shape)",
+            [(rate("wardgate_waf_refusals_total", by="reason"), "{{reason}}")], "reqps", 12, 44,
+            "Bodies that could not be inspected: over the limit, bad encodings, unparsable.",
+        ),
     ]  # fmt: skip
 
 

@@ -63,7 +63,7 @@ async def test_server_info_stats_prometheus_config_dump(upstream, gateway):
     assert "wardgate_request_duration_seconds_bucket" in prom
     assert "wardgate.requests_total.code_class.5xx.replied_by.upstream:" in stats
     assert dump["policy"]["headers"]["response"]["add"][0]["value"] == "v1"
-    assert dump["filters"] == ["limits", "headers"]
+    assert dump["filters"] == ["limits", "waf", "headers"]
 
 
 async def test_drain_listeners_stops_accepting(upstream, gateway):

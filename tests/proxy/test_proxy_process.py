@@ -53,10 +53,13 @@ def _upstream_in_thread() -> tuple[str, threading.Event]:
     return f"http://127.0.0.1:{box[0]}", stop
 
 
-async def test_50_mib_upload_and_download_byte_exact_with_bounded_memory(gateway_process):
+async def test_50_mib_upload_and_download_byte_exact_with_bounded_memory(gateway_process, tmp_path):
     upstream, stop = _upstream_in_thread()
+    # The WAF refuses bodies over its inspection limit by default; this test streams.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("waf: {oversizeAction: allowUninspected}\n")
     try:
-        gw = gateway_process("--upstream", upstream)
+        gw = gateway_process("--upstream", upstream, "--policy", str(policy))
         baseline = _rss_mib(gw.popen.pid)
         size = 50 * MIB
         digest = hashlib.sha256()

@@ -13,6 +13,7 @@ from wardgate.config.jwt import JwtSpec
 from wardgate.config.limits import LimitsSpec
 from wardgate.config.openapi import OpenApiSectionSpec
 from wardgate.config.proxy import ProxySpec
+from wardgate.config.waf import WafSpec
 
 
 class PolicySpec(SpecModel):
@@ -33,6 +34,9 @@ class PolicySpec(SpecModel):
 
     openapi: OpenApiSectionSpec | None = None
     """OpenAPI allow-listing (off when absent): only declared operations get through."""
+
+    waf: WafSpec = WafSpec()
+    """The web application firewall: on and enforcing at paranoia level 1 by default."""
 
     def canonical_json(self) -> str:
         """The policy as canonical JSON (sorted keys, defaults included): what the digest

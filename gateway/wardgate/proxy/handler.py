@@ -198,6 +198,11 @@ class ProxyHandler:
                 reply = await pipeline.decode_body(prefix[:limit], complete)
                 if reply is not None:
                     return await self._local(request, pipeline, exchange, reply, close=True)
+                cap = policy.max_request_body_bytes
+                if cap is not None and len(prefix) > cap:
+                    # The buffered prefix alone is over the cap: refuse before connecting.
+                    exchange.bytes_received = len(prefix)
+                    return await self._body_too_large(request, pipeline, exchange, cap)
         elif pipeline.needs_request_body:
             # No body at all: the body phase still runs (a filter may require one).
             reply = await pipeline.decode_body(b"", True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
-from wardgate.filters import headers, jwt_authn, limits, openapi
+from wardgate.filters import headers, jwt_authn, limits, openapi, waf
 from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
@@ -18,7 +18,7 @@ FILTER_CHAIN: tuple[FilterCompiler, ...] = (
     limits.compile,
     jwt_authn.compile,
     openapi.compile,
-    # waf slots in here.
+    waf.compile,
     headers.compile,  # last: request checks never see headers the policy adds
 )
 """The chain, in request order. Each entry compiles its section or returns ``None`` (off)."""

@@ -1,0 +1,534 @@
+"""The rule engine: rules compiled into Hyperscan databases, one pass per target.
+
+Rules sharing a transformation pipeline form a *group*; each group is one Hyperscan
+database (every ``rx`` pattern, every ``pm`` phrase and every operator prefilter of the
+group's rules), so a target is transformed once per pipeline and scanned once per group.
+Pipelines share prefixes (``urlDecodeUni`` → ``htmlEntityDecode`` → ...), computed once per
+target along a small tree. ``detectSQLi``/``detectXSS`` call libinjection on the group's
+transformed value, only where their prefilter matched.
+
+Compiling is the expensive part (Hyperscan builds automata); :func:`engine_for` keeps the
+engines of recent rule selections, so a reload that changes no rule reuses the compiled
+databases. An :class:`Engine` is immutable; Hyperscan scratch space is per thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import hyperscan
+import libinjection
+
+from wardgate.filters.api import FilterCompileError
+from wardgate.filters.waf.rules import Rule
+from wardgate.filters.waf.targets import Target
+from wardgate.filters.waf.transforms import PLAIN_IDENTITY, TRANSFORMS, is_plain
+
+_FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
+_BATCH_FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL
+SEP = "\x01"
+"""Joins the values of one kind into one buffer for a batched scan. Batch patterns are
+rewritten so that nothing matches it (see :func:`separated`), so no match spans values."""
+_SEP_BYTE = 0x01
+BATCH_MIN_TARGETS = 6
+"""Below this many targets of a kind, scanning each is cheaper than joining."""
+
+
+def separated(pattern: str) -> str:
+    """The batch form of a Hyperscan pattern: ``.``, negated classes and ``\\W \\S \\D``
+    exclude the separator, ``^``/``$`` also match at a separator. On a value without the
+    separator it matches exactly what ``pattern`` matches."""
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt in "WSD":
+                out.append(f"[^\\{nxt.lower()}\\x01]")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            negated = j < n and pattern[j] == "^"
+            if negated:
+                j += 1
+            start = j
+            if j < n and pattern[j] == "]":
+                j += 1  # a leading ] is a literal
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            body = pattern[start:j]
+            out.append(f"[^\\x01{body}]" if negated else f"[{body}]")
+            i = j + 1
+            continue
+        if c == ".":
+            out.append("[^\\x01]")
+        elif c == "^":
+            out.append("(?:^|\\x01)")
+        elif c == "$":
+            out.append("(?:$|\\x01)")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule that matched a target. Carries the location, never the value."""
+
+    rule: Rule
+    location: str
+    kind: str
+
+
+def _sqli(value: str) -> bool:
+    return bool(libinjection.is_sql_injection(value)["is_sqli"])
+
+
+def _xss(value: str) -> bool:
+    return bool(libinjection.is_xss(value)["is_xss"])
+
+
+_DETECTORS: dict[str, Callable[[str], bool]] = {"detectSQLi": _sqli, "detectXSS": _xss}
+
+
+def _escape_bytes(phrase: str) -> bytes:
+    return b"".join(
+        bytes([b]) if chr(b).isalnum() else b"\\x%02x" % b for b in phrase.encode("utf-8")
+    )
+
+
+@dataclass(slots=True)
+class _Group:
+    """Rules sharing one transformation pipeline."""
+
+    index: int
+    node: int
+    database: hyperscan.Database | None
+    patterns: tuple[bytes, ...]
+    expressions: tuple[tuple[Rule, bool], ...]
+    """Per Hyperscan id: the rule and whether the id is its prefilter (a gate)."""
+    detectors: tuple[tuple[Rule, int | None], ...]
+    """libinjection rules and the id of their prefilter (``None``: always run)."""
+    kinds: frozenset[str]
+    batch: hyperscan.Database | None
+    """The same patterns in :func:`separated` form, every match reported."""
+    broad: bool
+    """Whether its patterns are in the union database."""
+    names: dict[str, frozenset[str]]
+    """Per kind, the only target names any rule of the group looks at (absent: all)."""
+    offset: int = 0
+    """Where this group's ids start in the union database."""
+
+
+def _cache_dir() -> Path | None:
+    """A private directory for compiled databases (``$WARDGATE_HS_CACHE``, else
+    ``~/.cache/wardgate/hyperscan``); ``None`` when there is none we own (read-only root
+    filesystems: then every process compiles)."""
+    configured = os.environ.get("WARDGATE_HS_CACHE")
+    if configured == "":
+        return None
+    path = Path(configured) if configured else Path.home() / ".cache" / "wardgate" / "hyperscan"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError:
+        return None
+    # Only a directory of our own that nobody else can write: a planted database would
+    # silently change what the WAF matches.
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return None
+    return path
+
+
+def _compile(
+    patterns: Sequence[bytes],
+    expressions: Sequence[tuple[Rule, bool]],
+    flags: int = _FLAGS,
+) -> hyperscan.Database:
+    """Compile (or load the identical database compiled before: the cache key is a digest
+    of every pattern, the flags and the Hyperscan version)."""
+    version = str(getattr(hyperscan, "__version__", "")).encode()
+    key = hashlib.sha256(b"\0".join([str(flags).encode(), version, *patterns])).hexdigest()
+    cache = _cache_dir()
+    cached = cache / f"{key}.hsdb" if cache else None
+    if cached is not None and cached.is_file():
+        try:
+            return hyperscan.loadb(cached.read_bytes(), mode=hyperscan.HS_MODE_BLOCK)
+        except (hyperscan.error, OSError, TypeError, ValueError):
+            pass  # stale or damaged: compile again
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(
+            expressions=list(patterns),
+            ids=list(range(len(patterns))),
+            elements=len(patterns),
+            flags=[flags] * len(patterns),
+        )
+    except hyperscan.error:
+        raise FilterCompileError(_find_bad_patterns(list(patterns), list(expressions))) from None
+    if cached is not None:
+        try:
+            partial = cached.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(hyperscan.dumpb(database))
+            partial.replace(cached)  # atomic: readers never see half a file
+        except OSError:
+            pass
+    return database
+
+
+class Engine:
+    """Compiled rules. :meth:`scan` returns every rule that matched, with its location.
+
+    Besides one database per pipeline there is a *union* database of every pattern: most
+    values (plain words, numbers, tokens) come out of every pipeline unchanged, and then one
+    scan of the union database answers for all groups at once. A group whose pipeline did
+    change the value is scanned on its own with that value."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        # Transformation tree: node 0 is the raw value.
+        self._nodes: list[tuple[int, Callable[[str], str], bool]] = [(0, TRANSFORMS["none"], True)]
+        node_of: dict[tuple[str, ...], int] = {(): 0}
+        # Broad rules (those that look at parameters) share the union database; narrow ones
+        # (a method, one header) stay out of it, or they would match every other value.
+        by_pipeline: dict[tuple[tuple[str, ...], bool], list[Rule]] = {}
+        for rule in self.rules:
+            by_pipeline.setdefault((rule.transformations, "ARGS" in rule.kinds), []).append(rule)
+            for i in range(1, len(rule.transformations) + 1):
+                prefix = rule.transformations[:i]
+                if prefix not in node_of:
+                    node_of[prefix] = len(self._nodes)
+                    self._nodes.append(
+                        (
+                            node_of[prefix[:-1]],
+                            TRANSFORMS[prefix[-1]],
+                            prefix[-1] in PLAIN_IDENTITY,
+                        )
+                    )
+        self._groups = [
+            self._group(i, node_of[p], rs, broad)
+            for i, ((p, broad), rs) in enumerate(by_pipeline.items())
+        ]
+        union_patterns: list[bytes] = []
+        union_owner: list[tuple[_Group, int]] = []
+        for group in self._groups:
+            if not group.broad:
+                continue
+            group.offset = len(union_patterns)
+            union_patterns.extend(group.patterns)
+            union_owner.extend((group, i) for i in range(len(group.patterns)))
+        self._union_owner = tuple(union_owner)
+        self._union = (
+            _compile(union_patterns, [o[0].expressions[o[1]] for o in union_owner])
+            if union_patterns
+            else None
+        )
+        # Per kind: the groups that have a rule for it, and the tree nodes they need.
+        self._plan: dict[str, tuple[tuple[int, ...], tuple[_Group, ...]]] = {}
+        kinds = {kind for group in self._groups for kind in group.kinds}
+        for kind in kinds:
+            groups = tuple(g for g in self._groups if kind in g.kinds)
+            needed: set[int] = set()
+            for group in groups:
+                node = group.node
+                while node:
+                    needed.add(node)
+                    node = self._nodes[node][0]
+            self._plan[kind] = (tuple(sorted(needed)), groups)
+        self._local = threading.local()
+
+    def _group(self, index: int, node: int, rules: list[Rule], broad: bool) -> _Group:
+        patterns: list[bytes] = []
+        expressions: list[tuple[Rule, bool]] = []
+        detectors: list[tuple[Rule, int | None]] = []
+        for rule in rules:
+            if rule.operator == "rx":
+                patterns.append(rule.pattern.encode())
+                expressions.append((rule, False))
+            elif rule.operator == "pm":
+                for phrase in rule.phrases:
+                    patterns.append(_escape_bytes(phrase))
+                    expressions.append((rule, False))
+            else:
+                gate: int | None = None
+                if rule.prefilter:
+                    gate = len(patterns)
+                    patterns.append(rule.prefilter.encode())
+                    expressions.append((rule, True))
+                detectors.append((rule, gate))
+        return _Group(
+            index=index,
+            node=node,
+            database=_compile(patterns, expressions) if patterns else None,
+            batch=_compile(
+                [separated(p.decode()).encode() for p in patterns], expressions, _BATCH_FLAGS
+            )
+            if patterns
+            else None,
+            patterns=tuple(patterns),
+            expressions=tuple(expressions),
+            detectors=tuple(detectors),
+            kinds=frozenset(k for r in rules for k in r.kinds),
+            broad=broad,
+            names=_names_by_kind(rules),
+        )
+
+    def _scratches(self) -> dict[int, hyperscan.Scratch]:
+        """This thread's scratch space, one per database (Hyperscan scratch must not be
+        shared by concurrent scans; the binding cannot grow one for several databases)."""
+        scratches: dict[int, hyperscan.Scratch] | None = getattr(self._local, "scratch", None)
+        if scratches is None:
+            scratches = {
+                id(group): hyperscan.Scratch(group.database)
+                for group in self._groups
+                if group.database is not None
+            }
+            for group in self._groups:
+                if group.batch is not None:
+                    scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
+            if self._union is not None:
+                scratches[id(self._union)] = hyperscan.Scratch(self._union)
+            self._local.scratch = scratches
+        return scratches
+
+    def scan(self, targets: Iterable[Target]) -> list[Match]:
+        """Every (rule, target) match; a rule matching several targets appears once per
+        target. Kinds with many targets are scanned batched (one buffer per kind and
+        pipeline), the rest one by one; both give the same answer."""
+        by_kind: dict[str, list[Target]] = {}
+        for target in targets:
+            if target.value and target.kind in self._plan:
+                by_kind.setdefault(target.kind, []).append(target)
+        matches: list[Match] = []
+        single: list[Target] = []
+        for kind, group_targets in by_kind.items():
+            if len(group_targets) < BATCH_MIN_TARGETS or not self._scan_batch(
+                kind, group_targets, matches
+            ):
+                single.extend(group_targets)
+        matches.extend(self.scan_each(single))
+        return matches
+
+    def _scan_batch(self, kind: str, targets: list[Target], matches: list[Match]) -> bool:
+        """Scan all ``targets`` (one kind) with one buffer per pipeline node. ``False``
+        (nothing appended) when a transformation merged or split values (a decoded
+        separator): then the caller scans them one by one."""
+        needed, groups = self._plan[kind]
+        scratches = self._scratches()
+        count = len(targets)
+        raw = SEP.join(t.value.replace(SEP, "\0") if SEP in t.value else t.value for t in targets)
+        texts: dict[int, str] = {0: raw}
+        for node in needed:
+            parent, transform, _plain = self._nodes[node]
+            texts[node] = transform(texts[parent])
+            if texts[node].count(SEP) != count - 1:
+                return False
+        encoded: dict[int, bytes] = {}
+        boundaries: dict[int, list[int]] = {}
+        split: dict[int, list[str]] = {}
+        found: list[Match] = []
+        hits: list[tuple[int, int]] = []
+
+        def on_match(expr: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+            hits.append((expr, end))
+
+        for group in groups:
+            if group.batch is None and not group.detectors:
+                continue
+            node = group.node
+            data = encoded.get(node)
+            if data is None:
+                data = encoded[node] = texts[node].encode("utf-8", "surrogatepass")
+            hits.clear()
+            if group.batch is not None:
+                group.batch.scan(
+                    data, match_event_handler=on_match, scratch=scratches[id(group.batch)]
+                )
+            per_target: dict[int, set[int]] = {}
+            if hits:
+                seps = boundaries.get(node)
+                if seps is None:
+                    # Byte offset of each separator, from the lengths of the pieces.
+                    seps = boundaries[node] = list(
+                        itertools.accumulate(len(piece) + 1 for piece in data.split(b"\x01"))
+                    )
+                    seps = boundaries[node] = [end - 1 for end in seps[:-1]]
+                for expr, end in hits:
+                    last = end - 1
+                    if last > 0 and data[last] == _SEP_BYTE:
+                        last -= 1  # a `$` that matched at the separator
+                    per_target.setdefault(bisect.bisect_left(seps, last), set()).add(expr)
+            only = group.names.get(kind)
+            for index, exprs in per_target.items():
+                target = targets[index]
+                if only is not None and target.name.lower() not in only:
+                    continue
+                for expr in sorted(exprs):
+                    rule, is_gate = group.expressions[expr]
+                    if not is_gate and self._applies(rule, target):
+                        found.append(Match(rule, target.location, target.kind))
+            for rule, gate in group.detectors:
+                indexes = (
+                    range(count)
+                    if gate is None
+                    else sorted(i for i, e in per_target.items() if gate in e)
+                )
+                if not indexes:
+                    continue
+                values = split.get(node)
+                if values is None:
+                    values = split[node] = texts[node].split(SEP)
+                detect = _DETECTORS[rule.operator]
+                for index in indexes:
+                    target = targets[index]
+                    if (
+                        (only is None or target.name.lower() in only)
+                        and self._applies(rule, target)
+                        and detect(values[index])
+                    ):
+                        found.append(Match(rule, target.location, target.kind))
+        matches.extend(found)
+        return True
+
+    def scan_each(self, targets: Iterable[Target]) -> list[Match]:
+        """The one-target-at-a-time scan (small requests, and the batch fallback)."""
+        scratches = self._scratches()
+        matches: list[Match] = []
+        nodes = self._nodes
+        union = self._union
+        owner = self._union_owner
+        union_hits: list[int] = []
+        group_hits: list[int] = []
+
+        def on_union(expr: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            union_hits.append(expr)
+
+        def on_group(expr: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            group_hits.append(expr)
+
+        for target in targets:
+            plan = self._plan.get(target.kind)
+            if plan is None or not target.value:
+                continue
+            needed, groups = plan
+            raw = target.value
+            values: dict[int, str] = {0: raw}
+            plain = is_plain(raw)
+            for node in needed:
+                parent, transform, keeps_plain = nodes[node]
+                values[node] = (
+                    values[parent]
+                    if plain and keeps_plain and values[parent] is raw
+                    else transform(values[parent])
+                )
+            # Groups whose pipeline left the value as it was share one union scan.
+            hits: dict[int, set[int]] = {}
+            if union is not None and any(g.broad and values[g.node] is raw for g in groups):
+                union_hits.clear()
+                union.scan(
+                    raw.encode("utf-8", "surrogatepass"),
+                    match_event_handler=on_union,
+                    scratch=scratches[id(union)],
+                )
+                for expr in union_hits:
+                    group, local = owner[expr]
+                    hits.setdefault(group.index, set()).add(local)
+            for group in groups:
+                value = values[group.node]
+                if group.broad and value is raw and group.index not in hits:
+                    continue  # answered by the union scan: nothing matched
+                only = group.names.get(target.kind)
+                if only is not None and target.name.lower() not in only:
+                    continue
+                if group.broad and value is raw:
+                    found = hits.get(group.index, set())
+                elif group.database is not None:
+                    group_hits.clear()
+                    group.database.scan(
+                        value.encode("utf-8", "surrogatepass"),
+                        match_event_handler=on_group,
+                        scratch=scratches[id(group)],
+                    )
+                    found = set(group_hits)
+                else:
+                    found = set()
+                for expr in sorted(found):
+                    rule, is_gate = group.expressions[expr]
+                    if not is_gate and self._applies(rule, target):
+                        matches.append(Match(rule, target.location, target.kind))
+                for rule, gate in group.detectors:
+                    if gate is not None and gate not in found:
+                        continue
+                    if self._applies(rule, target) and _DETECTORS[rule.operator](value):
+                        matches.append(Match(rule, target.location, target.kind))
+        return matches
+
+    @staticmethod
+    def _applies(rule: Rule, target: Target) -> bool:
+        return target.kind in rule.kinds and rule.applies_to(target.kind, target.name)
+
+
+def _names_by_kind(rules: Sequence[Rule]) -> dict[str, frozenset[str]]:
+    """For each kind where every rule is narrowed to names, the union of those names."""
+    result: dict[str, frozenset[str]] = {}
+    for kind in {k for r in rules for k in r.kinds}:
+        names: set[str] = set()
+        for rule in rules:
+            if kind not in rule.kinds:
+                continue
+            only = dict(rule.only_names).get(kind)
+            if only is None:
+                break
+            names |= only
+        else:
+            result[kind] = frozenset(names)
+    return result
+
+
+def _find_bad_patterns(patterns: list[bytes], expressions: list[tuple[Rule, bool]]) -> list[str]:
+    problems = []
+    for pattern, (rule, is_gate) in zip(patterns, expressions, strict=True):
+        try:
+            hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK).compile(
+                expressions=[pattern], flags=[_FLAGS]
+            )
+        except hyperscan.error as exc:
+            field = "prefilter" if is_gate else "pattern"
+            problems.append(f"waf rule {rule.id}.{field}: {exc}")
+    return problems or ["waf: the rule set does not compile"]
+
+
+_CACHE: OrderedDict[tuple[str, ...], Engine] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def engine_for(rules: Sequence[Rule]) -> Engine:
+    """The compiled engine for exactly these rules (cached: rule objects are immutable and
+    come from the package, so equal id selections compile to equal engines)."""
+    key = tuple(rule.id for rule in rules)
+    with _CACHE_LOCK:
+        engine = _CACHE.get(key)
+        if engine is not None:
+            _CACHE.move_to_end(key)
+            return engine
+    engine = Engine(rules)
+    with _CACHE_LOCK:
+        _CACHE[key] = engine
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return engine

@@ -1,0 +1,35 @@
+"""Detection and false positives on the CRS-derived corpus at the default level.
+
+The thresholds are the bar the WAF must clear (the issue's targets and the CRS 3.3.4 PL1
+yardstick of ~79% detection), not the figures it happens to reach today."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.filters.waf.conftest import corpus_path
+from wardgate.filters.waf import corpus
+
+
+@pytest.fixture(scope="module")
+def report(default_waf) -> corpus.Report:
+    records = corpus.select(corpus.load(corpus_path()), paranoia_level=1)
+    return asyncio.run(corpus.evaluate(default_waf, records))
+
+
+def test_corpus_selection_is_the_documented_one():
+    records = corpus.select(corpus.load(corpus_path()), paranoia_level=1)
+    attacks = [r for r in records if r.expect == "block"]
+    benign = [r for r in records if r.expect == "allow"]
+    assert (len(attacks), len(benign)) == (2221, 876)
+
+
+def test_detection_at_paranoia_level_1(report):
+    print(report.table())
+    assert report.detection >= 0.78
+
+
+def test_false_positives_on_attack_like_benign_requests(report):
+    assert report.false_positive_rate <= 0.10
