@@ -6,8 +6,8 @@ the ``wardgate.dev`` prefix; no handler adds a finalizer (the ConfigMap is garba
 through its owner reference, so deleting a Microgateway never waits for the operator).
 
 Namespaces are not watched: label changes (which select baselines) are picked up by the
-resync loop within one interval, as are baseline changes when the operator runs with
-``--namespace`` (kopf serves no cluster-scoped watches then).
+resync loop within one interval. SecurityBaselines are cluster-scoped and watched in every
+mode; with ``--namespace`` the fan-out only touches the watched namespaces.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    if getattr(memo, "namespaces", None):
+        # Exact namespace names need no cluster-wide namespace scan (which would also need
+        # cluster-wide list on namespaces).
+        settings.scanning.disabled = True
     if getattr(memo, "api", None) is None:
         info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
             settings=settings
@@ -77,6 +81,12 @@ async def microgateway_changed(body: kopf.Body, memo: Any, logger: Logger, **_: 
         # One warning per change; no exception, so no retry storm on a bad policy.
         kopf.warn(body, reason=evaluation.reason, message="; ".join(evaluation.problems)[:1000])
         logger.warning("not accepted: %s", evaluation.reason)
+        return
+    weakened = [f for f in evaluation.findings if f.kind != "clamp"]
+    if weakened:
+        # The policy was clamped to the baselines: tell the app team where it asked for less.
+        message = "; ".join(f"spec.{f}" for f in weakened)[:1000]
+        kopf.warn(body, reason="BaselineWeakened", message=message)
 
 
 @kopf.on.event(*BASELINES)
@@ -86,5 +96,9 @@ async def baseline_event(type: str, memo: Any, logger: Logger, **_: Any) -> None
     # listing (type None) is covered by the Microgateways' own resume handlers.
     if not type:
         return
-    count = await reconcile_all(memo.api)
+    # With --namespace the operator may only read Microgateways there (per-namespace Roles).
+    namespaces = list(getattr(memo, "namespaces", None) or ())
+    count = 0
+    for namespace in namespaces or [None]:
+        count += await reconcile_all(memo.api, namespace)
     logger.info("baseline change: %d Microgateways re-evaluated", count)

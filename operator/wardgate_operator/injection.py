@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -154,7 +154,10 @@ def parse_quantity(text: str) -> Decimal:
 
 
 def _resources(
-    request: PodRequest, template: SidecarConfig, warnings: list[str]
+    request: PodRequest,
+    template: SidecarConfig,
+    warnings: list[str],
+    ceiling: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
     requests = {
         k: v
@@ -166,6 +169,17 @@ def _resources(
         for k, v in template.resources.limits.model_dump(exclude_none=True).items()
         if isinstance(v, str)
     }
+    for resource, cap in (ceiling or {}).items():
+        # A baseline ceiling becomes the limit when it is lower (or none was set), and
+        # lowers a default request over it.
+        current_limit = limits.get(resource)
+        if current_limit is None or parse_quantity(current_limit) > parse_quantity(cap):
+            if current_limit is not None:
+                warnings.append(f"sidecar {resource} limit {current_limit} lowered to {cap}")
+            limits[resource] = cap
+        current_request = requests.get(resource)
+        if current_request is not None and parse_quantity(current_request) > parse_quantity(cap):
+            requests[resource] = cap
     for resource, asked, key in (
         ("cpu", request.cpu, ANNOTATION_CPU),
         ("memory", request.memory, ANNOTATION_MEMORY),
@@ -176,10 +190,10 @@ def _resources(
             amount = parse_quantity(asked)
         except ValueError as exc:
             raise InjectionError(f"annotation {key}: {exc}") from None
-        ceiling = limits.get(resource)
-        if ceiling is not None and amount > parse_quantity(ceiling):
-            warnings.append(f"{key}={asked} is over the cluster's sidecar limit; using {ceiling}")
-            requests[resource] = ceiling
+        top = limits.get(resource)
+        if top is not None and amount > parse_quantity(top):
+            warnings.append(f"{key}={asked} is over the sidecar limit; using {top}")
+            requests[resource] = top
         else:
             requests[resource] = asked
     out: dict[str, dict[str, str]] = {}
@@ -205,7 +219,10 @@ def _probe_command(admin_port: int) -> list[str]:
 
 
 def sidecar_container(
-    request: PodRequest, template: SidecarConfig, warnings: list[str]
+    request: PodRequest,
+    template: SidecarConfig,
+    warnings: list[str],
+    ceiling: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The hardened gateway container for ``request``."""
     probe = {"exec": {"command": _probe_command(template.admin_port)}}
@@ -251,7 +268,7 @@ def sidecar_container(
         ],
         "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
     }
-    resources = _resources(request, template, warnings)
+    resources = _resources(request, template, warnings, ceiling)
     if resources:
         container["resources"] = resources
     if request.mode == "native":
@@ -280,12 +297,16 @@ def already_injected(pod: Mapping[str, Any]) -> bool:
 
 
 def inject(
-    pod: Mapping[str, Any], template: SidecarConfig, warnings: list[str] | None = None
+    pod: Mapping[str, Any],
+    template: SidecarConfig,
+    warnings: list[str] | None = None,
+    ceiling: Mapping[str, str] | None = None,
 ) -> JsonPatch:
     """The JSONPatch that adds the gateway sidecar to ``pod`` (empty when the pod asks for
-    none or already has it). Appends to ``warnings`` what the caller should tell the user.
-    Raises :class:`InjectionError` when the pod asks for injection in a way that cannot
-    work."""
+    none or already has it). ``ceiling`` (``{"cpu": ..., "memory": ...}``, from the
+    baselines) caps the sidecar's requests and limits below the template's. Appends to
+    ``warnings`` what the caller should tell the user. Raises :class:`InjectionError` when
+    the pod asks for injection in a way that cannot work."""
     notes = warnings if warnings is not None else []
     request = read_request(pod, template)
     if request is None or already_injected(pod):
@@ -295,7 +316,7 @@ def inject(
         raise InjectionError("spec.containers is missing")
     containers: list[Any] = spec["containers"]
     patch: JsonPatch = []
-    container = sidecar_container(request, template, notes)
+    container = sidecar_container(request, template, notes, ceiling)
 
     if request.mode == "native":
         if spec.get("initContainers"):
@@ -346,6 +367,19 @@ def inject(
                 {"op": "add", "path": f"/metadata/annotations/{_pointer(key)}", "value": value}
             )
     return patch
+
+
+def resource_ceiling(ceilings: Iterable[Mapping[str, str | None]]) -> dict[str, str]:
+    """The lowest of several ``{cpu, memory}`` ceilings (several baselines: all apply)."""
+    out: dict[str, str] = {}
+    for item in ceilings:
+        for resource in ("cpu", "memory"):
+            value = item.get(resource)
+            if value and (
+                resource not in out or parse_quantity(value) < parse_quantity(out[resource])
+            ):
+                out[resource] = value
+    return out
 
 
 # --- applying a patch (for `wardgate-operator inject`) ---------------------------------

@@ -28,11 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
+from pydantic import ValidationError
 
 from wardgate.config.baseline import SecurityBaselineSpec
+from wardgate.config.loading import format_validation_errors
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
-from wardgate_operator.injection import InjectionError, inject
+from wardgate_operator.injection import InjectionError, inject, resource_ceiling
 from wardgate_operator.kube import KubeApi, KubeError, namespace_path
 from wardgate_operator.models import SidecarConfig
 from wardgate_operator.reconciling import cluster_baselines, evaluate
@@ -147,8 +150,14 @@ def _operation_object(request: Mapping[str, Any]) -> tuple[str, Mapping[str, Any
     return operation, obj if isinstance(obj, Mapping) else None
 
 
-def review_inject(request: Mapping[str, Any], uid: str, template: SidecarConfig) -> dict[str, Any]:
-    """Answer one pod AdmissionReview request."""
+async def review_inject(
+    request: Mapping[str, Any],
+    uid: str,
+    template: SidecarConfig,
+    baselines: BaselineSource = no_baselines,
+) -> dict[str, Any]:
+    """Answer one pod AdmissionReview request. The namespace is ``request.namespace``
+    (pods created by controllers carry none in the object)."""
     operation, pod = _operation_object(request)
     if operation != "CREATE":
         return response(uid, True)
@@ -158,8 +167,12 @@ def review_inject(request: Mapping[str, Any], uid: str, template: SidecarConfig)
     if kind != "Pod" or pod is None:
         return response(uid, False, code=400, message="expected a Pod in request.object")
     warnings: list[str] = []
+    view = await baselines(str(request.get("namespace") or ""))
+    ceiling = resource_ceiling(
+        spec.sidecar_resources.model_dump(exclude_none=True) for _, spec in view.baselines
+    )
     try:
-        patch = inject(pod, template, warnings)
+        patch = inject(pod, template, warnings, ceiling)
     except InjectionError as exc:
         return response(uid, False, code=400, message=f"wardgate sidecar injection: {exc}")
     if patch:
@@ -219,7 +232,7 @@ def admission_app(
             return web.json_response(response(uid, False, code=400, message=str(exc)), status=400)
         try:
             if kind == "inject":
-                answer = review_inject(review, uid, template)
+                answer = await review_inject(review, uid, template, baselines)
             else:
                 answer = await review_validate(review, uid, baselines)
         except Exception as exc:  # fail closed, never crash: the apiserver gets a verdict
@@ -329,11 +342,6 @@ async def start_injector(
 
 def load_sidecar_config(path: Path) -> SidecarConfig:
     """Read the chart's ``sidecar.yaml``; ``ValueError`` with every problem."""
-    import yaml
-    from pydantic import ValidationError
-
-    from wardgate.config.loading import format_validation_errors
-
     try:
         data = yaml.safe_load(path.read_text())
         return SidecarConfig.model_validate(data or {})

@@ -8,8 +8,10 @@ account in the cluster, kubeconfig outside), so the operator has one identity.
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -108,9 +110,6 @@ class KubeApi:
     def in_cluster(cls, root: str = "/var/run/secrets/kubernetes.io/serviceaccount") -> KubeApi:
         """From the pod's service account (``KUBERNETES_SERVICE_HOST``/``_PORT``, the mounted
         token and CA). ``KubeError`` when not running in a pod."""
-        import os
-        from pathlib import Path
-
         host = os.environ.get("KUBERNETES_SERVICE_HOST")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         token_file, ca_file = Path(root) / "token", Path(root) / "ca.crt"

@@ -23,7 +23,7 @@ from wardgate.config.baseline import BaselineError, Finding, apply_baselines
 from wardgate.config.policy import PolicySpec
 from wardgate.runtime.compiled import PolicyCompileError, compile_policy
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
-from wardgate_operator.injection import SIDECAR_NAME
+from wardgate_operator.injection import SIDECAR_NAME, configmap_name
 from wardgate_operator.kube import (
     BASELINES_PATH,
     KubeApi,
@@ -79,6 +79,9 @@ def evaluate(
     except SpecError as exc:
         return Evaluation(False, "InvalidSpec", tuple(exc.problems))
     app = parsed.policy()
+    file_refs = file_references(app.model_dump(mode="json", by_alias=True, exclude_unset=True))
+    if file_refs:
+        return Evaluation(False, "InvalidSpec", tuple(file_refs), parsed)
     try:
         compile_policy(app)
     except PolicyCompileError as exc:
@@ -109,6 +112,10 @@ def evaluate(
     configmap = render_configmap(
         name=name, namespace=namespace, uid=uid, effective=outcome.effective, baselines=names
     )
+    size = len(configmap["data"]["policy.yaml"].encode())
+    if size > MAX_CONFIGMAP_BYTES:
+        problem = f"spec: the effective policy is {size} bytes; a ConfigMap holds at most 1 MiB"
+        return Evaluation(False, "TooLarge", (problem,), parsed, baselines=names)
     return Evaluation(
         True,
         "Valid",
@@ -119,6 +126,33 @@ def evaluate(
         names,
         configmap,
     )
+
+
+MAX_CONFIGMAP_BYTES = 1_000_000
+"""Kubernetes refuses ConfigMaps over 1 MiB (data plus metadata): stay clearly below."""
+
+FILE_FIELDS = ("specFile", "filename")
+"""Policy fields naming a file. The ConfigMap carries only ``policy.yaml``, and the operator
+compiles where those files do not exist: in a Microgateway, documents go inline."""
+
+
+def file_references(doc: Any, path: str = "spec") -> list[str]:
+    """A problem line for each field in ``doc`` that names a file."""
+    out: list[str] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            where = f"{path}.{key}"
+            if key in FILE_FIELDS and value is not None:
+                out.append(
+                    f"{where}: files are not available to a Microgateway's sidecar; put the "
+                    "document inline (openapi.inline, localJwks.inlineString)"
+                )
+            else:
+                out.extend(file_references(value, where))
+    elif isinstance(doc, list):
+        for index, item in enumerate(doc):
+            out.extend(file_references(item, f"{path}[{index}]"))
+    return out
 
 
 def now_rfc3339() -> str:
@@ -225,8 +259,6 @@ async def reconcile(api: KubeApi, body: Mapping[str, Any]) -> Evaluation:
         baselines=selected,
         invalid_baselines=invalid,
     )
-    from wardgate_operator.injection import configmap_name
-
     cm_name = configmap_name(name)
     existing = await api.get(configmaps_path(namespace, cm_name))
     if evaluation.configmap is not None:
@@ -250,8 +282,14 @@ async def apply_configmap(
     """Create or update the ConfigMap when its content differs. Returns whether it wrote."""
     meta = desired["metadata"]
     if existing is None:
-        await api.create(configmaps_path(meta["namespace"]), desired)
-        return True
+        try:
+            await api.create(configmaps_path(meta["namespace"]), desired)
+            return True
+        except KubeError as exc:
+            # Created meanwhile by a concurrent reconcile (handler, fan-out, resync).
+            if exc.status != 409:
+                raise
+        existing = await api.get(configmaps_path(meta["namespace"], meta["name"])) or {}
     old_meta = existing.get("metadata") or {}
     unchanged = (
         existing.get("data") == desired["data"]
@@ -455,8 +493,8 @@ async def resync_forever(
     reader: SidecarReader = http_sidecar_reader,
 ) -> None:
     """Every ``interval`` seconds, :func:`resync_once`: propagation status, and the safety
-    net for changes no watch delivered (namespace labels, baselines in namespaced mode, a
-    deleted ConfigMap)."""
+    net for changes no watch delivered (namespace labels, a deleted ConfigMap, a missed
+    event)."""
     while True:
         await asyncio.sleep(interval)
         await resync_once(api, namespaces, reader)

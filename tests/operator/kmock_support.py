@@ -77,7 +77,9 @@ def server_url(k: Any) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(k: Any, interval: float = 0.5) -> AsyncIterator[KubeApi]:
+async def running_operator(
+    k: Any, interval: float = 0.5, namespaces: list[str] | None = None
+) -> AsyncIterator[KubeApi]:
     """Run ``wardgate_operator.handlers`` in kopf against the emulator; yield a client."""
     os.environ["WARDGATE_PROPAGATION_INTERVAL"] = str(interval)
     registry = kopf.OperatorRegistry()
@@ -100,10 +102,11 @@ async def running_operator(k: Any, interval: float = 0.5) -> AsyncIterator[KubeA
     task = asyncio.create_task(
         kopf.operator(
             registry=registry,
-            clusterwide=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces or (),
             standalone=True,
             stop_flag=stop,
-            memo=kopf.Memo(api=api),
+            memo=kopf.Memo(api=api, namespaces=namespaces or []),
         )
     )
     try:

@@ -405,3 +405,25 @@ def test_waf_never_weaker_than_app_or_floor(waf, floor, delegable):
     assert all(exception_delegated(e, specs) for e in waf["exceptions"])
     dropped = [e for e in original["exceptions"] if e not in waf["exceptions"]]
     assert not any(exception_delegated(e, specs) for e in dropped)
+
+
+JWT_SECTION = {
+    "providers": {
+        "corp": {
+            "issuer": "https://login.example.com/",
+            "remoteJwks": {"httpUri": {"uri": "https://login.example.com/jwks.json"}},
+        }
+    },
+    "rules": [{"match": {"prefix": "/"}, "requires": {"providerName": "corp"}}],
+}
+
+
+def test_mandatory_jwt_met_by_the_app_or_by_baseline_defaults():
+    required = baseline({"jwt": {"required": True}})
+    with_jwt = apply_baselines(policy({"jwt": JWT_SECTION}), [("auth", required)])
+    assert with_jwt.effective is not None and with_jwt.findings == ()
+    defaults = baseline({"jwt": {"required": True}, "defaults": {"jwt": JWT_SECTION}})
+    from_defaults = apply_baselines(policy({}), [("auth", defaults)])
+    assert from_defaults.effective is not None
+    assert from_defaults.effective.jwt is not None
+    assert list(from_defaults.effective.jwt.providers) == ["corp"]

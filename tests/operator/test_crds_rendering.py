@@ -247,3 +247,36 @@ def test_condition_transition_time_only_moves_on_change():
         [first], [condition("Accepted", True, "V", "", generation=1, now="t")]
     )
     assert [c["type"] for c in merged] == ["Accepted", "Ready"]
+
+
+def test_selector_requirement_has_the_cel_rule_the_model_enforces():
+    spec = crd_schema("securitybaselines")["properties"]["spec"]
+    requirement = spec["properties"]["namespaceSelector"]["properties"]["matchExpressions"]["items"]
+    rule = requirement["x-kubernetes-validations"][0]["rule"]
+    assert "has(self.values)" in rule
+    mgw_selector = crd_schema("microgateways")["properties"]["spec"]["properties"]["podSelector"]
+    assert mgw_selector["properties"]["matchExpressions"]["items"]["x-kubernetes-validations"]
+
+
+def test_file_references_are_refused_with_the_field_path():
+    spec = example("Microgateway")["spec"]
+    spec["jwt"] = {
+        "providers": {
+            "corp": {"issuer": "https://i/", "localJwks": {"filename": "/keys/jwks.json"}}
+        },
+        "rules": [{"match": {"prefix": "/"}, "requires": {"providerName": "corp"}}],
+    }
+    evaluation = _evaluation(spec)
+    assert not evaluation.accepted and evaluation.reason == "InvalidSpec"
+    assert evaluation.problems[0].startswith("spec.jwt.providers.corp.localJwks.filename:")
+    assert "inline" in evaluation.problems[0]
+
+
+def test_policy_too_large_for_a_configmap_is_refused():
+    spec = example("Microgateway")["spec"]
+    spec["headers"] = {
+        "response": {"add": [{"name": f"x-h{i}", "value": "v" * 8000} for i in range(130)]}
+    }
+    evaluation = _evaluation(spec)
+    assert not evaluation.accepted and evaluation.reason == "TooLarge"
+    assert "1 MiB" in evaluation.problems[0]

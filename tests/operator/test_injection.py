@@ -299,3 +299,28 @@ def test_admin_address_opt_in_for_propagation():
     assert args[args.index("--admin") + 1] == "0.0.0.0:9901"
     with pytest.raises(ValueError):
         SidecarConfig.model_validate({"image": "x", "adminAddress": "10.0.0.1"})
+
+
+def test_baseline_ceiling_lowers_limits_and_requests():
+    from wardgate_operator.injection import resource_ceiling
+
+    ceiling = resource_ceiling(
+        [{"memory": "192Mi"}, {"memory": "128Mi", "cpu": "2"}, {"cpu": None}]
+    )
+    assert ceiling == {"memory": "128Mi", "cpu": "2"}
+    warnings: list[str] = []
+    body = pod({"wardgate.dev/sidecar-memory": "200Mi"})
+    result = jsonpatch.apply_patch(body, inject(body, TEMPLATE, warnings, ceiling))
+    resources = sidecar_of(result)["resources"]
+    assert resources["limits"] == {"cpu": "500m", "memory": "128Mi"}  # 2 CPUs > 500m: kept
+    assert resources["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert any("memory limit 256Mi lowered to 128Mi" in w for w in warnings)
+    kubernetes_validate.validate(result, "1.33", strict=True)
+
+
+def test_ceiling_without_a_template_limit_becomes_the_limit():
+    bare = SidecarConfig.model_validate({"image": "x:1"})
+    result = injected(pod(), bare)
+    assert "resources" not in sidecar_of(result)
+    result = jsonpatch.apply_patch(pod(), inject(pod(), bare, None, {"cpu": "300m"}))
+    assert sidecar_of(result)["resources"] == {"limits": {"cpu": "300m"}}

@@ -122,6 +122,7 @@ BASELINE = ClusterBaseline(
         {
             "namespaceSelector": {"matchLabels": {"tier": "prod"}},
             "limits": {"maxUrlBytes": 4096, "maxRequestBodyBytes": 1000},
+            "sidecarResources": {"memory": "100Mi"},
         }
     ),
 )
@@ -431,3 +432,16 @@ def test_injector_command_rejects_a_bad_sidecar_config(tmp_path: Path):
     assert result.returncode == 2
     assert "image: Field required" in result.stderr and "imagePullPolicy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_baseline_sidecar_ceiling_applies_in_selected_namespaces_only(injector):
+    shop = (await injector.post("/inject", pod_review()))[1]["response"]
+    patch = json.loads(base64.b64decode(shop["patch"]))
+    container = next(op["value"][0] for op in patch if op["path"] == "/spec/initContainers")
+    assert container["resources"]["limits"]["memory"] == "100Mi"
+    lab = pod_review()
+    lab["request"]["namespace"] = "lab"
+    other = (await injector.post("/inject", lab))[1]["response"]
+    patch = json.loads(base64.b64decode(other["patch"]))
+    container = next(op["value"][0] for op in patch if op["path"] == "/spec/initContainers")
+    assert "resources" not in container

@@ -4,6 +4,7 @@ webhooks, kubelet ConfigMap propagation) is listed in docs/operator.md."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,17 @@ async def test_create_renders_configmap_and_status_then_update_and_invalid_polic
         assert accepted["observedGeneration"] == 3
         assert conditions(body)["Ready"]["reason"] == "KeptLastGood"
         assert cm(kmock)["data"] == good["data"]
+        event = await eventually(
+            lambda: [
+                r.data
+                for r in kmock["post"]
+                if str(r.url).endswith("/namespaces/shop/events")
+                and r.data.get("reason") == "InvalidSpec"
+            ],
+            message="Warning event",
+        )
+        assert event[0]["type"] == "Warning"
+        assert "spec.limits.maxHeadersCount" in event[0]["message"]
         writes = configmap_writes(kmock)
         patches = len(list(kmock["patch"]))
     # no retry storm: the bad spec was handled once (a handful of status/progress patches),
@@ -211,6 +223,25 @@ async def test_baseline_fan_out_clamps_and_reports(kmock):
             lambda: load_policy_text(cm(kmock)["data"]["policy.yaml"]).limits.max_url_bytes == 4096,
             message="baseline removed",
         )
+
+
+async def test_weakening_microgateway_is_clamped_with_a_warning_event(kmock):
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    await kmock.post(BASELINES_PATH, json=baseline_doc("prod", {"limits": {"maxUrlBytes": 1024}}))
+    async with running_operator(kmock, interval=30) as api:
+        await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
+        configmap = await eventually(lambda: cm(kmock), message="ConfigMap")
+        assert load_policy_text(configmap["data"]["policy.yaml"]).limits.max_url_bytes == 1024
+        event = await eventually(
+            lambda: [
+                r.data
+                for r in kmock["post"]
+                if str(r.url).endswith("/events") and r.data.get("reason") == "BaselineWeakened"
+            ],
+            message="BaselineWeakened event",
+        )
+        assert "spec.limits.maxUrlBytes: 4096 is over the maximum 1024" in event[0]["message"]
 
 
 async def test_unenforceable_baseline_keeps_last_good_config(kmock):
@@ -306,6 +337,12 @@ async def test_propagation_reads_each_sidecars_digest_and_flags_pods_without_one
         Path(sidecar.process.options.policy_path).write_text(new_policy)  # the kubelet's part
         body = await eventually(lambda: status_is("1/1", "False"), message="reloaded")
         assert body["status"]["policyDigest"] == load_policy_text(new_policy).digest()
+
+        # A file the sidecar cannot load: it keeps serving the last good policy and says so.
+        Path(sidecar.process.options.policy_path).write_text("limits: {maxHeadersCount: 0}\n")
+        body = await eventually(lambda: status_is("1/1", "True"), message="reload error")
+        assert conditions(body)["Degraded"]["reason"] == "ReloadError"
+        assert "shop-a" in conditions(body)["Degraded"]["message"]
 
 
 async def test_reader_never_guesses_a_localhost_admin_port():
@@ -407,3 +444,44 @@ async def test_webhook_reads_baselines_and_namespace_labels_from_the_api(kmock):
     finally:
         await api.close()
         await unreachable.close()
+
+
+async def test_namespaced_mode_fans_out_only_in_its_namespaces(kmock):
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    async with running_operator(kmock, interval=30, namespaces=["shop"]) as api:
+        await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
+        await eventually(lambda: cm(kmock), message="ConfigMap")
+        await api.create(BASELINES_PATH, baseline_doc("prod", {"limits": {"maxUrlBytes": 512}}))
+        await eventually(
+            lambda: load_policy_text(cm(kmock)["data"]["policy.yaml"]).limits.max_url_bytes == 512,
+            message="baseline fan-out",
+        )
+    # never a cluster-wide Microgateway listing (per-namespace Roles would refuse it)
+    cluster_wide = "/apis/wardgate.dev/v1alpha1/microgateways"
+    assert not [
+        r for r in kmock["get"] if r.url.path == cluster_wide and "watch" not in r.url.query
+    ]
+
+
+async def test_concurrent_reconciles_do_not_fail_on_an_existing_configmap(kmock):
+    from wardgate_operator.kube import KubeApi
+    from wardgate_operator.reconciling import reconcile
+
+    declare_resources(kmock)
+    await create_namespace(kmock, "shop")
+    await kmock.post(microgateways_path("shop"), json=copy.deepcopy(MICROGATEWAY))
+    body = mgw(kmock)
+    api = KubeApi(str(kmock.url))
+    try:
+        # Both start before either has written: one creates, the other meets 409 and patches.
+        results = await asyncio.gather(reconcile(api, body), reconcile(api, body))
+    finally:
+        await api.close()
+    assert all(r.accepted for r in results)
+    creates = [r for r in kmock["post"] if str(r.url).endswith("/configmaps")]
+    assert len(creates) == 2  # the conflict really happened
+    assert (
+        cm(kmock)["metadata"]["annotations"]["wardgate.dev/policy-digest"]
+        == results[0].effective.digest()
+    )

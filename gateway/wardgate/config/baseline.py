@@ -24,14 +24,17 @@ section the schema does not know yet is unenforceable, never silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationError, model_validator
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from wardgate.config.base import SpecModel
+from wardgate.config.loading import PolicyError, format_validation_errors
 from wardgate.config.policy import PolicySpec
 
 WafFamily = Literal[
@@ -81,6 +84,19 @@ class SelectorOperator(StrEnum):
 
 class LabelSelectorRequirementSpec(SpecModel):
     """One requirement: ``key operator values``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # The same rule as the validator below, for the API server (CRD CEL rule).
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(self.operator in ['In', 'NotIn']) == "
+                    "(has(self.values) && size(self.values) > 0)",
+                    "message": "In and NotIn need values; Exists and DoesNotExist take none",
+                }
+            ]
+        }
+    )
 
     key: LabelKey
     """The label key."""
@@ -219,6 +235,19 @@ class DelegableExceptionSpec(SpecModel):
     """Why the security team delegates this (shown in findings)."""
 
 
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class SidecarCeilingSpec(SpecModel):
+    """The most the injected gateway container may request and be limited to."""
+
+    cpu: Annotated[str, Field(pattern=_QUANTITY, max_length=32)] | None = None
+    """CPU ceiling, e.g. ``500m``."""
+
+    memory: Annotated[str, Field(pattern=_QUANTITY, max_length=32)] | None = None
+    """Memory ceiling, e.g. ``256Mi``."""
+
+
 class SecurityBaselineSpec(SpecModel):
     """A security baseline: the floor for every policy in the namespaces it selects. App
     teams may tighten it, never weaken it."""
@@ -235,6 +264,11 @@ class SecurityBaselineSpec(SpecModel):
 
     limits: LimitsCeilingSpec = LimitsCeilingSpec()
     """Maximum request limits."""
+
+    sidecar_resources: SidecarCeilingSpec = SidecarCeilingSpec()
+    """Ceilings for the sidecar's requests and limits in the selected namespaces, applied
+    by the injector when it reads baselines (``--baselines-from-cluster``). Ignored by
+    ``wardgate validate --baseline``."""
 
     delegable_exceptions: tuple[DelegableExceptionSpec, ...] = ()
     """WAF exceptions app teams may add. Everything else is refused."""
@@ -323,8 +357,6 @@ def _schema_sections() -> frozenset[str]:
 
 
 def _validate(doc: Mapping[str, Any]) -> PolicySpec:
-    from wardgate.config.loading import format_validation_errors
-
     try:
         return PolicySpec.model_validate(doc)
     except ValidationError as exc:
@@ -399,7 +431,8 @@ def clamp_document(
     return findings
 
 
-Note = Any  # Callable[[Sequence[str], str], None]; kept loose for the nested helpers
+Note = Callable[[Sequence[str], str], None]
+"""Records one finding: the field path and the message."""
 
 
 def _clamp_limits(
@@ -569,12 +602,6 @@ def exception_delegated(
 def load_baseline_file(path: str) -> list[tuple[str, SecurityBaselineSpec]]:
     """Read ``SecurityBaseline`` manifests (one or more YAML documents; a bare baseline
     ``spec`` works too). Raises ``PolicyError`` naming every problem with its path."""
-    from pathlib import Path
-
-    import yaml
-
-    from wardgate.config.loading import PolicyError, format_validation_errors
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
