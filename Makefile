@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench verify docs clean
+.PHONY: install run test lint bench verify docs clean waf-eval
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+WAF_CORPUS ?= $(firstword $(wildcard ../shared/waf-corpus/crs-regression.jsonl ../../shared/waf-corpus/crs-regression.jsonl) ../shared/waf-corpus/crs-regression.jsonl)
+
+waf-eval: $(STAMP)
+	$(PY) -m wardgate.filters.waf.corpus $(WAF_CORPUS)
 
 docs: $(STAMP)
 	mkdir -p docs

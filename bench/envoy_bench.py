@@ -9,10 +9,14 @@ Targets (all in front of the same nginx upstream, one worker / ``--concurrency 1
 * ``envoy+grpc``: Envoy + Wardgate gRPC ext_authz (``examples/envoy/ext-authz-grpc.yaml``);
 * ``envoy+http``: Envoy + Wardgate HTTP ext_authz (``examples/envoy/ext-authz-http.yaml``);
 * ``envoy+ext_proc``: Envoy + Wardgate ext_proc, headers only (bodies not sent);
-* ``wardgate``: native ``wardgate run``.
+* ``wardgate``: native ``wardgate run``;
+* ``*+jwt``: the gRPC and HTTP doors and native ``wardgate run`` with a JWT policy verifying
+  the same token as ``envoy+jwt_authn`` (same key, issuer, audience): the comparable pair;
+* ``*+waf``: the same doors with ``bench/passthrough.yaml`` as is (the WAF, on by default,
+  enforcing).
 
-Wardgate runs the pass-through policy (``bench/passthrough.yaml``: limits only) on every
-door, so the figures compare the doors, not policies. Load: ``wrk`` (1 thread, 32
+Otherwise Wardgate runs the pass-through policy (``bench/passthrough.yaml`` with the WAF
+off: limits only) on every door, so the figures compare the doors, not policies. Load: ``wrk`` (1 thread, 32
 connections, GET). Medians of the repeats; read ratios, not absolute numbers (2 shared
 cores).
 
@@ -70,14 +74,14 @@ def _envoy(config: Path) -> contextlib.AbstractContextManager[object]:
 
 
 @contextlib.contextmanager
-def wardgate_ext_authz(workdir: Path) -> Iterator[tuple[int, int]]:
+def wardgate_ext_authz(policy: Path) -> Iterator[tuple[int, int]]:
     grpc_port, http_port = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    cmd = [sys.executable, "-m", "wardgate", "ext-authz", "--policy", str(PASSTHROUGH)]
+    cmd = [sys.executable, "-m", "wardgate", "ext-authz", "--policy", str(policy)]
     cmd += ["--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}"]
     cmd += ["--log-level", "error"]
     with process(cmd, env=env):
-        wait_http(f"http://127.0.0.1:{http_port}/")  # answers every path: up when it does
+        wait_http_any(f"http://127.0.0.1:{http_port}/")  # answers every path: up when it does
         yield grpc_port, http_port
 
 
@@ -96,6 +100,51 @@ def envoy_example(
     with _envoy(config):
         wait_http(f"http://127.0.0.1:{admin}/ready")
         yield listen
+
+
+def wait_http_any(url: str, timeout: float = 30) -> None:
+    """Up when it answers at all (a JWT policy answers 401 without a token)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def passthrough_policy(workdir: Path) -> Path:
+    """``bench/passthrough.yaml`` with the WAF (on by default) turned off: limits only."""
+    doc = yaml.safe_load(PASSTHROUGH.read_text()) or {}
+    doc["waf"] = {"mode": "off"}
+    path = workdir / "passthrough.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def jwt_policy(workdir: Path, jwks: str) -> Path:
+    """The pass-through policy plus a JWT provider like the Envoy jwt_authn target's."""
+    doc = yaml.safe_load(passthrough_policy(workdir).read_text())
+    doc["jwt"] = {
+        "providers": {
+            "bench": {
+                "issuer": "https://issuer.bench",
+                "audiences": ["bench"],
+                "localJwks": {"inlineString": jwks},
+                "forward": True,
+            }
+        },
+        "rules": [{"match": {"prefix": "/"}, "requires": {"providerName": "bench"}}],
+    }
+    path = workdir / "jwt-policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def _b64url(data: bytes) -> str:
@@ -173,9 +222,13 @@ def main() -> int:
         workdir = Path(tmp)
         auth_lua = workdir / "auth.lua"
         auth_lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+        jwt_file = jwt_policy(workdir, jwks)
+        passthrough = passthrough_policy(workdir)
         with (
             nginx_upstream(workdir) as upstream,
-            wardgate_ext_authz(workdir) as authz,
+            wardgate_ext_authz(passthrough) as authz,
+            wardgate_ext_authz(jwt_file) as authz_jwt,
+            wardgate_ext_authz(PASSTHROUGH) as authz_waf,
             envoy_proxy(workdir, upstream) as envoy,
             envoy_jwt_authn(workdir, upstream, jwks) as envoy_jwt,
             envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz) as envoy_grpc,
@@ -187,7 +240,13 @@ def main() -> int:
                 authz,
                 processing_mode={"request_body_mode": "NONE", "response_body_mode": "NONE"},
             ) as envoy_proc,
-            wardgate_proxy(upstream, PASSTHROUGH) as wardgate,
+            envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz_jwt) as grpc_jwt,
+            envoy_example(workdir, "ext-authz-http.yaml", upstream, authz_jwt) as http_jwt,
+            envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz_waf) as grpc_waf,
+            envoy_example(workdir, "ext-authz-http.yaml", upstream, authz_waf) as http_waf,
+            wardgate_proxy(upstream, passthrough) as wardgate,
+            wardgate_proxy(upstream, jwt_file) as wardgate_jwt,
+            wardgate_proxy(upstream, PASSTHROUGH) as wardgate_waf,
         ):
             targets = {
                 "envoy": (envoy, None),
@@ -196,6 +255,12 @@ def main() -> int:
                 "envoy+http": (envoy_http, None),
                 "envoy+ext_proc": (envoy_proc, None),
                 "wardgate": (wardgate, None),
+                "envoy+grpc+jwt": (grpc_jwt, auth_lua),
+                "envoy+http+jwt": (http_jwt, auth_lua),
+                "wardgate+jwt": (wardgate_jwt, auth_lua),
+                "envoy+grpc+waf": (grpc_waf, None),
+                "envoy+http+waf": (http_waf, None),
+                "wardgate+waf": (wardgate_waf, None),
             }
             for name, (port, script) in targets.items():
                 url = f"http://127.0.0.1:{port}/bench?x=1"
@@ -212,15 +277,22 @@ def main() -> int:
 
 def report(results: dict[str, Load]) -> None:
     envoy, native = results["envoy"].rps, results["wardgate"].rps
+    jwt = results["envoy+jwt_authn"].rps
     print("\n== Envoy + Wardgate (wrk GET, 1 thread, 32 connections; medians)")
     print(
-        f"{'target':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs envoy':>9} {'vs native':>10}"
+        f"{'target':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs envoy':>9} "
+        f"{'vs native':>10} {'vs jwt_authn':>13}"
     )
     for name, load in results.items():
         print(
             f"{name:16} {load.rps:9.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} "
-            f"{load.rps / envoy:9.2f} {load.rps / native:10.2f}"
+            f"{load.rps / envoy:9.2f} {load.rps / native:10.2f} {load.rps / jwt:13.2f}"
         )
+    print(
+        "vs native: against `wardgate run` with the pass-through policy (limits only). +jwt: "
+        "verifying the same RS256 token as envoy+jwt_authn (compare with that row). +waf: "
+        "the default policy (WAF on, enforcing): compare with wardgate+waf."
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ verified-token cache on (the same token again) and off (``jwtCacheSize: 0``); Py
 
 Part 2 (HTTP, wrk): nginx upstream; Envoy (``--concurrency 1``) with jwt_authn and a
 local JWKS; Wardgate (one worker) with the policy ``wardgate import-envoy`` makes of the same
-Envoy config. Medians of repeated runs; read ratios (2 shared cores).
+Envoy config; both with the verified-token cache on and off, and both without JWT for the
+cost of the filter. Medians of repeated runs; read ratios (2 shared cores).
 
 Usage: ``python bench/jwt_bench.py [--duration S] [--repeats N] [--skip-http]``
 """
@@ -38,6 +39,7 @@ sys.path[:0] = [str(ROOT / "gateway"), str(ROOT)]
 
 from bench.run import (  # noqa: E402
     BIN,
+    envoy_proxy,
     free_port,
     median_load,
     nginx_upstream,
@@ -79,8 +81,8 @@ def envoy_jwt_config(jwk: dict[str, Any], cache: bool = True) -> dict[str, Any]:
         "local_jwks": {"inline_string": json.dumps({"keys": [jwk]})},
         "require_expiration": True,
     }
-    if not cache:
-        provider["jwt_cache_config"] = {"jwt_cache_size": 0}
+    # explicit in both directions: Envoy and Wardgate then run the same cache setting
+    provider["jwt_cache_config"] = {"jwt_cache_size": 1000 if cache else 0}
     return {
         "providers": {"bench": provider},
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
@@ -219,23 +221,50 @@ def over_http(all_keys: dict[str, tuple[Any, dict[str, Any]]], duration: int, re
         script.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
         policy = workdir / "policy.yaml"
         policy.write_text(wardgate_policy(jwk))
+        uncached_policy = workdir / "policy-uncached.yaml"
+        uncached_policy.write_text(wardgate_policy(jwk, cache=False))
         results = {}
         with (
             nginx_upstream(workdir) as upstream,
             envoy_jwt(workdir, upstream, envoy_jwt_config(jwk)) as envoy,
             wardgate_proxy(upstream, policy) as wardgate,
+            envoy_jwt(workdir, upstream, envoy_jwt_config(jwk, cache=False)) as envoy_nc,
+            wardgate_proxy(upstream, uncached_policy) as wardgate_nc,
+            envoy_proxy(workdir, upstream) as envoy_plain,
+            wardgate_proxy(upstream, ROOT / "bench" / "passthrough.yaml") as wardgate_plain,
         ):
-            for name, port in (("envoy jwt_authn", envoy), ("wardgate jwt_authn", wardgate)):
-                url = f"http://127.0.0.1:{port}/bench"
-                run_wrk(url, 1, script)  # warm-up
-                samples = [run_wrk(url, duration, script) for _ in range(repeats)]
-                results[name] = median_load(samples)
+            targets = (
+                ("envoy jwt_authn", envoy),
+                ("wardgate jwt_authn", wardgate),
+                ("envoy jwt uncached", envoy_nc),
+                ("wardgate jwt uncached", wardgate_nc),
+                ("envoy no jwt", envoy_plain),
+                ("wardgate no jwt", wardgate_plain),
+            )
+            for _name, port in targets:
+                run_wrk(f"http://127.0.0.1:{port}/bench", 1, script)  # warm-up
+            # Rounds interleave the targets, so load from other processes on this shared
+            # machine spreads over all of them instead of hitting one target's samples.
+            samples: dict[str, list[Any]] = {name: [] for name, _ in targets}
+            for _ in range(repeats):
+                for name, port in targets:
+                    url = f"http://127.0.0.1:{port}/bench"
+                    samples[name].append(run_wrk(url, duration, script))
+            results = {name: median_load(runs) for name, runs in samples.items()}
     print("\n== JWT-protected GET, RS256, same key and token (wrk 1 thread, 32 conns; medians)")
-    envoy_rps = results["envoy jwt_authn"].rps
+    print("   (jwt_authn: jwtCacheSize 1000 on both; uncached: jwtCacheSize 0 on both)")
     for name, load in results.items():
         print(
-            f"{name:20} {load.rps:9.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
-            f"p99 {load.p99_ms:6.2f} ms  vs envoy {load.rps / envoy_rps:5.2f}"
+            f"{name:22} {load.rps:9.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms"
+        )
+    for kind in ("jwt_authn", "jwt uncached", "no jwt"):
+        ratio = results[f"wardgate {kind}"].rps / results[f"envoy {kind}"].rps
+        print(f"wardgate / envoy, {kind}: {ratio:.2f}")
+    for peer in ("envoy", "wardgate"):
+        cached = results[f"{peer} jwt_authn"].rps / results[f"{peer} no jwt"].rps
+        uncached = results[f"{peer} jwt uncached"].rps / results[f"{peer} no jwt"].rps
+        print(
+            f"{peer}: throughput with JWT / without: cached {cached:.2f}, uncached {uncached:.2f}"
         )
 
 

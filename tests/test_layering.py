@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-ADAPTERS = ("wardgate/proxy/", "wardgate/envoy/")
+# The admin port is an HTTP server shared by both adapters (wardgate.admin).
+ADAPTERS = ("wardgate/proxy/", "wardgate/envoy/", "wardgate/admin/")
 
 
 def _imports(path: Path) -> set[str]:

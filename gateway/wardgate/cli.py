@@ -89,6 +89,11 @@ def _add_ext_authz_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     cmd.add_argument("--policy", required=True, help="policy file, watched for changes")
     cmd.add_argument("--http", metavar="HOST:PORT", help="serve HTTP ext_authz here")
     cmd.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC ext_authz (and ext_proc) here")
+    cmd.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help="admin port (Envoy admin endpoints, /stats/prometheus); off unless given",
+    )
     cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -379,6 +384,7 @@ def _cmd_ext_authz(args: argparse.Namespace) -> int:
         options = ExtAuthzOptions(
             grpc_listen=parse_host_port(args.grpc, "--grpc") if args.grpc else None,
             http_listen=parse_host_port(args.http, "--http") if args.http else None,
+            admin_listen=parse_host_port(args.admin, "--admin") if args.admin else None,
         )
     except ValueError as exc:
         print(f"wardgate ext-authz: {exc}", file=sys.stderr)

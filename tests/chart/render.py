@@ -28,7 +28,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             }
         }
     },
-    "classic-sidecar": {"sidecar": {"mode": "classic", "adminPort": 15000}},
+    "classic-sidecar": {
+        "sidecar": {"mode": "classic", "adminPort": 15000, "adminAddress": "0.0.0.0"}
+    },
     "restricted-namespaces": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
     "baseline": {
         "securityBaseline": {

@@ -242,12 +242,17 @@ def test_sidecar_config_file(renders: dict[str, Rendered]) -> None:
             "limits": {"cpu": "1", "memory": "256Mi"},
         },
         "adminPort": 9901,
+        "adminAddress": "127.0.0.1",
         "mode": "native",
     }
     classic = yaml.safe_load(
         renders["classic-sidecar"].one("ConfigMap", "-sidecar")["data"]["sidecar.yaml"]
     )
-    assert (classic["mode"], classic["adminPort"]) == ("classic", 15000)
+    assert (classic["mode"], classic["adminPort"], classic["adminAddress"]) == (
+        "classic",
+        15000,
+        "0.0.0.0",
+    )
     # A sidecar template change rolls the injector (the checksum annotation differs).
     checksums = {
         name: r.one("Deployment", "-injector")["spec"]["template"]["metadata"]["annotations"][

@@ -209,3 +209,13 @@ def test_cert_manager_durations_are_passed_through(field: str) -> None:
     r = render({"webhooks": {"tls": {"mode": "certManager", "certManager": {field: "720h"}}}})
     serving = _by_name(r, "Certificate")[SERVICE]
     assert serving["spec"][field] == "720h"
+
+
+async def test_repeated_upgrades_render_identical_manifests(kmock: Any) -> None:
+    # No churn: with the Secret in the cluster, every upgrade renders byte-identical objects
+    # (no new certificate, no changed checksum, nothing for the rollout to restart).
+    kmock.resources.load_bundled()
+    kmock.objects["v1/secrets", NAMESPACE, SECRET] = _secret_object(_secret_data(render()))
+    first = await _render_against(kmock)
+    second = await _render_against(kmock)
+    assert first.objects == second.objects

@@ -27,11 +27,13 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.chart import dockerfile
+from tests.chart.render import render
 from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -84,8 +86,7 @@ def test_targets_entrypoints_are_the_console_scripts(stages: dict[str, dockerfil
         assert entrypoint is not None
         assert dockerfile.exec_form(entrypoint) == [command]
         assert dockerfile.exec_form(stage.last("CMD") or "[]") == ["--help"]
-        if command in scripts or target == "gateway":
-            assert command in scripts
+        assert command in scripts
 
 
 def test_base_image_is_pinned_and_shared(stages: dict[str, dockerfile.Stage]) -> None:
@@ -154,11 +155,9 @@ def _substitute(command: str, root: Path, wheel: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway_root(
-    stages: dict[str, dockerfile.Stage], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A directory laid out like the gateway image's filesystem (opt/wardgate/...)."""
-    root = tmp_path_factory.mktemp("image")
+def wheel(stages: dict[str, dockerfile.Stage], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project wheel, built offline from exactly what the build stage COPYs."""
+    root = tmp_path_factory.mktemp("build")
     src = root / "src"
     for args in stages["build"].all("COPY"):
         *sources, dest = shlex.split(args)
@@ -182,14 +181,21 @@ def gateway_root(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels), "."],
         cwd=src, check=True, timeout=300, capture_output=True,
     )  # fmt: skip
-    (wheel,) = wheels.glob("wardgate-*.whl")
+    (built,) = wheels.glob("wardgate-*.whl")
+    return built
 
+
+def build_image_root(
+    stages: dict[str, dockerfile.Stage], target: str, wheel: Path, root: Path
+) -> None:
+    """Lay out ``root`` like the ``target`` image's filesystem (opt/wardgate/...), running the
+    build stage's own RUN commands."""
     base_bin = root / "base-bin"  # `python` as in the base image: the bare interpreter
     base_bin.mkdir()
     (base_bin / "python").symlink_to(sys._base_executable)
     env = {**os.environ, "PATH": f"{base_bin}:/usr/bin:/bin", "PIP_NO_INDEX": "1"}
     env.pop("VIRTUAL_ENV", None)
-    for run in stages["build-gateway"].all("RUN"):
+    for run in stages[f"build-{target}"].all("RUN"):
         subprocess.run(
             _substitute(run, root, wheel),
             shell=True,
@@ -198,7 +204,7 @@ def gateway_root(
             timeout=300,
             capture_output=True,
         )
-    for args in stages["gateway"].all("COPY"):
+    for args in stages[target].all("COPY"):
         if "--from=" not in args:
             source, dest = shlex.split(args)
             shutil.copytree(
@@ -217,10 +223,32 @@ def gateway_root(
         if not path.is_symlink():
             path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     (root / "tmp").mkdir()
-    yield root
+
+
+def _make_writable(root: Path) -> None:
     for path in [root / "opt", *(root / "opt").rglob("*")]:
         if not path.is_symlink():
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+@pytest.fixture(scope="module")
+def gateway_root(
+    stages: dict[str, dockerfile.Stage], wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("gateway-image")
+    build_image_root(stages, "gateway", wheel, root)
+    yield root
+    _make_writable(root)
+
+
+@pytest.fixture(scope="module")
+def operator_root(
+    stages: dict[str, dockerfile.Stage], wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("operator-image")
+    build_image_root(stages, "operator", wheel, root)
+    yield root
+    _make_writable(root)
 
 
 def _run_entrypoint(
@@ -318,3 +346,56 @@ def test_installed_package_is_the_venv_copy(gateway_root: Path) -> None:
         env={"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.stdout.strip().startswith(str(gateway_root / "opt"))
+
+
+def test_operator_venv_layout(operator_root: Path) -> None:
+    venv = operator_root / VENV.lstrip("/")
+    assert not (venv / "bin" / "pip").exists()
+    assert (venv / "bin" / "wardgate-operator").exists()
+    (site,) = venv.glob("lib/python3.*/site-packages")
+    assert list((site / "wardgate_operator").rglob("__pycache__/*.pyc"))
+    # The [operator] extra is what was asked for (kopf itself is borrowed here: only a real
+    # build installs it).
+    (dist,) = site.glob("wardgate-*.dist-info")
+    metadata = (dist / "METADATA").read_text()
+    assert "Provides-Extra: operator" in metadata and "kopf" in metadata
+
+
+def test_operator_entrypoint_commands_run_read_only(
+    stages: dict[str, dockerfile.Stage], operator_root: Path, tmp_path: Path
+) -> None:
+    before = _tree(operator_root / "opt")
+
+    help_ = _run_entrypoint(stages, operator_root, "operator")  # CMD ["--help"]
+    assert help_.returncode == 0, help_.stderr
+    for command in ("run", "injector", "render", "inject"):
+        assert command in help_.stdout
+
+    # `inject` with the chart's rendered sidecar config: the same template the injector loads.
+    r = render()
+    sidecar = tmp_path / "sidecar.yaml"
+    sidecar.write_text(r.one("ConfigMap", "-sidecar")["data"]["sidecar.yaml"])
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n"
+        "  selector: {matchLabels: {app: shop}}\n  template:\n"
+        "    metadata:\n      labels: {app: shop}\n      annotations:\n"
+        "        wardgate.dev/microgateway: shop\n        wardgate.dev/service-port: '8080'\n"
+        "        wardgate.dev/app-port: '8081'\n"
+        "    spec:\n      containers:\n      - name: app\n        image: shop:1\n"
+        "        ports: [{name: http, containerPort: 8080}]\n"
+    )
+    injected = _run_entrypoint(
+        stages,
+        operator_root,
+        "operator",
+        "inject",
+        "-f",
+        str(manifest),
+        "--sidecar-config",
+        str(sidecar),
+    )
+    assert injected.returncode == 0, injected.stderr
+    assert "ghcr.io/wardgate/wardgate:0.1.0" in injected.stdout
+
+    assert _tree(operator_root / "opt") == before, "the entrypoint wrote into the image filesystem"

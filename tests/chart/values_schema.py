@@ -123,69 +123,59 @@ def scheduling() -> Schema:
     }
 
 
-def baseline_spec() -> Schema:
-    """The default SecurityBaseline's spec, mirroring the operator's SecurityBaselineSpec."""
-    families = {"type": "string", "minLength": 1}
-    mode = {"enum": ["off", "detect", "enforce"]}
-    paranoia = {"type": "integer", "minimum": 1, "maximum": 4}
-    limit = {"type": "integer", "minimum": 1}
-    return obj(
-        {
-            "waf": obj(
-                {
-                    "minimumMode": mode,
-                    "minimumParanoiaLevel": paranoia,
-                    "enforceFamilies": {"type": "array", "items": families},
-                    "families": {
-                        "type": "object",
-                        "additionalProperties": obj(
-                            {"minimumMode": mode, "minimumParanoiaLevel": paranoia}
-                        ),
-                    },
-                },
-                description="WAF floors: minimum mode and paranoia level, globally and per family.",
-            ),
-            "jwt": obj(
-                {"required": {"type": "boolean"}},
-                description="JWT floors: mandatory authentication.",
-            ),
-            "limits": obj(
-                {
-                    "maxRequestHeadersKb": limit,
-                    "maxHeadersCount": limit,
-                    "maxHeaderValueBytes": limit,
-                    "maxUrlBytes": limit,
-                    "maxRequestBodyBytes": {"type": "integer", "minimum": 0},
-                    "allowedMethods": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": string(pattern=r"^[A-Z][A-Z0-9_-]{0,31}$"),
-                    },
-                },
-                description="Maximum request limits an app may configure.",
-            ),
-            "delegableExceptions": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "ruleIds": {"type": "array", "items": string(minLength=1, maxLength=64)},
-                        "families": {"type": "array", "items": families},
-                        "paths": {"type": "array", "items": string(pattern="^/", maxLength=1024)},
-                        "reason": string(maxLength=1024),
-                    }
-                ),
-                "description": "WAF exceptions app teams may add themselves.",
-            },
-        },
-        description=(
-            "Floors no Microgateway may go below (see `kubectl explain securitybaseline.spec`). "
-            "The operator validates the full document; this schema catches misspellings early."
-        ),
+BASELINE_EXCLUDED = ("namespaceSelector", "defaults")
+"""SecurityBaseline spec fields not taken from ``securityBaseline.spec``: the namespace
+selector has its own value; ``defaults`` (a partial policy) is left to hand-written
+SecurityBaselines."""
+
+
+def baseline_spec() -> tuple[Schema, Schema]:
+    """The default SecurityBaseline's ``spec`` schema, generated from the operator's own model
+    (``SecurityBaselineSpec``, ``extra="forbid"``: closed at every level), and the model
+    definitions it references (prefixed ``wardgate.``)."""
+    from wardgate.config.baseline import SecurityBaselineSpec
+
+    model = SecurityBaselineSpec.model_json_schema(by_alias=True)
+    text = json.dumps(model).replace('"#/$defs/', '"#/$defs/wardgate.')
+    model = _strip_titles(json.loads(text))
+    all_defs: Schema = {f"wardgate.{k}": v for k, v in model.pop("$defs", {}).items()}
+    for name in BASELINE_EXCLUDED:
+        model["properties"].pop(name)
+    model["description"] = (
+        "Floors no Microgateway may go below (`kubectl explain securitybaseline.spec`), "
+        "validated by the operator's own SecurityBaselineSpec model."
     )
+    return model, _closure(model, all_defs)
+
+
+def _strip_titles(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _strip_titles(v)
+            for k, v in node.items()
+            if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(node, list):
+        return [_strip_titles(v) for v in node]
+    return node
+
+
+def _closure(root: Schema, all_defs: Schema) -> Schema:
+    """The definitions ``root`` references, transitively."""
+    needed: dict[str, Schema] = {}
+    pending = re.findall(r'"#/\$defs/([^"]+)"', json.dumps(root))
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed[name] = all_defs[name]
+        pending.extend(re.findall(r'"#/\$defs/([^"]+)"', json.dumps(all_defs[name])))
+    return dict(sorted(needed.items()))
 
 
 def values_schema() -> Schema:
     sched = scheduling()
+    baseline, baseline_defs = baseline_spec()
     schema: Schema = obj(
         {
             "nameOverride": string(pattern=r"^$|" + DNS_LABEL[1:], maxLength=40),
@@ -246,6 +236,7 @@ def values_schema() -> Schema:
                 {
                     "mode": {"enum": ["native", "classic"]},
                     "adminPort": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "adminAddress": {"enum": ["127.0.0.1", "0.0.0.0"]},
                     "resources": resources_schema(
                         ["cpu", "memory"], "Sidecar defaults (requests) and ceiling (limits)."
                     ),
@@ -334,7 +325,7 @@ def values_schema() -> Schema:
                     "enabled": {"type": "boolean"},
                     "name": string(pattern=DNS_LABEL, maxLength=63),
                     "namespaceSelector": ref("labelSelector"),
-                    "spec": baseline_spec(),
+                    "spec": baseline,
                 }
             ),
             "tests": obj({"enabled": {"type": "boolean"}}),
@@ -342,7 +333,7 @@ def values_schema() -> Schema:
         title="Wardgate chart values",
     )
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
-    schema["$defs"] = kubernetes_defs()
+    schema["$defs"] = {**kubernetes_defs(), **baseline_defs}
     return schema
 
 
@@ -352,17 +343,8 @@ def kubernetes_defs() -> Schema:
         f"kubernetes-json-schema/{K8S_SCHEMA_VERSION}/_definitions.json"
     )
     all_defs: Schema = json.loads(path.read_text())["$defs"]
-    needed: dict[str, Schema] = {}
-    pending = list(K8S_ROOTS.values())
-    while pending:
-        name = pending.pop()
-        if name in needed:
-            continue
-        needed[name] = all_defs[name]
-        pending.extend(re.findall(r'"#/\$defs/([^"]+)"', json.dumps(all_defs[name])))
-    defs = {local: ref(k8s) for local, k8s in K8S_ROOTS.items()}
-    defs.update(dict(sorted(needed.items())))
-    return defs
+    roots = {local: ref(k8s) for local, k8s in K8S_ROOTS.items()}
+    return {**roots, **_closure(roots, all_defs)}
 
 
 def render() -> str:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import grpc
 
 from tests.conftest import ROOT, run_wardgate, wardgate_env
 
@@ -85,7 +86,15 @@ async def test_ext_authz_command_serves_envoy_and_stops_cleanly(tmp_path: Path, 
     policy = tmp_path / "p.yaml"
     policy.write_text("limits: {allowedMethods: [GET]}\n")
     proc = _Process(
-        "ext-authz", "--policy", str(policy), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"
+        "ext-authz",
+        "--policy",
+        str(policy),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
     )
     try:
         info = proc.wait_for("ext_authz listening")
@@ -94,6 +103,25 @@ async def test_ext_authz_command_serves_envoy_and_stops_cleanly(tmp_path: Path, 
             stack = await envoy_stack(example, authz_ports=ports)
             assert await _status(stack.url + "/echo") == 200
             assert await _status(stack.url + "/echo", "DELETE") == 405
+        admin = f"http://{info['admin']}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(admin + "/stats/prometheus") as resp:
+                metrics = await resp.text()
+            assert 'wardgate_requests_total{code_class="4xx",replied_by="limits"} 2.0' in metrics
+            async with session.get(admin + "/server_info") as resp:
+                server_info = await resp.json()
+            assert server_info["policy"]["filters"][0] == "limits"
+            assert await _status(admin + "/ready") == 200
+            async with session.post(admin + "/healthcheck/fail") as resp:
+                assert resp.status == 200
+            assert await _status(admin + "/ready") == 503
+        async with grpc.aio.insecure_channel(info["grpc"]) as channel:
+            health = channel.unary_unary(
+                "/grpc.health.v1.Health/Check",
+                request_serializer=bytes,
+                response_deserializer=bytes,
+            )
+            assert await health(b"") == b"\x08\x02"  # NOT_SERVING: Envoy and kubelet stop
     finally:
         assert proc.stop() == 0
 

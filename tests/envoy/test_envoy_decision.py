@@ -99,11 +99,12 @@ async def test_partial_and_over_limit_bodies_are_incomplete_and_still_inspected(
     assert decision.metadata()["wardgate"]["rule_ids"] == ["b.1"]
 
 
-async def test_get_without_body_skips_the_body_phase():
+async def test_get_without_body_runs_the_body_phase_on_an_empty_body():
+    # As in the native proxy: a filter may require a body, so it sees "none, complete".
     policy, body = _policy()
     check = CheckInput(method="GET", target="/", headers=(("host", "h"),))
     assert (await decide(policy, check)).allowed
-    assert body.seen == []
+    assert body.seen == [(b"", True)]
 
 
 async def test_body_over_cap_is_413_when_envoy_sent_more_than_the_cap():
@@ -127,4 +128,4 @@ def test_limitations_name_body_readers_and_the_buffer_they_need():
     policy, _ = _policy()
     notes = envoy_limitations(policy)
     assert any("bodycheck read the request body (up to 16 bytes)" in n for n in notes)
-    assert any("max_request_bytes >= 16" in n for n in notes)
+    assert any("max_request_bytes >= 17" in n for n in notes)

@@ -3,12 +3,15 @@ upstream: what the client gets and what the upstream receives."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+
+from wardgate.filters.api import FilterConfig, HttpFilter
 
 POLICY = """
 limits:
@@ -98,7 +101,7 @@ async def test_body_reaches_upstream_unchanged_and_declared_oversize_is_413(envo
 async def test_body_over_envoy_buffer_and_over_policy_cap_is_413(envoy_stack, example):
     """Envoy buffers 65536 bytes and marks the body partial; the prefix alone is already
     over the policy's 4096-byte cap, so Wardgate refuses whatever the framing said."""
-    stack = await envoy_stack(example, POLICY)
+    stack = await envoy_stack(example, POLICY, max_request_bytes=65536)
 
     async def chunks():
         for _ in range(20):
@@ -109,19 +112,31 @@ async def test_body_over_envoy_buffer_and_over_policy_cap_is_413(envoy_stack, ex
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-async def test_wardgate_down_fails_closed_by_default(envoy_stack, example):
+async def test_wardgate_never_started_fails_closed_by_default(envoy_stack, example):
     stack = await envoy_stack(example, wardgate=False)
     status, _, _ = await _request(stack.url + "/echo")
     assert status == 403  # Envoy's status_on_error: the request never reached the upstream
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
-async def test_wardgate_down_with_failure_mode_allow_lets_through_marked(envoy_stack, example):
-    stack = await envoy_stack(example, wardgate=False, failure_mode_allow=True)
+@pytest.mark.parametrize("allow", [False, True], ids=["fail-closed", "failure-mode-allow"])
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_wardgate_stopped_gives_the_configured_failure_mode(envoy_stack, example, allow):
+    stack = await envoy_stack(example, POLICY, failure_mode_allow=allow)
     status, _, body = await _request(stack.url + "/echo")
-    assert status == 200
+    assert status == 200, body
+    assert "x-envoy-auth-failure-mode-allowed" not in _upstream_headers(json.loads(body))
+    await stack.authz.stop()
+    status, _, body = await _request(stack.url + "/echo", method="DELETE")
+    if not allow:
+        # ext_authz answers status_on_error (403), ext_proc a 500; never the upstream.
+        assert status == (500 if example == "ext-proc.yaml" else 403)
+        return
+    # Let through, unchecked: the DELETE the policy refuses reaches the upstream, and the
+    # ext_authz doors mark it (ext_proc has no such header: it skips the processor).
+    assert status == 200, body
     seen = _upstream_headers(json.loads(body))
-    assert seen["x-envoy-auth-failure-mode-allowed"] == ["true"]
+    if example != "ext-proc.yaml":
+        assert seen["x-envoy-auth-failure-mode-allowed"] == ["true"]
 
 
 async def test_grpc_decision_reaches_envoy_access_log_as_dynamic_metadata(envoy_stack):
@@ -139,3 +154,87 @@ async def test_grpc_decision_reaches_envoy_access_log_as_dynamic_metadata(envoy_
     assert metadata["policy_digest"]
     allowed = await stack.envoy.access_log_line('"GET /echo?allowed ')
     assert json.loads(allowed.split("wardgate=", 1)[1])["decision"] == "allow"
+
+
+class _BodyRecorder(FilterConfig):
+    name = "body_recorder"
+
+    def __init__(self, limit: int) -> None:
+        self.request_body_limit = limit
+        self.seen: list[tuple[int, bool]] = []
+
+    def create_filter(self) -> HttpFilter:
+        seen = self.seen
+
+        class _Filter(HttpFilter):
+            async def decode_body(self, request, body, complete):
+                seen.append((len(body), complete))
+                return None
+
+        return _Filter()
+
+
+async def _with_recorder(stack, limit: int) -> _BodyRecorder:
+    recorder = _BodyRecorder(limit)
+    policy = stack.authz.holder.current
+    stack.authz.holder.swap(
+        dataclasses.replace(policy, filters=(*policy.filters, recorder), request_body_limit=limit)
+    )
+    return recorder
+
+
+async def _post(url: str, total: int, chunked: bool) -> None:
+    async def chunks():
+        for _ in range(total // 4096):
+            yield b"q" * 4096
+
+    data = chunks() if chunked else b"q" * total
+    status, _, body = await _request(url + "/echo", method="POST", data=data)
+    assert status == 200, body
+    assert json.loads(body)["bodyLength"] == total  # the upstream always gets it all
+
+
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_body_filters_see_the_whole_buffered_body_or_know_it_is_cut(envoy_stack, example):
+    """Envoy buffering 65536 bytes: a filter reading less than that always learns a body
+    was cut, chunked or not; a declared length tells it too."""
+    stack = await envoy_stack(example, 'waf: {mode: "off"}', max_request_bytes=65536)
+    recorder = await _with_recorder(stack, 65535)
+    for total in (61440, 98304):
+        await _post(stack.url, total, chunked=True)
+    await _post(stack.url, 98304, chunked=False)
+    assert recorder.seen == [(61440, True), (65535, False), (65535, False)]
+    # A filter reading more than Envoy buffers: a declared length still tells it.
+    recorder = await _with_recorder(stack, 1 << 20)
+    await _post(stack.url, 98304, chunked=False)
+    if example == "ext-proc.yaml":
+        assert recorder.seen == [(98304, True)]  # BUFFERED: the whole body
+    else:
+        assert recorder.seen == [(65536, False)]
+
+
+@pytest.mark.parametrize("example", [*EXAMPLES, "ext-proc.yaml"])
+async def test_attacks_get_wardgate_403_with_rule_ids_and_never_reach_upstream(
+    envoy_stack, example
+):
+    stack = await envoy_stack(example, "")  # the default policy: WAF on, enforcing
+    status, _, body = await _request(stack.url + "/echo?id=1%27%20OR%20%271%27%3D%271")
+    assert status == 403
+    problem = json.loads(body)
+    assert problem["filter"] == "waf" and problem["reason"] == "attack_detected"
+    assert any(v["location"] == "query:id" for v in problem["violations"])
+    status, _, body = await _request(
+        stack.url + "/echo", method="POST", json={"text": "<script>alert(document.cookie)</script>"}
+    )
+    assert status == 403
+    assert "alert(document" not in body.decode()  # the matched value is never echoed
+    status, _, body = await _request(
+        stack.url + "/echo", method="POST", json={"text": "Hello O'Brien, see https://example.com"}
+    )
+    assert status == 200
+    assert json.loads(body)["method"] == "POST"  # the upstream's echo: it got the benign one
+    if example == "ext-authz-grpc.yaml":
+        line = await stack.envoy.access_log_line('"GET /echo?id=')
+        metadata = json.loads(line.split("wardgate=", 1)[1])
+        assert metadata["filter"] == "waf" and metadata["rule_ids"]
+        assert all(rule.startswith("waf.") for rule in metadata["rule_ids"])

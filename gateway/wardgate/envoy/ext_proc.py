@@ -53,6 +53,16 @@ def _pairs(headers: Any) -> list[tuple[str, str]]:
     ]
 
 
+def _client_address(pairs: list[tuple[str, str]]) -> str:
+    """Envoy sets ``x-envoy-external-address`` for external requests (removing a client's
+    copy); otherwise the last ``x-forwarded-for`` entry is the one Envoy appended."""
+    external = [v for n, v in pairs if n == "x-envoy-external-address"]
+    if external:
+        return external[-1].strip()
+    forwarded = [v for n, v in pairs if n == "x-forwarded-for"]
+    return forwarded[-1].rsplit(",", 1)[-1].strip() if forwarded else ""
+
+
 def _add(options: Any, name: str, value: str, action: int) -> None:
     option = options.add()
     option.header.key = name
@@ -125,12 +135,11 @@ class ProcessStream:
     async def _request_headers_phase(self, message: Any) -> Any:
         pairs = _pairs(message.headers)
         pseudo = {name: value for name, value in pairs if name[:1] == ":"}
-        forwarded = [v for n, v in pairs if n == "x-forwarded-for"]
         check = CheckInput(
             method=pseudo.get(":method", ""),
             target=pseudo.get(":path", "/"),
             headers=tuple(pairs),
-            client_address=forwarded[-1].rsplit(",", 1)[-1].strip() if forwarded else "",
+            client_address=_client_address(pairs),
             scheme=pseudo.get(":scheme", "http"),
         )
         request = build_request(check)

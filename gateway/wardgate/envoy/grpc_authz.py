@@ -74,6 +74,21 @@ def check_input(request: Any) -> CheckInput:
     )
 
 
+_ALLOW_METADATA: dict[tuple[str, int], Any] = {}
+
+
+def _allow_metadata(decision: Decision) -> Any:
+    """The (policy-dependent only) metadata of a plain allow, built once per generation."""
+    key = (decision.policy_digest, decision.policy_generation)
+    cached = _ALLOW_METADATA.get(key)
+    if cached is None:
+        if len(_ALLOW_METADATA) > 64:  # generations come and go with reloads
+            _ALLOW_METADATA.clear()
+        cached = _ALLOW_METADATA[key] = wire.Struct()
+        cached.update(decision.metadata())
+    return cached
+
+
 def _add_header(options: Any, name: str, value: str, action: int) -> None:
     option = options.add()
     option.header.key = name
@@ -92,7 +107,10 @@ def _rpc_code(status: int) -> int:
 def check_response(decision: Decision) -> Any:
     """The ``wire.CheckResponse`` for ``decision``, with the decision as dynamic metadata."""
     response = wire.CheckResponse()
-    response.dynamic_metadata.update(decision.metadata())
+    if decision.allowed and not decision.detected:
+        response.dynamic_metadata.CopyFrom(_allow_metadata(decision))
+    else:
+        response.dynamic_metadata.update(decision.metadata())
     if decision.allowed:
         response.status.code = _OK
         ok = response.ok_response

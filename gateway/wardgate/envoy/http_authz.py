@@ -12,6 +12,7 @@ headers its ``allowed_headers`` lets through, and the buffered body with
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp import web
@@ -27,13 +28,18 @@ from wardgate.runtime import PolicyHolder
 
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 REFUSED_ON_ERROR = 403
+BODY_READ_TIMEOUT = 30.0
 MAX_CHECK_BODY_BYTES = 64 * 1024 * 1024
 """Refuse check requests with larger bodies (Envoy's ``max_request_bytes`` is far lower)."""
 
 
 def _client_address(request: web.BaseRequest) -> str:
-    """Envoy's connection manager appended the downstream address to ``x-forwarded-for``;
-    the peer of this connection is Envoy itself."""
+    """The peer of this connection is Envoy itself. For external requests Envoy sets
+    ``x-envoy-external-address`` (and strips a client-sent one); otherwise the last
+    ``x-forwarded-for`` entry is the one Envoy's connection manager appended."""
+    external = request.headers.get("x-envoy-external-address")
+    if external:
+        return external.strip()
     forwarded = request.headers.getall("x-forwarded-for", ())
     if forwarded:
         return forwarded[-1].rsplit(",", 1)[-1].strip()
@@ -41,14 +47,25 @@ def _client_address(request: web.BaseRequest) -> str:
     return str(peer[0]) if peer else ""
 
 
+async def _read_body(request: web.BaseRequest) -> bytes:
+    """The whole check-request body (what Envoy buffered), bounded in size and time."""
+    parts: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(BODY_READ_TIMEOUT):
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > MAX_CHECK_BODY_BYTES:
+                raise ValueError("check request body too large")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 async def check_input(request: web.BaseRequest) -> CheckInput:
     headers = tuple((name.lower(), value) for name, value in request.headers.items())
     buffered = any(name == PARTIAL_BODY_HEADER for name, _ in headers)
     body: bytes | None = None
     if request.body_exists or buffered:
-        body = await request.content.read(MAX_CHECK_BODY_BYTES + 1)
-        if len(body) > MAX_CHECK_BODY_BYTES:
-            raise ValueError("check request body too large")
+        body = await _read_body(request)
         if not body and not buffered:
             body = None
     partial = request.headers.get(PARTIAL_BODY_HEADER, "").lower() == "true"

@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from wardgate.admin.app import admin_app
+from wardgate.admin.state import GatewayState, ServerState
 from wardgate.envoy import ext_proc, grpc_authz
 from wardgate.envoy.decision import decide, internal_error
 from wardgate.envoy.http_authz import HttpAuthzHandler
@@ -39,6 +41,8 @@ class ExtAuthzOptions:
 
     grpc_listen: tuple[str, int] | None = None
     http_listen: tuple[str, int] | None = None
+    admin_listen: tuple[str, int] | None = None
+    """The admin port (Envoy admin endpoints, Prometheus); ``None``: not served."""
     drain_timeout: float = 5.0
 
 
@@ -63,6 +67,15 @@ class ExtAuthzServer:
         self.stopping = asyncio.Event()
         self._grpc: Any = None
         self._http: web.ServerRunner | None = None
+        self._admin: web.AppRunner | None = None
+        self.state = GatewayState(
+            holder=holder,
+            reloader=reloader,
+            upstream="",
+            listen="",
+            admin="",
+            workers=1,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -70,6 +83,13 @@ class ExtAuthzServer:
             await self._start_grpc(*self.options.grpc_listen)
         if self.options.http_listen is not None:
             await self._start_http(*self.options.http_listen)
+        self.state.listen = ", ".join(
+            f"{name}={address}"
+            for name, address in (("grpc", self.grpc_address), ("http", self.http_address))
+            if address
+        )
+        if self.options.admin_listen is not None:
+            await self._start_admin(*self.options.admin_listen)
         if self.reloader is not None and self.watch:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         policy = self.holder.current
@@ -79,6 +99,7 @@ class ExtAuthzServer:
                 "wardgate": {
                     "grpc": self.grpc_address,
                     "http": self.http_address,
+                    "admin": self.state.admin or None,
                     "policy": {"digest": policy.digest, "generation": policy.generation},
                 }
             },
@@ -101,7 +122,8 @@ class ExtAuthzServer:
             return grpc_authz.check_response(await decide(policy, check_input))
 
         async def health(_request: bytes, _context: Any) -> bytes:
-            return HEALTH_NOT_SERVING if self.stopping.is_set() else HEALTH_SERVING
+            serving = not self.stopping.is_set() and self.state.state is ServerState.LIVE
+            return HEALTH_SERVING if serving else HEALTH_NOT_SERVING
 
         async def process(messages: Any, _context: Any) -> Any:
             # grpcio wants the handler itself to be an async generator function.
@@ -166,6 +188,26 @@ class ExtAuthzServer:
         address = runner.addresses[-1]
         self.http_address = f"{address[0]}:{address[1]}"
 
+    async def _start_admin(self, host: str, port: int) -> None:
+        async def drain() -> None:
+            self.state.draining = True  # /ready and gRPC health say NOT_SERVING
+
+        async def quit_() -> None:
+            self.stopping.set()
+
+        async def reload() -> None:
+            if self.reloader is not None:
+                await self.reloader.reload()
+
+        runner = web.AppRunner(
+            admin_app(self.state, drain, quit_, reload), access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._admin = runner
+        address = runner.addresses[-1]
+        self.state.admin = f"{address[0]}:{address[1]}"
+
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -186,6 +228,9 @@ class ExtAuthzServer:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
 
     async def run_until_stopped(self) -> None:
         await self.stopping.wait()

@@ -175,3 +175,5 @@ ProcessingRequest: Any = _CLASSES[_ProcessingRequest]
 """``envoy.service.ext_proc.v3.ProcessingRequest`` (upb)."""
 ProcessingResponse: Any = _CLASSES[_ProcessingResponse]
 """``envoy.service.ext_proc.v3.ProcessingResponse`` (upb)."""
+Struct: Any = type(CheckResponse().dynamic_metadata)
+"""``google.protobuf.Struct`` in the same pool (for ``CopyFrom`` into responses)."""

@@ -1,2 +1,2 @@
-"""The aiohttp adapter: the native reverse proxy, its admin port and the demo upstream.
-The only part of ``wardgate`` that imports ``aiohttp.web``."""
+"""The aiohttp adapter: the native reverse proxy and the demo upstream (the admin port it
+serves is :mod:`wardgate.admin`, shared with ``wardgate ext-authz``)."""

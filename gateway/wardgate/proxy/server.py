@@ -20,12 +20,12 @@ from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
+from wardgate.admin.app import admin_app
+from wardgate.admin.state import GatewayState
 from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
-from wardgate.proxy.admin import admin_app
 from wardgate.proxy.handler import ProxyHandler
-from wardgate.proxy.state import GatewayState
 from wardgate.proxy.upstream import Upstream
 from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_compiled
 

@@ -139,9 +139,33 @@ async def test_jwt_through_wardgate_run(tmp_path, upstream, jwks_server, gateway
         assert jwks_server.hits == 1
 
     gw.stop()
-    log = "\n".join(gw.stdout_lines)
+    log = "\n".join(gw.stdout_lines + gw.stderr_lines)
     assert token not in log and partner not in log  # tokens never reach the logs
+    assert token.split(".")[2] not in log
     access = [json.loads(line) for line in gw.stdout_lines if line.startswith("{")]
     refused = [a for a in access if a["http.response.status_code"] == 401]
     assert {a["wardgate"]["reason"] for a in refused} == {"missing", "expired"}
     assert all(a["wardgate"]["replied_by"] == "jwt_authn" for a in refused)
+
+
+def test_wardgate_explain_decides_jwt_offline(tmp_path):
+    from tests.conftest import run_wardgate
+
+    (tmp_path / "jwks.json").write_text(jwks(PARTNER))
+    policy_file = tmp_path / "policy.yaml"
+    provider = {"issuer": PARTNER_ISS, "localJwks": {"filename": "jwks.json"}}
+    rules = [{"match": {"prefix": "/"}, "requires": {"providerName": "p"}}]
+    policy_file.write_text(yaml.safe_dump({"jwt": {"providers": {"p": provider}, "rules": rules}}))
+    token = PARTNER.sign(claims(iss=PARTNER_ISS))
+    request = tmp_path / "req.yaml"
+    request.write_text(
+        yaml.safe_dump({"path": "/x", "headers": {"authorization": f"Bearer {token}"}})
+    )
+    allowed = run_wardgate("explain", "--policy", str(policy_file), "--request", str(request))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    request.write_text(yaml.safe_dump({"path": "/x"}))
+    refused = run_wardgate("explain", "--policy", str(policy_file), "--request", str(request))
+    assert refused.returncode == 1
+    result = json.loads(refused.stdout)
+    assert (result["status"], result["reason"]) == (401, "missing")
+    assert token not in allowed.stdout

@@ -392,3 +392,87 @@ async def test_converted_policy_decides_like_envoy(upstream, envoy):
                         "authorization" in out.request.headers
                     ), path
     assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"providers": ["not", "a", "map"], "rules": []},
+        {"providers": {"a": "text"}, "rules": [{"match": "x"}]},
+        {
+            "providers": {
+                "a": {"remote_jwks": {"http_uri": {"uri": "https://x", "timeout": "soon"}}}
+            }
+        },
+        {"providers": {"a": {"local_jwks": {"inline_bytes": "!!!"}}}},
+    ],
+)
+def test_wrong_shapes_are_named_not_tracebacks(config):
+    result = convert_envoy_jwt(config)
+    assert result.unsupported  # each problem named with its path
+
+
+_NAMES = [
+    "providers",
+    "rules",
+    "match",
+    "requires",
+    "issuer",
+    "remote_jwks",
+    "local_jwks",
+    "http_uri",
+    "uri",
+    "timeout",
+    "cache_duration",
+    "from_headers",
+    "name",
+    "prefix",
+    "provider_name",
+    "requires_any",
+    "requirements",
+    "allow_missing",
+    "claim_to_headers",
+    "headers",
+    "string_match",
+    "safe_regex",
+    "regex",
+    "requirement_name",
+    "requirement_map",
+    "retry_policy",
+    "num_retries",
+    "subjects",
+    "exact",
+    "inline_bytes",
+    "seconds",
+]
+
+
+def _values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=8))
+    return st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=3),
+            st.dictionaries(st.sampled_from(_NAMES), children, max_size=4),
+        ),
+        max_leaves=20,
+    )
+
+
+def test_arbitrary_envoy_shaped_input_never_raises_unexpectedly():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.sampled_from(_NAMES), _values(), max_size=4))
+    def check(doc):
+        doc.setdefault("providers", {})
+        try:
+            result = convert_envoy_jwt(doc)
+        except ValueError:
+            return  # "no / several jwt_authn configurations": a clear error
+        assert isinstance(result.policy, dict)
+
+    check()

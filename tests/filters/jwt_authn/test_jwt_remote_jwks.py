@@ -197,3 +197,15 @@ async def test_retry_policy_retries_a_failed_fetch(jwks_server):
     pol = compiled(remote_policy(jwks_server.url, **remote))
     assert (await send(pol, token=K1.sign(claims()))).reason == "jwks_unavailable"
     assert jwks_server.hits == 3
+
+
+async def test_after_a_failed_fetch_requests_do_not_storm_the_provider(jwks_server):
+    jwks_server.status = 500
+    pol = compiled(remote_policy(jwks_server.url, asyncFetch={"failedRefetchDuration": "1h"}))
+    for i in range(5):
+        out = await send(pol, token=K1.sign(claims(n=i)))
+        assert out.reason == "jwks_unavailable"
+    assert jwks_server.hits == 1
+    jwks_server.status = 200
+    _cache(jwks_server.url).last_failure -= 7200  # the refetch delay has passed
+    assert (await send(pol, token=K1.sign(claims()))).status == 200

@@ -339,6 +339,9 @@ def test_query_token_stripping_limitation_is_reported():
         )
     )
     assert pol.limitations() == ()
+    remote = {"remoteJwks": {"httpUri": {"uri": "http://idp.internal/jwks"}}}
+    pol = compiled(policy({"a": {**remote, "fromHeaders": [{"name": "x-t"}]}}))
+    assert any("plain http" in text for text in pol.limitations())
 
 
 async def test_a_rotated_kubernetes_secret_is_picked_up_on_unknown_kid(tmp_path):
@@ -365,3 +368,28 @@ async def test_a_rotated_kubernetes_secret_is_picked_up_on_unknown_kid(tmp_path)
     assert out.status == 200, out.reason
     # the old key is gone with the rotation (cache entries are tied to the key set)
     assert (await send(pol, token=a_token())).status == 401
+
+
+def test_a_relative_jwks_file_is_relative_to_the_policy_file(tmp_path):
+    from tests.filters.jwt_authn.helpers import jwks
+    from wardgate.runtime import load_compiled
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "jwks.json").write_text(jwks(A))
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy({"a": {"issuer": ISSUER, "localJwks": {"filename": "keys/jwks.json"}}}))
+    compiled_policy = load_compiled(path)  # from another working directory (the repo root)
+    assert compiled_policy.spec.jwt.providers["a"].local_jwks.filename == str(
+        tmp_path / "keys" / "jwks.json"
+    )
+
+
+async def test_too_many_tokens_are_refused_before_verifying_them():
+    pol = compiled(policy({"a": local_provider(A)}))
+    many = [("authorization", f"Bearer {a_token(n=i)}") for i in range(5)]
+    out = await send(pol, headers=many)
+    assert (out.status, out.reason) == (401, "malformed")
+    provider = pol.filters[1].providers["a"]  # type: ignore[attr-defined]
+    assert len(provider._cache) == 0  # none was verified
+    out = await send(pol, headers=many[:2])
+    assert out.status == 200  # two valid tokens are fine

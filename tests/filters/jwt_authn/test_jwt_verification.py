@@ -342,19 +342,28 @@ async def test_a_cached_token_is_still_checked_for_expiry():
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 async def test_a_token_altered_in_any_byte_is_refused(data):
-    token = ED.sign(claims())
+    token = TOKENS[data.draw(st.sampled_from(sorted(TOKENS)))]
     index = data.draw(st.integers(0, len(token) - 1))
-    replacement = data.draw(st.sampled_from("AQgw-_.x0Z="))
-    if token[index] == replacement:
+    op = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+    char = data.draw(st.sampled_from("AQgw-_.x0Z=+/"))  # not space: the header value is trimmed
+    if op == "replace":
+        altered = token[:index] + char + token[index + 1 :]
+    elif op == "insert":
+        altered = token[:index] + char + token[index:]
+    else:
+        altered = token[:index] + token[index + 1 :]
+    if altered == token:
         return
-    altered = token[:index] + replacement + token[index + 1 :]
     out = await send(POLICY, token=altered)
-    assert out.status in (401, 403), (index, replacement)  # 403: the byte hit "aud"
+    assert out.status in (401, 403), (op, index, char)  # 403: the change hit "aud"
     assert "jwt_authn" not in out.request.metadata
+
+
+TOKENS = {"EdDSA": ED.sign(claims()), "ES256": EC.sign(claims()), "RS256": RSA.sign(claims())}
 
 
 async def test_the_cache_never_outlives_exp_nor_skips_claim_checks(monkeypatch):
@@ -428,3 +437,37 @@ async def test_rfc7515_a3_es256_example(monkeypatch):
     monkeypatch.undo()
     # ...and today it is long expired
     assert (await send(pol, token=RFC7515_A3_JWS)).reason == "expired"
+
+
+# RFC 7520 4.1: RS256 over a text payload, key "bilbo.baggins@hobbiton.example".
+RFC7520_RSA = {
+    "kty": "RSA",
+    "kid": "bilbo.baggins@hobbiton.example",
+    "use": "sig",
+    "n": "n4EPtAOCc9AlkeQHPzHStgAbgs7bTZLwUBZdR8_KuKPEHLd4rHVTeT-O-XV2jRojdNhxJWTDvNd7nqQ0VEiZQHz_AJmSCpMaJMRBSFKrKb2wqVwGU_NsYOYL-QtiWN2lbzcEe6XC0dApr5ydQLrHqkHHig3RBordaZ6Aj-oBHqFEHYpPe7Tpe-OfVfHd1E6cS6M1FZcD1NNLYD5lFHpPI9bTwJlsde3uhGqC0ZCuEHg8lhzwOHrtIQbS0FVbb9k3-tVTU4fg_3L_vniUFAKwuCLqKnS2BYwdq_mzSnbLY7h_qixoR7jig3__kRhuaxwUkRz5iaiQkqgc5gHdrNP5zw",
+    "e": "AQAB",
+}
+RFC7520_4_1 = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImJpbGJvLmJhZ2dpbnNAaG9iYml0b24uZXhhbXBsZSJ9"
+    ".SXTigJlzIGEgZGFuZ2Vyb3VzIGJ1c2luZXNzLCBGcm9kbywgZ29pbmcgb3V0IHlvdXIgZG9vci4gWW91IHN0ZXAgb250byB0aGUgcm9hZCwgYW5kIGlmIHlvdSBkb24ndCBrZWVwIHlvdXIgZmVldCwgdGhlcmXigJlzIG5vIGtub3dpbmcgd2hlcmUgeW91IG1pZ2h0IGJlIHN3ZXB0IG9mZiB0by4"
+    ".MRjdkly7_-oTPTS3AXP41iQIGKa80A0ZmTuV5MEaHoxnW2e5CZ5NlKtainoFmKZopdHM1O2U4mwzJdQx996ivp83xuglII7PNDi84wnB-BDkoBwA78185hX-Es4JIwmDLJK3lfWRa-XtL0RnltuYv746iYTh_qHRD68BNt1uSNCrUCTJDt5aAE6x8wW1Kt9eRo4QPocSadnHXFxnt8Is9UzpERV0ePPQdLuW3IS_de3xyIrDaLGdjluPxUAhb6L2aXic1U12podGU0KLUQSE_oI-ZnmKJ3F4uOZDnd6QZWJushZ41Axf_fcIe8u9ipH84ogoree7vjbU5y18kDquDg"
+)
+
+
+async def test_rfc7520_4_1_signature_verifies_but_a_non_jwt_payload_is_refused():
+    from wardgate.filters.jwt_authn.jose import b64url_decode
+    from wardgate.filters.jwt_authn.keys import parse_jwks
+
+    keyset = parse_jwks(json.dumps({"keys": [RFC7520_RSA]}).encode(), False, "rfc7520")
+    head, payload, sig = RFC7520_4_1.split(".")
+    (key,), known = keyset.candidates("RS256", "bilbo.baggins@hobbiton.example")
+    assert known
+    signing_input = f"{head}.{payload}".encode()
+    assert key.verify("RS256", signing_input, b64url_decode(sig))  # the RFC's signature
+    assert not key.verify("RS256", signing_input + b"x", b64url_decode(sig))
+    assert not key.verify("PS256", signing_input, b64url_decode(sig))  # same key, other alg
+    doc = json.dumps({"keys": [RFC7520_RSA]})
+    pol = compiled(policy({"rfc": {"localJwks": {"inlineString": doc}}}))
+    # a valid JWS whose payload is text, not a claims set, is not a JWT
+    out = await send(pol, token=RFC7520_4_1)
+    assert (out.status, out.reason) == (401, "malformed")

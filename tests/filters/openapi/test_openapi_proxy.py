@@ -182,3 +182,24 @@ async def test_response_body_schema_violation_in_detect_mode_passes_and_is_logge
     assert gw.access_records()[-1]["wardgate"]["detected"] == [
         "openapi.schema.maximum@response:body:$.id"
     ]
+
+
+async def test_response_content_type_and_size_in_enforce_mode(gateway, petstore_upstream):
+    url, _ = petstore_upstream
+    spec = yaml.safe_load(PETSTORE.read_text())
+    spec["paths"]["/pets"]["get"]["responses"]["200"]["content"] = {"application/xml": {}}
+    section = {
+        "inline": spec,
+        "security": "ignore",
+        "response": {"mode": "enforce", "maxBodyBytes": 16},
+    }
+    gw = await gateway(url, yaml.safe_dump({"openapi": section}))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gw.url}/api/v1/pets") as resp:
+            assert resp.status == 502
+            problem = await resp.json(content_type=None)
+            assert problem["violations"][0]["location"] == "response:header:content-type"
+        async with session.get(f"{gw.url}/api/v1/pets/3") as resp:
+            assert resp.status == 502  # a body longer than maxBodyBytes cannot be checked
+            problem = await resp.json(content_type=None)
+            assert problem["violations"][0]["ruleId"] == "openapi.response.size"

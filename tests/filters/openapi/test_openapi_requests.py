@@ -251,3 +251,29 @@ async def test_server_base_paths_with_variables():
         assert (await decide(policy, "GET", target))["decision"] == "allow"
     for target in ["/ping", "/v3/ping", "/v1ping"]:
         assert (await decide(policy, "GET", target))["status"] == 404
+
+
+async def test_the_envoy_adapter_gives_the_same_answers(petstore):
+    from wardgate.envoy.decision import CheckInput
+    from wardgate.envoy.decision import decide as envoy_decide
+
+    missing = CheckInput(method="POST", target="/api/v1/pets", headers=(("host", "h"),))
+    decision = await envoy_decide(petstore, missing)
+    assert (decision.status, decision.locations) == (400, ("body",))
+    good = CheckInput(
+        method="POST",
+        target="/api/v1/pets",
+        headers=(("host", "h"), ("content-type", "application/json"), ("content-length", "14")),
+        body=b'{"name":"Rex"}',
+    )
+    assert (await envoy_decide(petstore, good)).allowed
+    unknown = CheckInput(method="GET", target="/api/v1/admin", headers=(("host", "h"),))
+    assert (await envoy_decide(petstore, unknown)).status == 404
+
+
+async def test_lone_surrogates_are_a_400_not_a_filter_error(petstore):
+    result = await decide(petstore, "POST", "/api/v1/pets", JSON, b'{"name": "\\ud800"}')
+    assert (result["status"], result["reason"]) == (400, "request_invalid")
+    assert result["violations"][0]["ruleId"] == "openapi.body.parse"
+    ok = await decide(petstore, "POST", "/api/v1/pets", JSON, b'{"name": "\\ud83d\\ude00"}')
+    assert ok["decision"] == "allow"

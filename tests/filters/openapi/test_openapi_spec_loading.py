@@ -290,3 +290,12 @@ async def test_huge_spec_compiles_and_routes(tmp_path):
     assert (await decide(policy, "GET", "/r1499/items/3?q=ok"))["decision"] == "allow"
     assert locations(await decide(policy, "GET", "/r7/items/x")) == ["path:id"]
     assert (await decide(policy, "GET", "/r1500/items/3"))["status"] == 404
+
+
+def test_validate_reports_what_cannot_be_enforced():
+    result = run_wardgate("validate", "examples/petstore/policy.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "filters: limits, openapi" in result.stdout
+    notes = result.stdout
+    assert "1 operation(s) require a bearer" in notes and "fail closed" in notes
+    assert "jwt section is not configured" in notes

@@ -18,7 +18,8 @@ Contract with the rest of the chain:
 * On success, ``request.metadata["jwt_authn"]`` is a dict mapping provider name to the
   verified claims dict (Envoy's ``payload_in_metadata``), for every provider whose token
   was verified. Later filters read scopes there: ``scope`` (space-separated string) or
-  ``scp`` (list or string). Absent when no token was verified (``allowMissing``).
+  ``scp`` (list or string). Absent when no token was verified (``allowMissing``). The
+  claims dicts are shared with the verified-token cache: read them, never modify them.
 * The only other effect is on ``request.headers`` (what the upstream receives): the token's
   header or cookie is removed unless ``forward: true``; ``claimToHeaders`` and
   ``forwardPayloadHeader`` headers are set, and any client-sent header of those names is

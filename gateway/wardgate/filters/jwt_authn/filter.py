@@ -82,12 +82,19 @@ class JwtAuthnConfig(FilterConfig):
         self.reserved_headers = tuple(
             sorted({h for p in providers.values() for h in p.reserved_headers()})
         )
-        self._limitations = tuple(
+        notes = [
             f"provider {p.name}: tokens in query parameters are forwarded upstream (the "
             "request target is never rewritten); use headers or cookies, or forward: true"
             for p in providers.values()
             if not p.forward and any(loc.kind == "param" for loc in p.locations)
-        )
+        ]
+        notes += [
+            f"provider {name}: the JWKS is fetched over plain http (keys can be replaced "
+            "in transit); use https outside tests"
+            for name, p in spec.providers.items()
+            if p.remote_jwks is not None and p.remote_jwks.http_uri.uri.startswith("http://")
+        ]
+        self._limitations = tuple(notes)
         self._filter = JwtAuthnFilter(self)
 
     def create_filter(self) -> HttpFilter:

@@ -261,7 +261,7 @@ class RemoteJwks:
             result, problem = "connect_error", type(exc).__name__
         except JwksError as exc:
             problem = str(exc)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             result, problem = "connect_error", type(exc).__name__
         stats.JWKS_FETCHES.labels(result=result).inc()
         log.warning(

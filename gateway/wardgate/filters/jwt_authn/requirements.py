@@ -20,6 +20,10 @@ from wardgate.filters.jwt_authn.provider import Failure, Provider, Verified
 
 _RANK = {"missing": 0}  # every other reason ranks 1: more telling than "missing"
 
+MAX_TOKENS = 4
+"""More distinct tokens than this at one provider's locations refuse the request: each one
+costs a signature check, so a client must not be able to ask for a hundred."""
+
 
 @dataclass(slots=True)
 class Context:
@@ -84,6 +88,8 @@ class ProviderNode(Node):
         found = ctx.tokens(self.provider)
         if not found:
             return self.provider.fail("missing", "no token was found")
+        if len(found) > MAX_TOKENS:
+            return self.provider.fail("malformed", "the request carries too many tokens")
         accepted = []
         for item in found:
             result = await ctx.verify(self.provider, item, self.audiences)
@@ -134,7 +140,10 @@ class AllowMissingNode(Node):
     async def run(self, ctx: Context) -> Outcome:
         by_token: dict[str, list[tuple[Provider, Extracted]]] = {}
         for provider in self.providers:
-            for item in ctx.tokens(provider):
+            found = ctx.tokens(provider)
+            if len(found) > MAX_TOKENS and not self.or_failed:
+                return provider.fail("malformed", "the request carries too many tokens")
+            for item in found[:MAX_TOKENS]:
                 by_token.setdefault(item.token, []).append((provider, item))
         failure: Failure | None = None
         for pairs in by_token.values():

@@ -99,13 +99,25 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise BodyError("is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        if "\\u" in text:
+            _no_lone_surrogates(value)
+        return value
     except RecursionError:
         raise BodyError("is nested too deeply") from None
     except ValueError as exc:
         if isinstance(exc, BodyError):
             raise
         raise BodyError("is not valid JSON") from None
+
+
+def _no_lone_surrogates(value: Any) -> None:
+    """``"\\ud800"`` is valid JSON syntax but not text: parsers disagree on it (replace,
+    refuse, pass through), so it is refused. Only run when the body has a ``\\u`` escape."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BodyError("contains an unpaired surrogate escape") from None
 
 
 def parse_form(body: bytes, shape: Shape) -> dict[str, Any]:
@@ -121,14 +133,16 @@ def parse_form(body: bytes, shape: Shape) -> dict[str, Any]:
 def _fields(fields: dict[str, list[str]], shape: Shape) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, values in fields.items():
-        prop = shape.properties.get(name, Shape())
-        if prop.is_array:
+        prop = shape.properties.get(name)
+        if prop is not None and prop.is_array:
             item = prop.items or Shape()
             out[name] = [coerce(v, item) for v in values]
-        elif len(values) != 1:
+        elif prop is not None and len(values) != 1:
+            # Parameter pollution: frameworks disagree on which copy wins.
             raise BodyError("a field is given more than once")
         else:
-            out[name] = coerce(values[0], prop)
+            # Undeclared fields (allowed by the schema) are judged by their first value.
+            out[name] = coerce(values[0], prop or Shape())
     return out
 
 
@@ -159,13 +173,14 @@ def parse_multipart(body: bytes, boundary: str, shape: Shape) -> dict[str, Any]:
         fields.setdefault(name, []).append((part_type, content))
     out: dict[str, Any] = {}
     for name, items in fields.items():
-        prop = shape.properties.get(name, Shape())
+        declared = shape.properties.get(name)
+        prop = declared or Shape()
         values = [
             _part_value(t, c, prop.items or Shape() if prop.is_array else prop) for t, c in items
         ]
         if prop.is_array:
             out[name] = values
-        elif len(values) != 1:
+        elif declared is not None and len(values) != 1:
             raise BodyError("a part name is given more than once")
         else:
             out[name] = values[0]

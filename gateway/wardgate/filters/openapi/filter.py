@@ -91,8 +91,8 @@ class OpenApiConfig(FilterConfig):
                 f"{spec.jwt_operations} operation(s) require a bearer/OAuth 2/OpenID Connect "
                 "token but the jwt section is not configured: security requirements "
                 "cannot be enforced, so these operations are refused (401, fail closed); "
-                "configure the jwt section, or set openapi.security: ignore if the service checks "
-                "tokens itself"
+                "configure the jwt section, or set openapi.security: ignore if the service "
+                "checks tokens itself"
             )
         if spec.presence_only_schemes:
             notes.append(
@@ -301,7 +301,8 @@ class OpenApiFilter(HttpFilter):
             if reply is not None:
                 return reply
         if media.stripper is not None and media.stripper.strip(value):
-            response.body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            # ASCII escapes: the same JSON, and safe for any string the service sent.
+            response.body = json.dumps(value, separators=(",", ":")).encode()
         return None
 
 
@@ -461,4 +462,4 @@ def compile(policy: PolicySpec) -> OpenApiConfig | None:
 def _jwt_configured(policy: PolicySpec) -> bool:
     """Whether the policy turns the ``jwt_authn`` filter on (its section is set). Read
     from the schema, not the filter: filters do not know each other."""
-    return any(getattr(policy, name, None) is not None for name in ("jwt_authn", "jwt"))
+    return policy.jwt is not None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -209,13 +210,20 @@ class CompiledSchema:
     validator: Any
 
     def check(self, instance: Any) -> bool:
-        return bool(self.validator.is_valid(instance))
+        try:
+            return bool(self.validator.is_valid(instance))
+        except UnicodeEncodeError:
+            return False  # a lone surrogate (JSON "\ud800"): not valid text
 
     def violations(self, instance: Any, location: str, json_path: bool) -> list[Violation]:
         """One violation per failed constraint (at most 10), located ``location`` for
         parameters or ``location:$.a[0]`` for bodies; values are never included."""
         out: list[Violation] = []
-        for error in self.validator.iter_errors(instance):
+        try:
+            errors = list(itertools.islice(self.validator.iter_errors(instance), 10))
+        except UnicodeEncodeError:
+            return [Violation("openapi.unicode", location, "contains a lone surrogate")]
+        for error in errors:
             where = location + (":" + _json_path(error.instance_path) if json_path else "")
             out.append(Violation(_rule(error), where, _message(error)))
             if len(out) >= 10:
@@ -304,6 +312,8 @@ def _message(error: Any) -> str:
         return f"missing required property {prop}"
     if kind == "Type":
         types = details.get("types") or details.get("type")
+        if isinstance(types, list):
+            types = " or ".join(str(t) for t in sorted(types))
         return f"must be of type {types}" if types else "has the wrong type"
     if kind in ("UnevaluatedProperties", "AdditionalProperties"):
         return "has properties the schema does not declare"

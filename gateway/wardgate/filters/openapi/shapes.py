@@ -13,7 +13,10 @@ from typing import Any
 
 from wardgate.filters.openapi.document import Document, SpecError
 
-_SCALARS = ("integer", "number", "boolean", "null", "string")
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "on", "1"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "off", "0"})
+"""Booleans in URLs, headers and forms have no standard spelling; these are the ones
+openapi-core (the reference) and most web frameworks accept, case-insensitively."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +95,12 @@ def coerce(text: str, shape: Shape) -> Any:
         number = float(text)
         if math.isfinite(number):
             return int(text) if _is_integer(text) else number
-    if "boolean" in types and text in ("true", "false"):
-        return text == "true"
+    if "boolean" in types:
+        lowered = text.lower()
+        if lowered in TRUE_WORDS:
+            return True
+        if lowered in FALSE_WORDS:
+            return False
     if "null" in types and text in ("", "null"):
         return None
     return text

@@ -14,7 +14,9 @@ databases. An :class:`Engine` is immutable; Hyperscan scratch space is per threa
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -31,6 +33,56 @@ from wardgate.filters.waf.targets import Target
 from wardgate.filters.waf.transforms import PLAIN_IDENTITY, TRANSFORMS, is_plain
 
 _FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
+_BATCH_FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL
+SEP = "\x01"
+"""Joins the values of one kind into one buffer for a batched scan. Batch patterns are
+rewritten so that nothing matches it (see :func:`separated`), so no match spans values."""
+_SEP_BYTE = 0x01
+BATCH_MIN_TARGETS = 6
+"""Below this many targets of a kind, scanning each is cheaper than joining."""
+
+
+def separated(pattern: str) -> str:
+    """The batch form of a Hyperscan pattern: ``.``, negated classes and ``\\W \\S \\D``
+    exclude the separator, ``^``/``$`` also match at a separator. On a value without the
+    separator it matches exactly what ``pattern`` matches."""
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt in "WSD":
+                out.append(f"[^\\{nxt.lower()}\\x01]")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            negated = j < n and pattern[j] == "^"
+            if negated:
+                j += 1
+            start = j
+            if j < n and pattern[j] == "]":
+                j += 1  # a leading ] is a literal
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            body = pattern[start:j]
+            out.append(f"[^\\x01{body}]" if negated else f"[{body}]")
+            i = j + 1
+            continue
+        if c == ".":
+            out.append("[^\\x01]")
+        elif c == "^":
+            out.append("(?:^|\\x01)")
+        elif c == "$":
+            out.append("(?:$|\\x01)")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +124,8 @@ class _Group:
     detectors: tuple[tuple[Rule, int | None], ...]
     """libinjection rules and the id of their prefilter (``None``: always run)."""
     kinds: frozenset[str]
+    batch: hyperscan.Database | None
+    """The same patterns in :func:`separated` form, every match reported."""
     broad: bool
     """Whether its patterns are in the union database."""
     names: dict[str, frozenset[str]]
@@ -101,12 +155,14 @@ def _cache_dir() -> Path | None:
 
 
 def _compile(
-    patterns: Sequence[bytes], expressions: Sequence[tuple[Rule, bool]]
+    patterns: Sequence[bytes],
+    expressions: Sequence[tuple[Rule, bool]],
+    flags: int = _FLAGS,
 ) -> hyperscan.Database:
     """Compile (or load the identical database compiled before: the cache key is a digest
     of every pattern, the flags and the Hyperscan version)."""
     version = str(getattr(hyperscan, "__version__", "")).encode()
-    key = hashlib.sha256(b"\0".join([str(_FLAGS).encode(), version, *patterns])).hexdigest()
+    key = hashlib.sha256(b"\0".join([str(flags).encode(), version, *patterns])).hexdigest()
     cache = _cache_dir()
     cached = cache / f"{key}.hsdb" if cache else None
     if cached is not None and cached.is_file():
@@ -120,7 +176,7 @@ def _compile(
             expressions=list(patterns),
             ids=list(range(len(patterns))),
             elements=len(patterns),
-            flags=[_FLAGS] * len(patterns),
+            flags=[flags] * len(patterns),
         )
     except hyperscan.error:
         raise FilterCompileError(_find_bad_patterns(list(patterns), list(expressions))) from None
@@ -218,6 +274,11 @@ class Engine:
             index=index,
             node=node,
             database=_compile(patterns, expressions) if patterns else None,
+            batch=_compile(
+                [separated(p.decode()).encode() for p in patterns], expressions, _BATCH_FLAGS
+            )
+            if patterns
+            else None,
             patterns=tuple(patterns),
             expressions=tuple(expressions),
             detectors=tuple(detectors),
@@ -236,14 +297,115 @@ class Engine:
                 for group in self._groups
                 if group.database is not None
             }
+            for group in self._groups:
+                if group.batch is not None:
+                    scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
             if self._union is not None:
                 scratches[id(self._union)] = hyperscan.Scratch(self._union)
             self._local.scratch = scratches
         return scratches
 
     def scan(self, targets: Iterable[Target]) -> list[Match]:
-        """Every (rule, target) match, in target order; a rule matching several targets
-        appears once per target."""
+        """Every (rule, target) match; a rule matching several targets appears once per
+        target. Kinds with many targets are scanned batched (one buffer per kind and
+        pipeline), the rest one by one; both give the same answer."""
+        by_kind: dict[str, list[Target]] = {}
+        for target in targets:
+            if target.value and target.kind in self._plan:
+                by_kind.setdefault(target.kind, []).append(target)
+        matches: list[Match] = []
+        single: list[Target] = []
+        for kind, group_targets in by_kind.items():
+            if len(group_targets) < BATCH_MIN_TARGETS or not self._scan_batch(
+                kind, group_targets, matches
+            ):
+                single.extend(group_targets)
+        matches.extend(self.scan_each(single))
+        return matches
+
+    def _scan_batch(self, kind: str, targets: list[Target], matches: list[Match]) -> bool:
+        """Scan all ``targets`` (one kind) with one buffer per pipeline node. ``False``
+        (nothing appended) when a transformation merged or split values (a decoded
+        separator): then the caller scans them one by one."""
+        needed, groups = self._plan[kind]
+        scratches = self._scratches()
+        count = len(targets)
+        raw = SEP.join(t.value.replace(SEP, "\0") if SEP in t.value else t.value for t in targets)
+        texts: dict[int, str] = {0: raw}
+        for node in needed:
+            parent, transform, _plain = self._nodes[node]
+            texts[node] = transform(texts[parent])
+            if texts[node].count(SEP) != count - 1:
+                return False
+        encoded: dict[int, bytes] = {}
+        boundaries: dict[int, list[int]] = {}
+        split: dict[int, list[str]] = {}
+        found: list[Match] = []
+        hits: list[tuple[int, int]] = []
+
+        def on_match(expr: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+            hits.append((expr, end))
+
+        for group in groups:
+            if group.batch is None and not group.detectors:
+                continue
+            node = group.node
+            data = encoded.get(node)
+            if data is None:
+                data = encoded[node] = texts[node].encode("utf-8", "surrogatepass")
+            hits.clear()
+            if group.batch is not None:
+                group.batch.scan(
+                    data, match_event_handler=on_match, scratch=scratches[id(group.batch)]
+                )
+            per_target: dict[int, set[int]] = {}
+            if hits:
+                seps = boundaries.get(node)
+                if seps is None:
+                    # Byte offset of each separator, from the lengths of the pieces.
+                    seps = boundaries[node] = list(
+                        itertools.accumulate(len(piece) + 1 for piece in data.split(b"\x01"))
+                    )
+                    seps = boundaries[node] = [end - 1 for end in seps[:-1]]
+                for expr, end in hits:
+                    last = end - 1
+                    if last > 0 and data[last] == _SEP_BYTE:
+                        last -= 1  # a `$` that matched at the separator
+                    per_target.setdefault(bisect.bisect_left(seps, last), set()).add(expr)
+            only = group.names.get(kind)
+            for index, exprs in per_target.items():
+                target = targets[index]
+                if only is not None and target.name.lower() not in only:
+                    continue
+                for expr in sorted(exprs):
+                    rule, is_gate = group.expressions[expr]
+                    if not is_gate and self._applies(rule, target):
+                        found.append(Match(rule, target.location, target.kind))
+            for rule, gate in group.detectors:
+                indexes = (
+                    range(count)
+                    if gate is None
+                    else sorted(i for i, e in per_target.items() if gate in e)
+                )
+                if not indexes:
+                    continue
+                values = split.get(node)
+                if values is None:
+                    values = split[node] = texts[node].split(SEP)
+                detect = _DETECTORS[rule.operator]
+                for index in indexes:
+                    target = targets[index]
+                    if (
+                        (only is None or target.name.lower() in only)
+                        and self._applies(rule, target)
+                        and detect(values[index])
+                    ):
+                        found.append(Match(rule, target.location, target.kind))
+        matches.extend(found)
+        return True
+
+    def scan_each(self, targets: Iterable[Target]) -> list[Match]:
+        """The one-target-at-a-time scan (small requests, and the batch fallback)."""
         scratches = self._scratches()
         matches: list[Match] = []
         nodes = self._nodes

@@ -130,7 +130,7 @@ class WafConfig(FilterConfig):
             self.modes[family] = (
                 WafMode.DETECT if self.detect_only and mode is WafMode.ENFORCE else mode
             )
-            levels[family] = level or spec.paranoia_level
+            levels[family] = level or spec.effective_paranoia_level()
         active = [
             rule
             for rule in shipped_rules()
@@ -139,7 +139,7 @@ class WafConfig(FilterConfig):
         ]
         self.rules = tuple(active)
         self.engine: Engine = engine_for(self.rules)
-        self.threshold = spec.anomaly_threshold
+        self.threshold = spec.effective_anomaly_threshold()
         self.request_body_limit = spec.request_body_limit
         self.shape = Shape(
             max_parameters=spec.max_parameters,

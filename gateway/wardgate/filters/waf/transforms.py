@@ -111,7 +111,8 @@ def _entity(part: str) -> str:
         return char + part[i:]
     semi = part.find(";", 0, _MAX_ENTITY)
     if semi > 0:
-        named = _ENTITIES.get(part[: semi + 1])
+        # Exact name first, then case-folded (`&LBRACE;` evades a case-sensitive list).
+        named = _ENTITIES.get(part[: semi + 1]) or _ENTITIES.get(part[: semi + 1].lower())
         if named is not None:
             return named + part[semi + 1 :]
     # Legacy names without `;` (`&lt`, `&amp`): the longest one that html5 knows.
@@ -364,6 +365,7 @@ def is_plain(text: str) -> bool:
     leading/trailing spaces). Most parameter values, tokens and ids are plain."""
     return (
         text.isascii()
+        and text.isprintable()
         and _NOT_PLAIN.isdisjoint(text)
         and "  " not in text
         and text[:1] != " "

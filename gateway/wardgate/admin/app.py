@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from wardgate import __version__
+from wardgate.admin.state import GatewayState
 from wardgate.observability import metrics
-from wardgate.proxy.state import GatewayState
 
 Action = Callable[[], Awaitable[None]]
 

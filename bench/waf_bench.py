@@ -1,0 +1,509 @@
+"""WAF benchmark: Wardgate's WAF against ModSecurity v3 + OWASP CRS, in one run.
+
+1. In-process cost of the WAF filter per request (median of many runs): a GET with five
+   parameters, a 4 KiB JSON POST, and 256 KiB / 1 MiB adversarial bodies (the ratio shows
+   whether the cost stays linear).
+2. Detection and false positives on the CRS-derived corpus (``shared/waf-corpus``): Wardgate
+   in process, and nginx + libmodsecurity3 + CRS 3.3.4 at paranoia level 1 over HTTP with
+   the same requests, side by side, plus both for payloads moved into a custom header and
+   into the URL path.
+3. Throughput over HTTP with one worker each (``wrk``): Wardgate (default policy, WAF on)
+   and nginx + ModSecurity + CRS, both in front of the same nginx upstream.
+
+ModSecurity needs the Debian packages ``libnginx-mod-http-modsecurity`` and
+``modsecurity-crs`` (installed when missing and running as root). Usage:
+``python bench/waf_bench.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, unquote_plus
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "gateway"))
+
+from multidict import CIMultiDict  # noqa: E402
+
+from wardgate.config.waf import WafSpec  # noqa: E402
+from wardgate.filters.api import HttpRequest  # noqa: E402
+from wardgate.filters.waf import corpus  # noqa: E402
+from wardgate.filters.waf.filter import WafConfig  # noqa: E402
+
+CORPUS_CANDIDATES = [
+    ROOT.parent / "shared" / "waf-corpus" / "crs-regression.jsonl",
+    ROOT / "shared" / "waf-corpus" / "crs-regression.jsonl",
+    Path("/work/shared/waf-corpus/crs-regression.jsonl"),
+]
+MODSEC_MODULE = Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so")
+CRS_RULES = Path("/usr/share/modsecurity-crs/rules")
+CRS_SETUP = Path("/etc/modsecurity/crs/crs-setup.conf")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- 1. in-process cost ---------------------------------------------------------------
+
+HEADERS = [
+    ("Host", "api.example.com"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"),
+    ("Accept", "application/json"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl"),
+]
+
+
+def _request(target: str, body: bytes = b"", content_type: str = "") -> HttpRequest:
+    headers = list(HEADERS)
+    if body:
+        headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    path, _, query = target.partition("?")
+    return HttpRequest(
+        method="POST" if body else "GET",
+        raw_target=target,
+        path=path,
+        query=query,
+        headers=CIMultiDict(headers),
+    )
+
+
+async def _decide(config: WafConfig, target: str, body: bytes, content_type: str) -> object:
+    request = _request(target, body, content_type)
+    flt = config.create_filter()
+    reply = await flt.decode_headers(request)
+    if reply is None and body:
+        reply = await flt.decode_body(request, body, True)
+    return reply
+
+
+def _median_us(config: WafConfig, runs: int, target: str, body: bytes = b"", ct: str = "") -> float:
+    async def go() -> float:
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            await _decide(config, target, body, ct)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples) * 1e6
+
+    return asyncio.run(go())
+
+
+def json_4k() -> bytes:
+    items = [
+        {
+            "id": i,
+            "title": f"Item {i}",
+            "note": "Ships in 2-3 days (excluding weekends); contact support@example.com.",
+        }
+        for i in range(40)
+    ]
+    doc = {"user": {"name": "Ann O'Neil", "bio": "I build APIs & like Go."}, "items": items}
+    data = json.dumps(doc).encode()
+    while len(data) > 4096:
+        items.pop()
+        data = json.dumps(doc).encode()
+    return data
+
+
+def adversarial(size: int) -> bytes:
+    """A text body full of almost-attacks: quotes, comment openers, escapes, tags."""
+    unit = b"a' or/* <x %25 \\x3c &#60; ${ ../ select ( union "
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def inprocess(config: WafConfig, quick: bool) -> dict[str, float]:
+    runs = 200 if quick else 1000
+    results = {
+        "GET, 5 parameters": _median_us(
+            config, runs, "/api/v1/items?page=2&size=50&sort=name&filter=active&q=blue+shoes"
+        ),
+        "POST, 4 KiB JSON": _median_us(
+            config, max(runs // 5, 20), "/api/v1/items", json_4k(), "application/json"
+        ),
+    }
+    for size in (256 * 1024, 1024 * 1024):
+        results[f"POST, {size // 1024} KiB adversarial text"] = _median_us(
+            WafConfig(WafSpec.model_validate({"requestBodyLimit": 2 * 1024 * 1024})),
+            3,
+            "/upload",
+            adversarial(size),
+            "text/plain",
+        )
+    return results
+
+
+# --- 2. ModSecurity + CRS behind nginx -------------------------------------------------
+
+MODSEC_CONF = """
+SecRuleEngine On
+SecRequestBodyAccess On
+SecRequestBodyLimit 13107200
+SecRequestBodyNoFilesLimit 1048576
+SecRequestBodyLimitAction Reject
+SecPcreMatchLimit 100000
+SecPcreMatchLimitRecursion 100000
+SecResponseBodyAccess Off
+SecAuditEngine Off
+SecDebugLogLevel 0
+SecTmpDir {tmp}
+SecDataDir {tmp}
+SecArgumentSeparator &
+SecCookieFormat 0
+SecStatusEngine Off
+SecRule REQUEST_HEADERS:Content-Type "(?:application(?:/soap\\+|/)|text/)xml" \\
+  "id:'200000',phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "application/json" \\
+  "id:'200001',phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" \\
+  "id:'200002',phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.'"
+Include {setup}
+Include {rules}/*.conf
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log crit;
+{load}
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  client_max_body_size 20m;
+  server {{
+    listen 127.0.0.1:{upstream_port};
+    location / {{ return 200 "ok\\n"; }}
+  }}
+  {waf_server}
+}}
+"""
+
+WAF_SERVER = """
+  server {{
+    listen 127.0.0.1:{port};
+    modsecurity on;
+    modsecurity_rules_file {tmp}/modsec.conf;
+    location / {{ proxy_pass http://127.0.0.1:{upstream_port}; }}
+  }}
+"""
+
+
+def ensure_modsecurity() -> str | None:
+    """``None`` when ModSecurity can run here, else why not."""
+    if (not MODSEC_MODULE.exists() or not CRS_RULES.exists()) and (
+        os.geteuid() == 0 and shutil.which("apt-get")
+    ):
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "libnginx-mod-http-modsecurity",
+                "modsecurity-crs",
+            ],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        return "nginx is not installed"
+    if not MODSEC_MODULE.exists():
+        return f"{MODSEC_MODULE} missing (Debian package libnginx-mod-http-modsecurity)"
+    if not CRS_RULES.exists() or not CRS_SETUP.exists():
+        return "OWASP CRS missing (Debian package modsecurity-crs)"
+    return None
+
+
+@contextlib.contextmanager
+def nginx(with_modsecurity: bool) -> Iterator[tuple[int, int]]:
+    """nginx with one worker: (port of the ModSecurity server or 0, upstream port)."""
+    tmp = Path(tempfile.mkdtemp(prefix="wardgate-modsec-"))
+    upstream_port, port = free_port(), free_port()
+    (tmp / "modsec.conf").write_text(MODSEC_CONF.format(tmp=tmp, setup=CRS_SETUP, rules=CRS_RULES))
+    conf = NGINX_CONF.format(
+        tmp=tmp,
+        load=f"load_module {MODSEC_MODULE};" if with_modsecurity else "",
+        upstream_port=upstream_port,
+        waf_server=WAF_SERVER.format(port=port, tmp=tmp, upstream_port=upstream_port)
+        if with_modsecurity
+        else "",
+    )
+    (tmp / "nginx.conf").write_text(conf)
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen(
+        [binary, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for wait_port in (upstream_port, port) if with_modsecurity else (upstream_port,):
+            _wait_port(wait_port, proc)
+        yield (port if with_modsecurity else 0), upstream_port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"nginx exited: {err[-500:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def raw_status(port: int, record: corpus.Record) -> int:
+    """Send one corpus request as bytes; the response status (0: no answer)."""
+    lines = [f"{record.method} {record.target} {record.version}"]
+    lines += [f"{name}: {value}" for name, value in record.headers]
+    data = ("\r\n".join(lines) + "\r\nConnection: close\r\n\r\n").encode(
+        "utf-8", "surrogateescape"
+    ) + record.body
+    try:
+        with socket.create_connection(("127.0.0.1", port), 10) as sock:
+            sock.sendall(data)
+            head = sock.recv(64)
+    except OSError:
+        return 0
+    match = re.match(rb"HTTP/\d\.\d (\d{3})", head)
+    return int(match.group(1)) if match else 0
+
+
+def http_report(port: int, records: list[corpus.Record]) -> corpus.Report:
+    report = corpus.Report()
+    for record in records:
+        status = raw_status(port, record)
+        blocked = status in (403, 400, 413, 414, 431) and status != 0
+        tallies = report.attacks if record.expect == "block" else report.benign
+        tally = tallies[record.category]
+        tally.total += 1
+        tally.blocked += blocked
+    return report
+
+
+def relocated(records: list[corpus.Record], where: str) -> list[corpus.Record]:
+    """Each PL1 attack payload (the longest parameter name or value) moved into a custom
+    header (``where='header'``) or into the URL path."""
+    out = []
+    for record in records:
+        if record.expect != "block" or record.category not in RELOCATABLE:
+            continue
+        payload = _payload(record)
+        if payload is None:
+            continue
+        if where == "header":
+            if any(ord(c) < 32 for c in payload):
+                continue
+            out.append(_variant(record, "/", (("X-Data", payload),)))
+        else:
+            out.append(_variant(record, "/api/" + quote(payload, safe=""), ()))
+    return out
+
+
+RELOCATABLE = {"sqli", "xss", "rce", "lfi", "php", "java", "generic"}
+
+
+def _payload(record: corpus.Record) -> str | None:
+    parts = [record.target.partition("?")[2]]
+    content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
+    if record.body and "urlencoded" in content_type:
+        parts.append(record.body.decode("utf-8", "replace"))
+    best = ""
+    for part in parts:
+        for pair in part.split("&"):
+            name, _, value = pair.partition("=")
+            for text in (unquote_plus(name), unquote_plus(value)):
+                if len(text) > len(best):
+                    best = text
+    return best if len(best) >= 3 else None
+
+
+def _variant(
+    record: corpus.Record, target: str, extra: tuple[tuple[str, str], ...]
+) -> corpus.Record:
+    return corpus.Record(
+        id=record.id,
+        category=record.category,
+        expect="block",
+        method="GET",
+        target=target,
+        headers=(("Host", "localhost"), ("User-Agent", "bench"), ("Accept", "*/*"), *extra),
+        body=b"",
+        paranoia_level=record.paranoia_level,
+        benign_confidence=None,
+    )
+
+
+# --- 3. throughput --------------------------------------------------------------------
+
+
+def wrk_rps(url: str, seconds: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds}s", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else 0.0
+
+
+@contextlib.contextmanager
+def wardgate_process(upstream_port: int) -> Iterator[int]:
+    port, admin = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "gateway")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wardgate",
+            "run",
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin",
+            f"127.0.0.1:{admin}",
+            "--access-log",
+            "off",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        _wait_port(port, proc)  # type: ignore[arg-type]
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    corpus_path = next((p for p in CORPUS_CANDIDATES if p.exists()), None)
+
+    start = time.perf_counter()
+    config = WafConfig(WafSpec())
+    print(
+        f"# Wardgate WAF: {len(config.rules)} rules at paranoia level 1, compiled or loaded in "
+        f"{time.perf_counter() - start:.2f} s"
+    )
+    print("\n## In-process WAF cost per request (median)")
+    costs = inprocess(config, args.quick)
+    for name, micros in costs.items():
+        print(f"  {name:<36} {micros:>10.0f} us")
+    ratio = costs["POST, 1024 KiB adversarial text"] / costs["POST, 256 KiB adversarial text"]
+    print(f"  1 MiB / 256 KiB cost ratio: {ratio:.1f} (4.0 = linear)")
+
+    if corpus_path is None:
+        print("\ncorpus not found: detection comparison skipped")
+        return 0
+    records = corpus.select(corpus.load(corpus_path), 1)
+    wardgate = asyncio.run(corpus.evaluate(config, records))
+    header_set, path_set = relocated(records, "header"), relocated(records, "path")
+    wg_header = asyncio.run(corpus.evaluate(config, header_set))
+    wg_path = asyncio.run(corpus.evaluate(config, path_set))
+
+    why_not = ensure_modsecurity()
+    modsec = ms_header = ms_path = None
+    rps: dict[str, float] = {}
+    if why_not is None:
+        with nginx(with_modsecurity=True) as (port, upstream_port):
+            modsec = http_report(port, records)
+            ms_header = http_report(port, header_set)
+            ms_path = http_report(port, path_set)
+            seconds = 3 if args.quick else 8
+            target = "/api/v1/items?page=2&size=50&sort=name&filter=active&q=blue+shoes"
+            rps["nginx + ModSecurity + CRS PL1"] = wrk_rps(
+                f"http://127.0.0.1:{port}{target}", seconds
+            )
+            with wardgate_process(upstream_port) as wg_port:
+                rps["Wardgate (WAF on, default policy)"] = wrk_rps(
+                    f"http://127.0.0.1:{wg_port}{target}", seconds
+                )
+    print(
+        "\n## Detection on the CRS-derived corpus, paranoia level 1 (attacks blocked / benign blocked)"
+    )
+    print(f"  {'':<34}{'Wardgate':>22}{'ModSecurity+CRS 3.3.4':>26}")
+    rows = [
+        ("corpus attacks (PL1)", wardgate.detection, modsec.detection if modsec else None),
+        (
+            "corpus benign FP (high conf.)",
+            wardgate.false_positive_rate,
+            modsec.false_positive_rate if modsec else None,
+        ),
+        (
+            "attacks moved into a header",
+            wg_header.detection,
+            ms_header.detection if ms_header else None,
+        ),
+        ("attacks moved into the path", wg_path.detection, ms_path.detection if ms_path else None),
+    ]
+    for name, ours, theirs in rows:
+        theirs_text = f"{theirs:.1%}" if theirs is not None else "n/a"
+        print(f"  {name:<34}{ours:>22.1%}{theirs_text:>26}")
+    print("\n  Wardgate per category:\n" + _indent(wardgate.table()))
+    if modsec:
+        print("\n  ModSecurity + CRS per category:\n" + _indent(modsec.table()))
+    if why_not:
+        print(f"\nModSecurity not measured: {why_not}")
+    if rps:
+        print("\n## Throughput over HTTP, one worker each (wrk -t1 -c16, GET with 5 parameters)")
+        for name, value in rps.items():
+            print(f"  {name:<36} {value:>10.0f} req/s")
+        ours = rps.get("Wardgate (WAF on, default policy)", 0.0)
+        theirs = rps.get("nginx + ModSecurity + CRS PL1", 0.0)
+        if theirs:
+            print(f"  ratio Wardgate / ModSecurity: {ours / theirs:.2f}x")
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
