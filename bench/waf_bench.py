@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, unquote_plus
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
@@ -314,59 +313,6 @@ def http_report(port: int, records: list[corpus.Record]) -> corpus.Report:
     return report
 
 
-def relocated(records: list[corpus.Record], where: str) -> list[corpus.Record]:
-    """Each PL1 attack payload (the longest parameter name or value) moved into a custom
-    header (``where='header'``) or into the URL path."""
-    out = []
-    for record in records:
-        if record.expect != "block" or record.category not in RELOCATABLE:
-            continue
-        payload = _payload(record)
-        if payload is None:
-            continue
-        if where == "header":
-            if any(ord(c) < 32 for c in payload):
-                continue
-            out.append(_variant(record, "/", (("X-Data", payload),)))
-        else:
-            out.append(_variant(record, "/api/" + quote(payload, safe=""), ()))
-    return out
-
-
-RELOCATABLE = {"sqli", "xss", "rce", "lfi", "php", "java", "generic"}
-
-
-def _payload(record: corpus.Record) -> str | None:
-    parts = [record.target.partition("?")[2]]
-    content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
-    if record.body and "urlencoded" in content_type:
-        parts.append(record.body.decode("utf-8", "replace"))
-    best = ""
-    for part in parts:
-        for pair in part.split("&"):
-            name, _, value = pair.partition("=")
-            for text in (unquote_plus(name), unquote_plus(value)):
-                if len(text) > len(best):
-                    best = text
-    return best if len(best) >= 3 else None
-
-
-def _variant(
-    record: corpus.Record, target: str, extra: tuple[tuple[str, str], ...]
-) -> corpus.Record:
-    return corpus.Record(
-        id=record.id,
-        category=record.category,
-        expect="block",
-        method="GET",
-        target=target,
-        headers=(("Host", "localhost"), ("User-Agent", "bench"), ("Accept", "*/*"), *extra),
-        body=b"",
-        paranoia_level=record.paranoia_level,
-        benign_confidence=None,
-    )
-
-
 # --- 3. throughput --------------------------------------------------------------------
 
 
@@ -443,7 +389,7 @@ def main() -> int:
         return 0
     records = corpus.select(corpus.load(corpus_path), 1)
     wardgate = asyncio.run(corpus.evaluate(config, records))
-    header_set, path_set = relocated(records, "header"), relocated(records, "path")
+    header_set, path_set = corpus.relocated(records, "header"), corpus.relocated(records, "path")
     wg_header = asyncio.run(corpus.evaluate(config, header_set))
     wg_path = asyncio.run(corpus.evaluate(config, path_set))
 

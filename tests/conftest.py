@@ -17,12 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from wardgate.config import load_policy_text
 from wardgate.observability.logs import AccessLog
 from wardgate.proxy.demo import start_demo_upstream
 from wardgate.proxy.server import GatewayProcess, RunOptions
 from wardgate.runtime import compile_policy
+
+# Property tests explore new inputs on every local run (that is how they find bugs); in CI
+# (CI=true) they replay a fixed sequence, so a red run is a regression, not a lottery.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 

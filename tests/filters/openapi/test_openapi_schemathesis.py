@@ -132,7 +132,11 @@ def test_schemathesis_conforming_pass_non_conforming_refused(
                     "security": "ignore",
                     "rejectUnknownQueryParameters": True,
                     "maxBodyBytes": 65536,
-                }
+                },
+                # This test judges the allow-list alone: schemathesis' random strings
+                # (control characters in names, ...) are what the WAF refuses by design,
+                # and its own corpus tests measure its false positives.
+                "waf": {"mode": "off"},
             }
         )
     )
@@ -191,6 +195,7 @@ def test_schemathesis_conforming_pass_non_conforming_refused(
 
         @settings(
             max_examples=EXAMPLES_PER_MODE,
+            derandomize=True,  # the same requests on every run: CI must not be a lottery
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

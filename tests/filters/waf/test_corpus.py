@@ -28,8 +28,19 @@ def test_corpus_selection_is_the_documented_one():
 
 def test_detection_at_paranoia_level_1(report):
     print(report.table())
-    assert report.detection >= 0.78
+    assert report.detection >= 0.80
 
 
 def test_false_positives_on_attack_like_benign_requests(report):
     assert report.false_positive_rate <= 0.10
+
+
+@pytest.mark.parametrize(("where", "floor"), [("header", 0.70), ("path", 0.70)])
+def test_attacks_moved_into_a_header_or_the_path_are_still_caught(default_waf, where, floor):
+    """The CRS is weak here (about 11% in arbitrary headers, 20% in the path at PL1)."""
+    records = corpus.select(corpus.load(corpus_path()), paranoia_level=1)
+    moved = corpus.relocated(records, where)
+    assert len(moved) > 1000
+    report = asyncio.run(corpus.evaluate(default_waf, moved))
+    print(where, report.table())
+    assert report.detection >= floor

@@ -245,3 +245,28 @@ def test_named_levels_set_paranoia_and_threshold():
     # One critical match (score 5) blocks at standard, not at basic.
     target = "/?x=__proto__"
     assert blocked(waf(), target) and not blocked(basic, target)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"\\udac4name": "x", "q": "1\' OR \'1\'=\'1"}', "application/json"),
+        ('{"q": "\\ud800<script>alert(1)</script>"}', "application/json"),
+    ],
+)
+def test_lone_surrogates_are_inspected_not_a_filter_error(default_waf, body, content_type):
+    # Found by schemathesis: a JSON escape of a lone surrogate reached libinjection, which
+    # raised, and the request was refused 500 instead of being judged.
+    reply, _ = run(default_waf, "/", method="POST", body=body, content_type=content_type)
+    assert reply is not None and reply.status == 403 and reply.reason == "attack_detected"
+
+
+def test_lone_surrogates_alone_are_benign(default_waf):
+    reply, _ = run(
+        default_waf,
+        "/",
+        method="POST",
+        body='{"\\udac4": 3.0e+80}',
+        content_type="application/json",
+    )
+    assert reply is None

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote_plus
 
 from multidict import CIMultiDict
 
@@ -176,6 +177,57 @@ async def evaluate(config: WafConfig, records: Iterable[Record]) -> Report:
     return report
 
 
+def relocated(records: list[Record], where: str) -> list[Record]:
+    """Each PL1 attack payload (the longest parameter name or value) moved into a custom
+    header (``where='header'``) or into the URL path."""
+    out = []
+    for record in records:
+        if record.expect != "block" or record.category not in RELOCATABLE:
+            continue
+        payload = _payload(record)
+        if payload is None:
+            continue
+        if where == "header":
+            if any(ord(c) < 32 for c in payload):
+                continue
+            out.append(_variant(record, "/", (("X-Data", payload),)))
+        else:
+            out.append(_variant(record, "/api/" + quote(payload, safe=""), ()))
+    return out
+
+
+RELOCATABLE = {"sqli", "xss", "rce", "lfi", "php", "java", "generic"}
+
+
+def _payload(record: Record) -> str | None:
+    parts = [record.target.partition("?")[2]]
+    content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
+    if record.body and "urlencoded" in content_type:
+        parts.append(record.body.decode("utf-8", "replace"))
+    best = ""
+    for part in parts:
+        for pair in part.split("&"):
+            name, _, value = pair.partition("=")
+            for text in (unquote_plus(name), unquote_plus(value)):
+                if len(text) > len(best):
+                    best = text
+    return best if len(best) >= 3 else None
+
+
+def _variant(record: Record, target: str, extra: tuple[tuple[str, str], ...]) -> Record:
+    return Record(
+        id=record.id,
+        category=record.category,
+        expect="block",
+        method="GET",
+        target=target,
+        headers=(("Host", "localhost"), ("User-Agent", "bench"), ("Accept", "*/*"), *extra),
+        body=b"",
+        paranoia_level=record.paranoia_level,
+        benign_confidence=None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wardgate.filters.waf.corpus")
     parser.add_argument("corpus", type=Path)
@@ -190,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         records = select(records, args.paranoia_level)
     report = asyncio.run(evaluate(config, records))
     print(report.table())
+    for where in ("header", "path"):
+        moved_records = relocated(records, where)
+        moved = asyncio.run(evaluate(config, moved_records))
+        print(f"attacks moved into the {where}: {moved.detection:.1%} of {len(moved_records)}")
     if args.list:
         print("missed:", " ".join(report.missed))
         print("false positives:", " ".join(report.false_positives))

@@ -94,12 +94,25 @@ class Match:
     kind: str
 
 
+def _encodable(value: str) -> str:
+    """libinjection encodes its input as strict UTF-8; a lone surrogate (a JSON ``\\udac4``
+    escape, a ``%uD800`` decode) would raise there and fail the request closed with 500.
+    Such code points become U+FFFD, which keeps the tokens around them intact."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
 def _sqli(value: str) -> bool:
-    return bool(libinjection.is_sql_injection(value)["is_sqli"])
+    return bool(libinjection.is_sql_injection(_encodable(value))["is_sqli"])
 
 
 def _xss(value: str) -> bool:
-    return bool(libinjection.is_xss(value)["is_xss"])
+    return bool(libinjection.is_xss(_encodable(value))["is_xss"])
 
 
 _DETECTORS: dict[str, Callable[[str], bool]] = {"detectSQLi": _sqli, "detectXSS": _xss}

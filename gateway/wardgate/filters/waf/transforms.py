@@ -76,6 +76,9 @@ def url_decode_path(text: str) -> str:
 
 
 _ENTITIES: dict[str, str] = html.entities.html5
+_ENTITIES_FOLDED: dict[str, str] = {}
+for _name, _text in html.entities.html5.items():
+    _ENTITIES_FOLDED.setdefault(_name.lower(), _text)
 _MAX_ENTITY = 32
 
 
@@ -112,7 +115,7 @@ def _entity(part: str) -> str:
     semi = part.find(";", 0, _MAX_ENTITY)
     if semi > 0:
         # Exact name first, then case-folded (`&LBRACE;` evades a case-sensitive list).
-        named = _ENTITIES.get(part[: semi + 1]) or _ENTITIES.get(part[: semi + 1].lower())
+        named = _ENTITIES.get(part[: semi + 1]) or _ENTITIES_FOLDED.get(part[: semi + 1].lower())
         if named is not None:
             return named + part[semi + 1 :]
     # Legacy names without `;` (`&lt`, `&amp`): the longest one that html5 knows.
