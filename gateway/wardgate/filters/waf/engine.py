@@ -145,6 +145,8 @@ class _Group:
     """Per kind, the only target names any rule of the group looks at (absent: all)."""
     offset: int = 0
     """Where this group's ids start in the union database."""
+    ungated: bool = False
+    """Whether a detector of the group runs without a prefilter (on every value)."""
 
 
 def _cache_dir() -> Path | None:
@@ -218,9 +220,14 @@ class Engine:
         node_of: dict[tuple[str, ...], int] = {(): 0}
         # Broad rules (those that look at parameters) share the union database; narrow ones
         # (a method, one header) stay out of it, or they would match every other value.
-        by_pipeline: dict[tuple[tuple[str, ...], bool], list[Rule]] = {}
+        # Narrow rules are further split by the targets they select, so a value is scanned
+        # only with patterns that apply to its kind (and name), not with every rule of the
+        # pipeline (a method rule would otherwise run, and match, on every header).
+        by_pipeline: dict[tuple[tuple[str, ...], bool, object], list[Rule]] = {}
         for rule in self.rules:
-            by_pipeline.setdefault((rule.transformations, "ARGS" in rule.kinds), []).append(rule)
+            broad = "ARGS" in rule.kinds
+            selection = None if broad else (rule.kinds, rule.only_names)
+            by_pipeline.setdefault((rule.transformations, broad, selection), []).append(rule)
             for i in range(1, len(rule.transformations) + 1):
                 prefix = rule.transformations[:i]
                 if prefix not in node_of:
@@ -234,7 +241,7 @@ class Engine:
                     )
         self._groups = [
             self._group(i, node_of[p], rs, broad)
-            for i, ((p, broad), rs) in enumerate(by_pipeline.items())
+            for i, ((p, broad, _), rs) in enumerate(by_pipeline.items())
         ]
         union_patterns: list[bytes] = []
         union_owner: list[tuple[_Group, int]] = []
@@ -262,6 +269,28 @@ class Engine:
                     needed.add(node)
                     node = self._nodes[node][0]
             self._plan[kind] = (tuple(sorted(needed)), groups)
+        # Per kind, the narrow groups' patterns in one database too (kinds with the same
+        # narrow groups share it): a header value then takes one scan for every narrow rule
+        # whose pipeline left it unchanged instead of one per rule selection.
+        self._narrow: dict[str, tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]] = {}
+        narrow_by_set: dict[
+            tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        ] = {}
+        for kind, (_needed, groups) in self._plan.items():
+            narrow = tuple(g for g in groups if not g.broad and g.patterns)
+            if not narrow:
+                continue
+            key = tuple(g.index for g in narrow)
+            if key not in narrow_by_set:
+                owners = tuple((g, i) for g in narrow for i in range(len(g.patterns)))
+                narrow_by_set[key] = (
+                    _compile(
+                        [g.patterns[i] for g, i in owners],
+                        [g.expressions[i] for g, i in owners],
+                    ),
+                    owners,
+                )
+            self._narrow[kind] = narrow_by_set[key]
         self._local = threading.local()
 
     def _group(self, index: int, node: int, rules: list[Rule], broad: bool) -> _Group:
@@ -298,6 +327,7 @@ class Engine:
             kinds=frozenset(k for r in rules for k in r.kinds),
             broad=broad,
             names=_names_by_kind(rules),
+            ungated=any(gate is None for _rule, gate in detectors),
         )
 
     def _scratches(self) -> dict[int, hyperscan.Scratch]:
@@ -315,6 +345,8 @@ class Engine:
                     scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
             if self._union is not None:
                 scratches[id(self._union)] = hyperscan.Scratch(self._union)
+            for database, _owners in self._narrow.values():
+                scratches[id(database)] = hyperscan.Scratch(database)
             self._local.scratch = scratches
         return scratches
 
@@ -448,26 +480,44 @@ class Engine:
                     if plain and keeps_plain and values[parent] is raw
                     else transform(values[parent])
                 )
-            # Groups whose pipeline left the value as it was share one union scan.
+            # Groups whose pipeline left the value as it was share one union scan (broad
+            # groups) and one scan of the kind's narrow database.
             hits: dict[int, set[int]] = {}
-            if union is not None and any(g.broad and values[g.node] is raw for g in groups):
+            narrow = self._narrow.get(target.kind)
+            shared_broad = shared_narrow = False
+            for group in groups:
+                if values[group.node] is raw:
+                    if group.broad:
+                        shared_broad = True
+                    elif group.patterns:
+                        shared_narrow = True
+            data: bytes | None = None
+            if union is not None and shared_broad:
+                data = raw.encode("utf-8", "surrogatepass")
                 union_hits.clear()
-                union.scan(
-                    raw.encode("utf-8", "surrogatepass"),
-                    match_event_handler=on_union,
-                    scratch=scratches[id(union)],
-                )
+                union.scan(data, match_event_handler=on_union, scratch=scratches[id(union)])
                 for expr in union_hits:
                     group, local = owner[expr]
                     hits.setdefault(group.index, set()).add(local)
+            if narrow is not None and shared_narrow:
+                if data is None:
+                    data = raw.encode("utf-8", "surrogatepass")
+                database, narrow_owner = narrow
+                union_hits.clear()
+                database.scan(data, match_event_handler=on_union, scratch=scratches[id(database)])
+                for expr in union_hits:
+                    group, local = narrow_owner[expr]
+                    hits.setdefault(group.index, set()).add(local)
             for group in groups:
                 value = values[group.node]
-                if group.broad and value is raw and group.index not in hits:
-                    continue  # answered by the union scan: nothing matched
+                # Answered by a shared scan (an empty database never runs one).
+                shared = value is raw and (group.broad or bool(group.patterns))
+                if shared and group.index not in hits and not group.ungated:
+                    continue  # nothing matched and no detector runs unconditionally
                 only = group.names.get(target.kind)
                 if only is not None and target.name.lower() not in only:
                     continue
-                if group.broad and value is raw:
+                if shared:
                     found = hits.get(group.index, set())
                 elif group.database is not None:
                     group_hits.clear()
