@@ -269,6 +269,15 @@ class Engine:
                     needed.add(node)
                     node = self._nodes[node][0]
             self._plan[kind] = (tuple(sorted(needed)), groups)
+        # Per kind, the nodes a plain value (:func:`is_plain`) still has to go through: those
+        # below a transformation that may change it. Every other node keeps it as it is.
+        keeps = [True] * len(self._nodes)
+        for index, (parent, _transform, keeps_plain) in enumerate(self._nodes):
+            keeps[index] = keeps_plain and (index == 0 or keeps[parent])
+        self._plain_needed = {
+            kind: tuple(node for node in needed if not keeps[node])
+            for kind, (needed, _groups) in self._plan.items()
+        }
         # Per kind, the narrow groups' patterns in one database too (kinds with the same
         # narrow groups share it): a header value then takes one scan for every narrow rule
         # whose pipeline left it unchanged instead of one per rule selection.
@@ -471,26 +480,32 @@ class Engine:
                 continue
             needed, groups = plan
             raw = target.value
-            values: dict[int, str] = {0: raw}
-            plain = is_plain(raw)
-            for node in needed:
-                parent, transform, keeps_plain = nodes[node]
-                values[node] = (
-                    values[parent]
-                    if plain and keeps_plain and values[parent] is raw
-                    else transform(values[parent])
-                )
+            values: dict[int, str]
+            if is_plain(raw):
+                values = dict.fromkeys(needed, raw)
+                values[0] = raw
+                for node in self._plain_needed[target.kind]:
+                    parent, transform, keeps_plain = nodes[node]
+                    before = values[parent]
+                    values[node] = before if keeps_plain and before is raw else transform(before)
+            else:
+                values = {0: raw}
+                for node in needed:
+                    parent, transform, _keeps_plain = nodes[node]
+                    values[node] = transform(values[parent])
             # Groups whose pipeline left the value as it was share one union scan (broad
             # groups) and one scan of the kind's narrow database.
             hits: dict[int, set[int]] = {}
             narrow = self._narrow.get(target.kind)
             shared_broad = shared_narrow = False
+            name = target.name.lower()
             for group in groups:
                 if values[group.node] is raw:
                     if group.broad:
                         shared_broad = True
-                    elif group.patterns:
-                        shared_narrow = True
+                    elif group.patterns and not shared_narrow:
+                        only = group.names.get(target.kind)
+                        shared_narrow = only is None or name in only
             data: bytes | None = None
             if union is not None and shared_broad:
                 data = raw.encode("utf-8", "surrogatepass")
