@@ -523,6 +523,14 @@ class Engine:
                 for expr in union_hits:
                     group, local = narrow_owner[expr]
                     hits.setdefault(group.index, set()).add(local)
+            # Broad groups whose pipelines turned the value into the same new text share one
+            # union scan of that text (hits of the other groups in it are not theirs).
+            changed: dict[str, int] = {}
+            for group in groups:
+                value = values[group.node]
+                if group.broad and value is not raw and group.patterns:
+                    changed[value] = changed.get(value, 0) + 1
+            by_text: dict[str, dict[int, set[int]]] = {}
             for group in groups:
                 value = values[group.node]
                 # Answered by a shared scan (an empty database never runs one).
@@ -534,6 +542,20 @@ class Engine:
                     continue
                 if shared:
                     found = hits.get(group.index, set())
+                elif union is not None and group.broad and changed.get(value, 0) > 1:
+                    text_hits = by_text.get(value)
+                    if text_hits is None:
+                        text_hits = by_text[value] = {}
+                        union_hits.clear()
+                        union.scan(
+                            value.encode("utf-8", "surrogatepass"),
+                            match_event_handler=on_union,
+                            scratch=scratches[id(union)],
+                        )
+                        for expr in union_hits:
+                            owner_group, local = owner[expr]
+                            text_hits.setdefault(owner_group.index, set()).add(local)
+                    found = text_hits.get(group.index, set())
                 elif group.database is not None:
                     group_hits.clear()
                     group.database.scan(
