@@ -118,6 +118,16 @@ def _xss(value: str) -> bool:
 _DETECTORS: dict[str, Callable[[str], bool]] = {"detectSQLi": _sqli, "detectXSS": _xss}
 
 
+def _detect(operator: str, value: str, verdicts: dict[tuple[str, str], bool]) -> bool:
+    """``_DETECTORS[operator](value)``, remembered in ``verdicts`` (it depends on nothing
+    else)."""
+    key = (operator, value)
+    verdict = verdicts.get(key)
+    if verdict is None:
+        verdict = verdicts[key] = _DETECTORS[operator](value)
+    return verdict
+
+
 def _escape_bytes(phrase: str) -> bytes:
     return b"".join(
         bytes([b]) if chr(b).isalnum() else b"\\x%02x" % b for b in phrase.encode("utf-8")
@@ -369,15 +379,24 @@ class Engine:
                 by_kind.setdefault(target.kind, []).append(target)
         matches: list[Match] = []
         single: list[Target] = []
+        # libinjection answers by (operator, value): repeated values (the same text in every
+        # element of a JSON array) are judged once per request.
+        verdicts: dict[tuple[str, str], bool] = {}
         for kind, group_targets in by_kind.items():
             if len(group_targets) < BATCH_MIN_TARGETS or not self._scan_batch(
-                kind, group_targets, matches
+                kind, group_targets, matches, verdicts
             ):
                 single.extend(group_targets)
-        matches.extend(self.scan_each(single))
+        matches.extend(self.scan_each(single, verdicts))
         return matches
 
-    def _scan_batch(self, kind: str, targets: list[Target], matches: list[Match]) -> bool:
+    def _scan_batch(
+        self,
+        kind: str,
+        targets: list[Target],
+        matches: list[Match],
+        verdicts: dict[tuple[str, str], bool],
+    ) -> bool:
         """Scan all ``targets`` (one kind) with one buffer per pipeline node. ``False``
         (nothing appended) when a transformation merged or split values (a decoded
         separator): then the caller scans them one by one."""
@@ -446,20 +465,27 @@ class Engine:
                 values = split.get(node)
                 if values is None:
                     values = split[node] = texts[node].split(SEP)
-                detect = _DETECTORS[rule.operator]
+                operator = rule.operator
                 for index in indexes:
                     target = targets[index]
                     if (
                         (only is None or target.name.lower() in only)
                         and self._applies(rule, target)
-                        and detect(values[index])
+                        and _detect(operator, values[index], verdicts)
                     ):
                         found.append(Match(rule, target.location, target.kind))
         matches.extend(found)
         return True
 
-    def scan_each(self, targets: Iterable[Target]) -> list[Match]:
-        """The one-target-at-a-time scan (small requests, and the batch fallback)."""
+    def scan_each(
+        self,
+        targets: Iterable[Target],
+        verdicts: dict[tuple[str, str], bool] | None = None,
+    ) -> list[Match]:
+        """The one-target-at-a-time scan (small requests, and the batch fallback).
+        ``verdicts`` carries libinjection answers between calls of one scan."""
+        if verdicts is None:
+            verdicts = {}
         scratches = self._scratches()
         matches: list[Match] = []
         nodes = self._nodes
@@ -573,7 +599,7 @@ class Engine:
                 for rule, gate in group.detectors:
                     if gate is not None and gate not in found:
                         continue
-                    if self._applies(rule, target) and _DETECTORS[rule.operator](value):
+                    if self._applies(rule, target) and _detect(rule.operator, value, verdicts):
                         matches.append(Match(rule, target.location, target.kind))
         return matches
 
