@@ -288,6 +288,27 @@ class Engine:
             kind: tuple(node for node in needed if not keeps[node])
             for kind, (needed, _groups) in self._plan.items()
         }
+        # Per kind, for values no pipeline changes (and no detector that runs ungated):
+        # whether the union applies, the names any narrow rule looks at (None: all), and
+        # the kind's groups by index.
+        self._fast: dict[str, tuple[bool, frozenset[str] | None, dict[int, _Group]]] = {}
+        for kind, (_needed, groups) in self._plan.items():
+            if any(g.ungated for g in groups):
+                continue
+            narrow_names: set[str] | None = set()
+            for group in groups:
+                if group.broad or not group.patterns:
+                    continue
+                only = group.names.get(kind)
+                if only is None or narrow_names is None:
+                    narrow_names = None
+                else:
+                    narrow_names |= only
+            self._fast[kind] = (
+                any(g.broad for g in groups),
+                None if narrow_names is None else frozenset(narrow_names),
+                {g.index: g for g in groups},
+            )
         # Per kind, the narrow groups' patterns in one database too (kinds with the same
         # narrow groups share it): a header value then takes one scan for every narrow rule
         # whose pipeline left it unchanged instead of one per rule selection.
@@ -507,13 +528,18 @@ class Engine:
             needed, groups = plan
             raw = target.value
             values: dict[int, str]
+            unchanged = False
             if is_plain(raw):
                 values = dict.fromkeys(needed, raw)
                 values[0] = raw
+                unchanged = True
                 for node in self._plain_needed[target.kind]:
                     parent, transform, keeps_plain = nodes[node]
                     before = values[parent]
-                    values[node] = before if keeps_plain and before is raw else transform(before)
+                    after = values[node] = (
+                        before if keeps_plain and before is raw else transform(before)
+                    )
+                    unchanged = unchanged and after is raw
             else:
                 values = {0: raw}
                 for node in needed:
@@ -525,7 +551,15 @@ class Engine:
             narrow = self._narrow.get(target.kind)
             shared_broad = shared_narrow = False
             name = target.name.lower()
-            for group in groups:
+            fast = self._fast.get(target.kind) if unchanged else None
+            if fast is not None:
+                # Every pipeline left the value as it was: the shared scans answer for all
+                # groups, and only the groups they hit need a look.
+                shared_broad, narrow_names, kind_groups = fast
+                shared_narrow = narrow is not None and (
+                    narrow_names is None or name in narrow_names
+                )
+            for group in () if fast is not None else groups:
                 if values[group.node] is raw:
                     if group.broad:
                         shared_broad = True
@@ -552,12 +586,15 @@ class Engine:
             # Broad groups whose pipelines turned the value into the same new text share one
             # union scan of that text (hits of the other groups in it are not theirs).
             changed: dict[str, int] = {}
-            for group in groups:
+            visit: Iterable[_Group] = groups
+            if fast is not None:
+                visit = [kind_groups[i] for i in sorted(hits) if i in kind_groups]
+            for group in () if fast is not None else groups:
                 value = values[group.node]
                 if group.broad and value is not raw and group.patterns:
                     changed[value] = changed.get(value, 0) + 1
             by_text: dict[str, dict[int, set[int]]] = {}
-            for group in groups:
+            for group in visit:
                 value = values[group.node]
                 # Answered by a shared scan (an empty database never runs one).
                 shared = value is raw and (group.broad or bool(group.patterns))
