@@ -288,6 +288,15 @@ class Engine:
             kind: tuple(node for node in needed if not keeps[node])
             for kind, (needed, _groups) in self._plan.items()
         }
+        # The same for plain values without a space (the only whitespace a plain value may
+        # have): whitespace removal cannot change those either.
+        spaceless = (TRANSFORMS["removeWhitespace"], TRANSFORMS["compressWhitespace"])
+        for index, (parent, transform, keeps_plain) in enumerate(self._nodes):
+            keeps[index] = (keeps_plain or transform in spaceless) and (index == 0 or keeps[parent])
+        self._spaceless_needed = {
+            kind: tuple(node for node in needed if not keeps[node])
+            for kind, (needed, _groups) in self._plan.items()
+        }
         # Per kind, for values no pipeline changes (and no detector that runs ungated):
         # whether the union applies, the names any narrow rule looks at (None: all), and
         # the kind's groups by index.
@@ -533,7 +542,10 @@ class Engine:
                 values = dict.fromkeys(needed, raw)
                 values[0] = raw
                 unchanged = True
-                for node in self._plain_needed[target.kind]:
+                plain_nodes = (self._plain_needed if " " in raw else self._spaceless_needed)[
+                    target.kind
+                ]
+                for node in plain_nodes:
                     parent, transform, keeps_plain = nodes[node]
                     before = values[parent]
                     after = values[node] = (
