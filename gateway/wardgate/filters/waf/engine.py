@@ -432,8 +432,18 @@ class Engine:
         separator): then the caller scans them one by one."""
         needed, groups = self._plan[kind]
         scratches = self._scratches()
-        count = len(targets)
-        raw = SEP.join(t.value.replace(SEP, "\0") if SEP in t.value else t.value for t in targets)
+        # Equal values (the same key or text in every element of a JSON array) go into the
+        # buffer once; their hits count for every target that holds them.
+        pieces: dict[str, int] = {}
+        holders: list[list[int]] = []
+        for position, target in enumerate(targets):
+            value = target.value.replace(SEP, "\0") if SEP in target.value else target.value
+            piece = pieces.setdefault(value, len(pieces))
+            if piece == len(holders):
+                holders.append([])
+            holders[piece].append(position)
+        count = len(pieces)
+        raw = SEP.join(pieces)
         texts: dict[int, str] = {0: raw}
         for node in needed:
             parent, transform, _plain = self._nodes[node]
@@ -477,13 +487,15 @@ class Engine:
                     per_target.setdefault(bisect.bisect_left(seps, last), set()).add(expr)
             only = group.names.get(kind)
             for index, exprs in per_target.items():
-                target = targets[index]
-                if only is not None and target.name.lower() not in only:
-                    continue
-                for expr in sorted(exprs):
-                    rule, is_gate = group.expressions[expr]
-                    if not is_gate and self._applies(rule, target):
-                        found.append(Match(rule, target.location, target.kind))
+                ordered = sorted(exprs)
+                for position in holders[index]:
+                    target = targets[position]
+                    if only is not None and target.name.lower() not in only:
+                        continue
+                    for expr in ordered:
+                        rule, is_gate = group.expressions[expr]
+                        if not is_gate and self._applies(rule, target):
+                            found.append(Match(rule, target.location, target.kind))
             for rule, gate in group.detectors:
                 indexes = (
                     range(count)
@@ -497,13 +509,14 @@ class Engine:
                     values = split[node] = texts[node].split(SEP)
                 operator = rule.operator
                 for index in indexes:
-                    target = targets[index]
-                    if (
-                        (only is None or target.name.lower() in only)
-                        and self._applies(rule, target)
-                        and _detect(operator, values[index], verdicts)
-                    ):
-                        found.append(Match(rule, target.location, target.kind))
+                    for position in holders[index]:
+                        target = targets[position]
+                        if (
+                            (only is None or target.name.lower() in only)
+                            and self._applies(rule, target)
+                            and _detect(operator, values[index], verdicts)
+                        ):
+                            found.append(Match(rule, target.location, target.kind))
         matches.extend(found)
         return True
 
