@@ -40,6 +40,9 @@ rewritten so that nothing matches it (see :func:`separated`), so no match spans 
 _SEP_BYTE = 0x01
 BATCH_MIN_TARGETS = 6
 """Below this many targets of a kind, scanning each is cheaper than joining."""
+SHARED_TEXT_MAX = 4096
+"""Up to this length, one union scan of a transformed text shared by several groups is
+cheaper than a scan per group; on longer texts the small databases scan faster."""
 
 
 def separated(pattern: str) -> str:
@@ -630,7 +633,12 @@ class Engine:
                     continue
                 if shared:
                     found = hits.get(group.index, set())
-                elif union is not None and group.broad and changed.get(value, 0) > 1:
+                elif (
+                    union is not None
+                    and group.broad
+                    and len(value) <= SHARED_TEXT_MAX
+                    and changed.get(value, 0) > 1
+                ):
                     text_hits = by_text.get(value)
                     if text_hits is None:
                         text_hits = by_text[value] = {}
