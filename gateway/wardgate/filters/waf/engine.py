@@ -328,6 +328,12 @@ class Engine:
         narrow_by_set: dict[
             tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
         ] = {}
+        self._narrow_batch: dict[
+            str, tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        ] = {}
+        narrow_batch_by_set: dict[
+            tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        ] = {}
         for kind, (_needed, groups) in self._plan.items():
             narrow = tuple(g for g in groups if not g.broad and g.patterns)
             if not narrow:
@@ -335,14 +341,19 @@ class Engine:
             key = tuple(g.index for g in narrow)
             if key not in narrow_by_set:
                 owners = tuple((g, i) for g in narrow for i in range(len(g.patterns)))
-                narrow_by_set[key] = (
+                patterns = [g.patterns[i] for g, i in owners]
+                expressions = [g.expressions[i] for g, i in owners]
+                narrow_by_set[key] = (_compile(patterns, expressions), owners)
+                narrow_batch_by_set[key] = (
                     _compile(
-                        [g.patterns[i] for g, i in owners],
-                        [g.expressions[i] for g, i in owners],
+                        [separated(p.decode()).encode() for p in patterns],
+                        expressions,
+                        _BATCH_FLAGS,
                     ),
                     owners,
                 )
             self._narrow[kind] = narrow_by_set[key]
+            self._narrow_batch[kind] = narrow_batch_by_set[key]
         self._local = threading.local()
 
     def _group(self, index: int, node: int, rules: list[Rule], broad: bool) -> _Group:
@@ -397,7 +408,7 @@ class Engine:
                     scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
             if self._union is not None:
                 scratches[id(self._union)] = hyperscan.Scratch(self._union)
-            for database, _owners in self._narrow.values():
+            for database, _owners in (*self._narrow.values(), *self._narrow_batch.values()):
                 scratches[id(database)] = hyperscan.Scratch(database)
             self._local.scratch = scratches
         return scratches
@@ -462,6 +473,10 @@ class Engine:
         def on_match(expr: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             hits.append((expr, end))
 
+        # Narrow groups whose pipeline left the buffer as it was take their hits from one
+        # scan of the kind's narrow database, split per group here.
+        narrow = self._narrow_batch.get(kind)
+        narrow_hits: dict[int, list[tuple[int, int]]] | None = None
         for group in groups:
             if group.batch is None and not group.detectors:
                 continue
@@ -470,7 +485,24 @@ class Engine:
             if data is None:
                 data = encoded[node] = texts[node].encode("utf-8", "surrogatepass")
             hits.clear()
-            if group.batch is not None:
+            if (
+                group.batch is not None
+                and narrow is not None
+                and not group.broad
+                and texts[node] is raw
+            ):
+                if narrow_hits is None:
+                    narrow_hits = {}
+                    database, owners = narrow
+                    database.scan(
+                        data, match_event_handler=on_match, scratch=scratches[id(database)]
+                    )
+                    for expr, end in hits:
+                        owner_group, local = owners[expr]
+                        narrow_hits.setdefault(owner_group.index, []).append((local, end))
+                    hits.clear()
+                hits.extend(narrow_hits.get(group.index, ()))
+            elif group.batch is not None:
                 group.batch.scan(
                     data, match_event_handler=on_match, scratch=scratches[id(group.batch)]
                 )
