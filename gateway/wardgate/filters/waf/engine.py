@@ -651,7 +651,12 @@ class Engine:
                 visit = [kind_groups[i] for i in sorted(hits) if i in kind_groups]
             for group in () if fast is not None else groups:
                 value = values[group.node]
-                if group.broad and value is not raw and group.patterns:
+                if (
+                    group.broad
+                    and value is not raw
+                    and group.patterns
+                    and len(value) <= SHARED_TEXT_MAX  # no hashing of long texts
+                ):
                     changed[value] = changed.get(value, 0) + 1
             by_text: dict[str, dict[int, set[int]]] = {}
             for group in visit:
