@@ -7,6 +7,13 @@ Pipelines share prefixes (``urlDecodeUni`` → ``htmlEntityDecode`` → ...), co
 target along a small tree. ``detectSQLi``/``detectXSS`` call libinjection on the group's
 transformed value, only where their prefilter matched.
 
+Per value the engine does as few scans as it can: rules that look at parameters share a
+*union* database, the other ("narrow") rules are grouped by the targets they select and
+share one database per kind; a value no pipeline changes is answered by those one or two
+scans, a transformed text that several pipelines produce is scanned once, libinjection
+judges each distinct value once per request, and a batched kind puts each distinct value
+into its buffer once.
+
 Compiling is the expensive part (Hyperscan builds automata); :func:`engine_for` keeps the
 engines of recent rule selections, so a reload that changes no rule reuses the compiled
 databases. An :class:`Engine` is immutable; Hyperscan scratch space is per thread.
