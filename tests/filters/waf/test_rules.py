@@ -106,3 +106,17 @@ def test_separator_rewrite_keeps_matches_inside_one_value():
     assert SEP not in "".join(t.value for t in split)
     joined = [*split, Target("ARGS", "x", "query:x", "select a from b")]
     assert [m.location for m in engine.scan(joined)] == ["query:x"]
+
+
+def test_batched_scan_reports_a_repeated_value_at_every_location(default_waf):
+    """Equal values share one place in the batch buffer; each target holding one still gets
+    its own match (a JSON array whose every element carries the attack)."""
+    from wardgate.filters.waf.targets import Target
+
+    attack = "1' UNION SELECT password FROM users--"
+    targets = [Target("ARGS", f"$.items[{i}].q", f"body:$.items[{i}].q", attack) for i in range(8)]
+    targets += [Target("ARGS", f"$.items[{i}].n", f"body:$.items[{i}].n", "blue") for i in range(8)]
+    batched = {(m.rule.id, m.location) for m in default_waf.engine.scan(targets)}
+    each = {(m.rule.id, m.location) for m in default_waf.engine.scan_each(targets)}
+    assert batched == each
+    assert {location for _, location in batched} == {f"body:$.items[{i}].q" for i in range(8)}

@@ -7,6 +7,13 @@ Pipelines share prefixes (``urlDecodeUni`` → ``htmlEntityDecode`` → ...), co
 target along a small tree. ``detectSQLi``/``detectXSS`` call libinjection on the group's
 transformed value, only where their prefilter matched.
 
+Per value the engine does as few scans as it can: rules that look at parameters share a
+*union* database, the other ("narrow") rules are grouped by the targets they select and
+share one database per kind; a value no pipeline changes is answered by those one or two
+scans, a transformed text that several pipelines produce is scanned once, libinjection
+judges each distinct value once per request, and a batched kind puts each distinct value
+into its buffer once.
+
 Compiling is the expensive part (Hyperscan builds automata); :func:`engine_for` keeps the
 engines of recent rule selections, so a reload that changes no rule reuses the compiled
 databases. An :class:`Engine` is immutable; Hyperscan scratch space is per thread.
@@ -40,6 +47,9 @@ rewritten so that nothing matches it (see :func:`separated`), so no match spans 
 _SEP_BYTE = 0x01
 BATCH_MIN_TARGETS = 6
 """Below this many targets of a kind, scanning each is cheaper than joining."""
+SHARED_TEXT_MAX = 4096
+"""Up to this length, one union scan of a transformed text shared by several groups is
+cheaper than a scan per group; on longer texts the small databases scan faster."""
 
 
 def separated(pattern: str) -> str:
@@ -118,6 +128,16 @@ def _xss(value: str) -> bool:
 _DETECTORS: dict[str, Callable[[str], bool]] = {"detectSQLi": _sqli, "detectXSS": _xss}
 
 
+def _detect(operator: str, value: str, verdicts: dict[tuple[str, str], bool]) -> bool:
+    """``_DETECTORS[operator](value)``, remembered in ``verdicts`` (it depends on nothing
+    else)."""
+    key = (operator, value)
+    verdict = verdicts.get(key)
+    if verdict is None:
+        verdict = verdicts[key] = _DETECTORS[operator](value)
+    return verdict
+
+
 def _escape_bytes(phrase: str) -> bytes:
     return b"".join(
         bytes([b]) if chr(b).isalnum() else b"\\x%02x" % b for b in phrase.encode("utf-8")
@@ -145,6 +165,8 @@ class _Group:
     """Per kind, the only target names any rule of the group looks at (absent: all)."""
     offset: int = 0
     """Where this group's ids start in the union database."""
+    ungated: bool = False
+    """Whether a detector of the group runs without a prefilter (on every value)."""
 
 
 def _cache_dir() -> Path | None:
@@ -218,9 +240,14 @@ class Engine:
         node_of: dict[tuple[str, ...], int] = {(): 0}
         # Broad rules (those that look at parameters) share the union database; narrow ones
         # (a method, one header) stay out of it, or they would match every other value.
-        by_pipeline: dict[tuple[tuple[str, ...], bool], list[Rule]] = {}
+        # Narrow rules are further split by the targets they select, so a value is scanned
+        # only with patterns that apply to its kind (and name), not with every rule of the
+        # pipeline (a method rule would otherwise run, and match, on every header).
+        by_pipeline: dict[tuple[tuple[str, ...], bool, object], list[Rule]] = {}
         for rule in self.rules:
-            by_pipeline.setdefault((rule.transformations, "ARGS" in rule.kinds), []).append(rule)
+            broad = "ARGS" in rule.kinds
+            selection = None if broad else (rule.kinds, rule.only_names)
+            by_pipeline.setdefault((rule.transformations, broad, selection), []).append(rule)
             for i in range(1, len(rule.transformations) + 1):
                 prefix = rule.transformations[:i]
                 if prefix not in node_of:
@@ -234,7 +261,7 @@ class Engine:
                     )
         self._groups = [
             self._group(i, node_of[p], rs, broad)
-            for i, ((p, broad), rs) in enumerate(by_pipeline.items())
+            for i, ((p, broad, _), rs) in enumerate(by_pipeline.items())
         ]
         union_patterns: list[bytes] = []
         union_owner: list[tuple[_Group, int]] = []
@@ -262,6 +289,78 @@ class Engine:
                     needed.add(node)
                     node = self._nodes[node][0]
             self._plan[kind] = (tuple(sorted(needed)), groups)
+        # Per kind, the nodes a plain value (:func:`is_plain`) still has to go through: those
+        # below a transformation that may change it. Every other node keeps it as it is.
+        keeps = [True] * len(self._nodes)
+        for index, (parent, _transform, keeps_plain) in enumerate(self._nodes):
+            keeps[index] = keeps_plain and (index == 0 or keeps[parent])
+        self._plain_needed = {
+            kind: tuple(node for node in needed if not keeps[node])
+            for kind, (needed, _groups) in self._plan.items()
+        }
+        # The same for plain values without a space (the only whitespace a plain value may
+        # have): whitespace removal cannot change those either.
+        spaceless = (TRANSFORMS["removeWhitespace"], TRANSFORMS["compressWhitespace"])
+        for index, (parent, transform, keeps_plain) in enumerate(self._nodes):
+            keeps[index] = (keeps_plain or transform in spaceless) and (index == 0 or keeps[parent])
+        self._spaceless_needed = {
+            kind: tuple(node for node in needed if not keeps[node])
+            for kind, (needed, _groups) in self._plan.items()
+        }
+        # Per kind, for values no pipeline changes (and no detector that runs ungated):
+        # whether the union applies, the names any narrow rule looks at (None: all), and
+        # the kind's groups by index.
+        self._fast: dict[str, tuple[bool, frozenset[str] | None, dict[int, _Group]]] = {}
+        for kind, (_needed, groups) in self._plan.items():
+            if any(g.ungated for g in groups):
+                continue
+            narrow_names: set[str] | None = set()
+            for group in groups:
+                if group.broad or not group.patterns:
+                    continue
+                only = group.names.get(kind)
+                if only is None or narrow_names is None:
+                    narrow_names = None
+                else:
+                    narrow_names |= only
+            self._fast[kind] = (
+                any(g.broad for g in groups),
+                None if narrow_names is None else frozenset(narrow_names),
+                {g.index: g for g in groups},
+            )
+        # Per kind, the narrow groups' patterns in one database too (kinds with the same
+        # narrow groups share it): a header value then takes one scan for every narrow rule
+        # whose pipeline left it unchanged instead of one per rule selection.
+        self._narrow: dict[str, tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]] = {}
+        narrow_by_set: dict[
+            tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        ] = {}
+        self._narrow_batch: dict[
+            str, tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        ] = {}
+        narrow_batch_by_set: dict[
+            tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        ] = {}
+        for kind, (_needed, groups) in self._plan.items():
+            narrow = tuple(g for g in groups if not g.broad and g.patterns)
+            if not narrow:
+                continue
+            key = tuple(g.index for g in narrow)
+            if key not in narrow_by_set:
+                owners = tuple((g, i) for g in narrow for i in range(len(g.patterns)))
+                patterns = [g.patterns[i] for g, i in owners]
+                expressions = [g.expressions[i] for g, i in owners]
+                narrow_by_set[key] = (_compile(patterns, expressions), owners)
+                narrow_batch_by_set[key] = (
+                    _compile(
+                        [separated(p.decode()).encode() for p in patterns],
+                        expressions,
+                        _BATCH_FLAGS,
+                    ),
+                    owners,
+                )
+            self._narrow[kind] = narrow_by_set[key]
+            self._narrow_batch[kind] = narrow_batch_by_set[key]
         self._local = threading.local()
 
     def _group(self, index: int, node: int, rules: list[Rule], broad: bool) -> _Group:
@@ -298,6 +397,7 @@ class Engine:
             kinds=frozenset(k for r in rules for k in r.kinds),
             broad=broad,
             names=_names_by_kind(rules),
+            ungated=any(gate is None for _rule, gate in detectors),
         )
 
     def _scratches(self) -> dict[int, hyperscan.Scratch]:
@@ -315,6 +415,8 @@ class Engine:
                     scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
             if self._union is not None:
                 scratches[id(self._union)] = hyperscan.Scratch(self._union)
+            for database, _owners in (*self._narrow.values(), *self._narrow_batch.values()):
+                scratches[id(database)] = hyperscan.Scratch(database)
             self._local.scratch = scratches
         return scratches
 
@@ -328,22 +430,41 @@ class Engine:
                 by_kind.setdefault(target.kind, []).append(target)
         matches: list[Match] = []
         single: list[Target] = []
+        # libinjection answers by (operator, value): repeated values (the same text in every
+        # element of a JSON array) are judged once per request.
+        verdicts: dict[tuple[str, str], bool] = {}
         for kind, group_targets in by_kind.items():
             if len(group_targets) < BATCH_MIN_TARGETS or not self._scan_batch(
-                kind, group_targets, matches
+                kind, group_targets, matches, verdicts
             ):
                 single.extend(group_targets)
-        matches.extend(self.scan_each(single))
+        matches.extend(self.scan_each(single, verdicts))
         return matches
 
-    def _scan_batch(self, kind: str, targets: list[Target], matches: list[Match]) -> bool:
+    def _scan_batch(
+        self,
+        kind: str,
+        targets: list[Target],
+        matches: list[Match],
+        verdicts: dict[tuple[str, str], bool],
+    ) -> bool:
         """Scan all ``targets`` (one kind) with one buffer per pipeline node. ``False``
         (nothing appended) when a transformation merged or split values (a decoded
         separator): then the caller scans them one by one."""
         needed, groups = self._plan[kind]
         scratches = self._scratches()
-        count = len(targets)
-        raw = SEP.join(t.value.replace(SEP, "\0") if SEP in t.value else t.value for t in targets)
+        # Equal values (the same key or text in every element of a JSON array) go into the
+        # buffer once; their hits count for every target that holds them.
+        pieces: dict[str, int] = {}
+        holders: list[list[int]] = []
+        for position, target in enumerate(targets):
+            value = target.value.replace(SEP, "\0") if SEP in target.value else target.value
+            piece = pieces.setdefault(value, len(pieces))
+            if piece == len(holders):
+                holders.append([])
+            holders[piece].append(position)
+        count = len(pieces)
+        raw = SEP.join(pieces)
         texts: dict[int, str] = {0: raw}
         for node in needed:
             parent, transform, _plain = self._nodes[node]
@@ -359,6 +480,10 @@ class Engine:
         def on_match(expr: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             hits.append((expr, end))
 
+        # Narrow groups whose pipeline left the buffer as it was take their hits from one
+        # scan of the kind's narrow database, split per group here.
+        narrow = self._narrow_batch.get(kind)
+        narrow_hits: dict[int, list[tuple[int, int]]] | None = None
         for group in groups:
             if group.batch is None and not group.detectors:
                 continue
@@ -367,7 +492,24 @@ class Engine:
             if data is None:
                 data = encoded[node] = texts[node].encode("utf-8", "surrogatepass")
             hits.clear()
-            if group.batch is not None:
+            if (
+                group.batch is not None
+                and narrow is not None
+                and not group.broad
+                and texts[node] is raw
+            ):
+                if narrow_hits is None:
+                    narrow_hits = {}
+                    database, owners = narrow
+                    database.scan(
+                        data, match_event_handler=on_match, scratch=scratches[id(database)]
+                    )
+                    for expr, end in hits:
+                        owner_group, local = owners[expr]
+                        narrow_hits.setdefault(owner_group.index, []).append((local, end))
+                    hits.clear()
+                hits.extend(narrow_hits.get(group.index, ()))
+            elif group.batch is not None:
                 group.batch.scan(
                     data, match_event_handler=on_match, scratch=scratches[id(group.batch)]
                 )
@@ -387,13 +529,15 @@ class Engine:
                     per_target.setdefault(bisect.bisect_left(seps, last), set()).add(expr)
             only = group.names.get(kind)
             for index, exprs in per_target.items():
-                target = targets[index]
-                if only is not None and target.name.lower() not in only:
-                    continue
-                for expr in sorted(exprs):
-                    rule, is_gate = group.expressions[expr]
-                    if not is_gate and self._applies(rule, target):
-                        found.append(Match(rule, target.location, target.kind))
+                ordered = sorted(exprs)
+                for position in holders[index]:
+                    target = targets[position]
+                    if only is not None and target.name.lower() not in only:
+                        continue
+                    for expr in ordered:
+                        rule, is_gate = group.expressions[expr]
+                        if not is_gate and self._applies(rule, target):
+                            found.append(Match(rule, target.location, target.kind))
             for rule, gate in group.detectors:
                 indexes = (
                     range(count)
@@ -405,20 +549,28 @@ class Engine:
                 values = split.get(node)
                 if values is None:
                     values = split[node] = texts[node].split(SEP)
-                detect = _DETECTORS[rule.operator]
+                operator = rule.operator
                 for index in indexes:
-                    target = targets[index]
-                    if (
-                        (only is None or target.name.lower() in only)
-                        and self._applies(rule, target)
-                        and detect(values[index])
-                    ):
-                        found.append(Match(rule, target.location, target.kind))
+                    for position in holders[index]:
+                        target = targets[position]
+                        if (
+                            (only is None or target.name.lower() in only)
+                            and self._applies(rule, target)
+                            and _detect(operator, values[index], verdicts)
+                        ):
+                            found.append(Match(rule, target.location, target.kind))
         matches.extend(found)
         return True
 
-    def scan_each(self, targets: Iterable[Target]) -> list[Match]:
-        """The one-target-at-a-time scan (small requests, and the batch fallback)."""
+    def scan_each(
+        self,
+        targets: Iterable[Target],
+        verdicts: dict[tuple[str, str], bool] | None = None,
+    ) -> list[Match]:
+        """The one-target-at-a-time scan (small requests, and the batch fallback).
+        ``verdicts`` carries libinjection answers between calls of one scan."""
+        if verdicts is None:
+            verdicts = {}
         scratches = self._scratches()
         matches: list[Match] = []
         nodes = self._nodes
@@ -439,36 +591,111 @@ class Engine:
                 continue
             needed, groups = plan
             raw = target.value
-            values: dict[int, str] = {0: raw}
-            plain = is_plain(raw)
-            for node in needed:
-                parent, transform, keeps_plain = nodes[node]
-                values[node] = (
-                    values[parent]
-                    if plain and keeps_plain and values[parent] is raw
-                    else transform(values[parent])
-                )
-            # Groups whose pipeline left the value as it was share one union scan.
+            values: dict[int, str]
+            unchanged = False
+            if is_plain(raw):
+                values = dict.fromkeys(needed, raw)
+                values[0] = raw
+                unchanged = True
+                plain_nodes = (self._plain_needed if " " in raw else self._spaceless_needed)[
+                    target.kind
+                ]
+                for node in plain_nodes:
+                    parent, transform, keeps_plain = nodes[node]
+                    before = values[parent]
+                    after = values[node] = (
+                        before if keeps_plain and before is raw else transform(before)
+                    )
+                    unchanged = unchanged and after is raw
+            else:
+                values = {0: raw}
+                for node in needed:
+                    parent, transform, _keeps_plain = nodes[node]
+                    values[node] = transform(values[parent])
+            # Groups whose pipeline left the value as it was share one union scan (broad
+            # groups) and one scan of the kind's narrow database.
             hits: dict[int, set[int]] = {}
-            if union is not None and any(g.broad and values[g.node] is raw for g in groups):
-                union_hits.clear()
-                union.scan(
-                    raw.encode("utf-8", "surrogatepass"),
-                    match_event_handler=on_union,
-                    scratch=scratches[id(union)],
+            narrow = self._narrow.get(target.kind)
+            shared_broad = shared_narrow = False
+            name = target.name.lower()
+            fast = self._fast.get(target.kind) if unchanged else None
+            if fast is not None:
+                # Every pipeline left the value as it was: the shared scans answer for all
+                # groups, and only the groups they hit need a look.
+                shared_broad, narrow_names, kind_groups = fast
+                shared_narrow = narrow is not None and (
+                    narrow_names is None or name in narrow_names
                 )
+            for group in () if fast is not None else groups:
+                if values[group.node] is raw:
+                    if group.broad:
+                        shared_broad = True
+                    elif group.patterns and not shared_narrow:
+                        only = group.names.get(target.kind)
+                        shared_narrow = only is None or name in only
+            data: bytes | None = None
+            if union is not None and shared_broad:
+                data = raw.encode("utf-8", "surrogatepass")
+                union_hits.clear()
+                union.scan(data, match_event_handler=on_union, scratch=scratches[id(union)])
                 for expr in union_hits:
                     group, local = owner[expr]
                     hits.setdefault(group.index, set()).add(local)
-            for group in groups:
+            if narrow is not None and shared_narrow:
+                if data is None:
+                    data = raw.encode("utf-8", "surrogatepass")
+                database, narrow_owner = narrow
+                union_hits.clear()
+                database.scan(data, match_event_handler=on_union, scratch=scratches[id(database)])
+                for expr in union_hits:
+                    group, local = narrow_owner[expr]
+                    hits.setdefault(group.index, set()).add(local)
+            # Broad groups whose pipelines turned the value into the same new text share one
+            # union scan of that text (hits of the other groups in it are not theirs).
+            changed: dict[str, int] = {}
+            visit: Iterable[_Group] = groups
+            if fast is not None:
+                visit = [kind_groups[i] for i in sorted(hits) if i in kind_groups]
+            for group in () if fast is not None else groups:
                 value = values[group.node]
-                if group.broad and value is raw and group.index not in hits:
-                    continue  # answered by the union scan: nothing matched
+                if (
+                    group.broad
+                    and value is not raw
+                    and group.patterns
+                    and len(value) <= SHARED_TEXT_MAX  # no hashing of long texts
+                ):
+                    changed[value] = changed.get(value, 0) + 1
+            by_text: dict[str, dict[int, set[int]]] = {}
+            for group in visit:
+                value = values[group.node]
+                # Answered by a shared scan (an empty database never runs one).
+                shared = value is raw and (group.broad or bool(group.patterns))
+                if shared and group.index not in hits and not group.ungated:
+                    continue  # nothing matched and no detector runs unconditionally
                 only = group.names.get(target.kind)
                 if only is not None and target.name.lower() not in only:
                     continue
-                if group.broad and value is raw:
+                if shared:
                     found = hits.get(group.index, set())
+                elif (
+                    union is not None
+                    and group.broad
+                    and len(value) <= SHARED_TEXT_MAX
+                    and changed.get(value, 0) > 1
+                ):
+                    text_hits = by_text.get(value)
+                    if text_hits is None:
+                        text_hits = by_text[value] = {}
+                        union_hits.clear()
+                        union.scan(
+                            value.encode("utf-8", "surrogatepass"),
+                            match_event_handler=on_union,
+                            scratch=scratches[id(union)],
+                        )
+                        for expr in union_hits:
+                            owner_group, local = owner[expr]
+                            text_hits.setdefault(owner_group.index, set()).add(local)
+                    found = text_hits.get(group.index, set())
                 elif group.database is not None:
                     group_hits.clear()
                     group.database.scan(
@@ -486,7 +713,7 @@ class Engine:
                 for rule, gate in group.detectors:
                     if gate is not None and gate not in found:
                         continue
-                    if self._applies(rule, target) and _DETECTORS[rule.operator](value):
+                    if self._applies(rule, target) and _detect(rule.operator, value, verdicts):
                         matches.append(Match(rule, target.location, target.kind))
         return matches
 
