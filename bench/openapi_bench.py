@@ -226,6 +226,12 @@ def main() -> int:
     parser.add_argument("--resources", type=int, default=25, help="5 operations each")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--no-scale",
+        dest="scale",
+        action="store_false",
+        help="skip the 10x larger spec (routing cost vs number of operations)",
+    )
     args = parser.parse_args()
     spec = generate_spec(args.resources)
     operations = sum(1 for item in spec["paths"].values() for key in item if key != "parameters")
@@ -263,6 +269,22 @@ def main() -> int:
         f"median speed-up over openapi-core: {statistics.median(ratios):.1f}x "
         f"(target >= 10x); min {min(ratios):.1f}x"
     )
+    if args.scale:
+        # Routing cost must not grow with the number of operations (trie, not a scan).
+        big_resources = args.resources * 10
+        big = wardgate_validator(generate_spec(big_resources))
+        small_case = requests_for(args.resources)[1]
+        big_case = requests_for(big_resources)[1]
+        small_us = statistics.median(
+            per_request_us(wardgate, small_case, args.iterations) for _ in range(args.rounds)
+        )
+        big_us = statistics.median(
+            per_request_us(big, big_case, args.iterations) for _ in range(args.rounds)
+        )
+        print(
+            f"GET item with {args.resources * 5} vs {big_resources * 5} operations: "
+            f"{small_us:.1f} us vs {big_us:.1f} us (ratio {big_us / small_us:.2f})"
+        )
     return 0
 
 

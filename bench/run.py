@@ -8,7 +8,7 @@ Each measurement is repeated and the median is reported; the machine has 2 share
 read ratios, not absolute numbers. Extra suites (per-filter micro-benchmarks) are the
 ``bench/*_bench.py`` scripts, run at the end when present.
 
-Usage: ``python bench/run.py [--duration S] [--repeats N] [--quick]``
+Usage: ``python bench/run.py [--duration S] [--repeats N] [--quick] [--only SUITE]``
 """
 
 from __future__ import annotations
@@ -243,9 +243,35 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 repeat of 3 s (smoke run)")
+    parser.add_argument(
+        "--only",
+        metavar="SUITE",
+        help="run only this suite: 'proxy' (the peers above) or a bench/<SUITE>_bench.py name",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.repeats = 3, 1
+    suites = sorted((ROOT / "bench").glob("*_bench.py"))
+    if args.only not in (None, "proxy"):
+        suites = [s for s in suites if s.name == f"{args.only}_bench.py"]
+        if not suites:
+            raise SystemExit(f"no suite {args.only!r}: bench/{args.only}_bench.py does not exist")
+    elif args.only == "proxy":
+        suites = []
+    if args.only in (None, "proxy"):
+        run_proxy_suite(args)
+    for extra in suites:
+        print(f"\n== {extra.name}", flush=True)
+        subprocess.run(
+            [sys.executable, str(extra)],
+            check=False,
+            env=dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}:{ROOT}"),
+        )
+    return 0
+
+
+def run_proxy_suite(args: argparse.Namespace) -> None:
+    """Direct upstream, Envoy and Wardgate pass-through, one worker each (module docstring)."""
     ensure_tools()
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Load]] = {}
@@ -287,14 +313,6 @@ def main() -> int:
             indent=2,
         )
     )
-    for extra in sorted((ROOT / "bench").glob("*_bench.py")):
-        print(f"\n== {extra.name}", flush=True)
-        subprocess.run(
-            [sys.executable, str(extra)],
-            check=False,
-            env=dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}:{ROOT}"),
-        )
-    return 0
 
 
 def print_report(
@@ -313,14 +331,14 @@ def print_report(
                 f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f}"
             )
     print(f"\n== Latency at {rate:.0f} req/s (half of Wardgate's GET peak; hey, 8 connections)")
-    direct = latency["direct"]
+    baseline = latency["direct"]
     for name, load in latency.items():
         print(
             f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  "
-            f"added p99 vs direct {load.p99_ms - direct.p99_ms:6.2f} ms"
+            f"added p99 vs direct {load.p99_ms - baseline.p99_ms:6.2f} ms"
         )
     wardgate, envoy = results["GET"]["wardgate"].rps, results["GET"]["envoy"].rps
-    added = latency["wardgate"].p99_ms - direct.p99_ms
+    added = latency["wardgate"].p99_ms - baseline.p99_ms
     print(
         f"\nTargets: Wardgate/Envoy GET throughput {wardgate / envoy:.2f} (>= 0.50), "
         f"added p99 at half load {added:.2f} ms (< 2 ms)"

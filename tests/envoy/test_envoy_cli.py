@@ -98,6 +98,7 @@ async def test_ext_authz_command_serves_envoy_and_stops_cleanly(tmp_path: Path, 
     )
     try:
         info = proc.wait_for("ext_authz listening")
+        assert any("body cap" in note for note in info["limitations"])
         ports = (_port(info["grpc"]), _port(info["http"]))
         for example in ("ext-authz-grpc.yaml", "ext-authz-http.yaml"):
             stack = await envoy_stack(example, authz_ports=ports)

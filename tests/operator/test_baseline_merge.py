@@ -386,10 +386,16 @@ def test_waf_never_weaker_than_app_or_floor(waf, floor, delegable):
     original = {**waf, "families": {k: dict(v) for k, v in waf["families"].items()}}
     _clamp(waf, floor, delegable)
     floor_spec = WafFloorSpec.model_validate(floor)
+    specs = [DelegableExceptionSpec.model_validate(d) for d in delegable]
+    delegated = {f for d in specs if not d.paths and not d.rule_ids for f in d.families}
     for family in WAF_FAMILIES:
         mode, level = _effective_family(waf, family)
         old_mode, old_level = _effective_family(original, family)
         assert mode >= old_mode and level >= old_level, family
+        if family in delegated and family in original["families"]:
+            # the team's own tuning of a family delegated to it stays as written
+            assert waf["families"][family] == original["families"][family]
+            continue
         family_floor = floor_spec.families.get(family)
         min_level = max(
             floor_spec.minimum_paranoia_level or 0,
@@ -400,7 +406,6 @@ def test_waf_never_weaker_than_app_or_floor(waf, floor, delegable):
             assert mode >= MODE_RANK[floor_spec.minimum_mode]
         if family in floor_spec.enforce_families:
             assert mode == MODE_RANK["enforce"]
-    specs = [DelegableExceptionSpec.model_validate(d) for d in delegable]
     assert all(e in original["exceptions"] for e in waf["exceptions"])
     assert all(exception_delegated(e, specs) for e in waf["exceptions"])
     dropped = [e for e in original["exceptions"] if e not in waf["exceptions"]]
@@ -427,3 +432,69 @@ def test_mandatory_jwt_met_by_the_app_or_by_baseline_defaults():
     assert from_defaults.effective is not None
     assert from_defaults.effective.jwt is not None
     assert list(from_defaults.effective.jwt.providers) == ["corp"]
+
+
+def test_real_waf_section_is_clamped_end_to_end():
+    app = policy(
+        {
+            "waf": {
+                "mode": "detect",
+                "anomalyThreshold": 50,
+                "oversizeAction": "allowUninspected",
+                "families": {"sqli": {"mode": "off"}},
+                "exceptions": [
+                    {"ruleIds": ["942100"], "paths": ["/search"], "reason": "fp on search"},
+                    {"families": ["xss"], "paths": ["/a"], "reason": "not delegated"},
+                ],
+            }
+        }
+    )
+    base = baseline(
+        {
+            "waf": {
+                "minimumMode": "enforce",
+                "families": {"sqli": {"minimumParanoiaLevel": 3}},
+                "maximumAnomalyThreshold": 10,
+                "requireOversizeReject": True,
+            },
+            "delegableExceptions": [{"ruleIds": ["942100"], "paths": ["/search"]}],
+        }
+    )
+    outcome = apply_baselines(app, [("prod", base)])
+    assert outcome.effective is not None
+    waf = outcome.effective.waf
+    assert waf.mode == "enforce" and waf.anomaly_threshold == 10
+    assert waf.oversize_action == "reject"
+    assert waf.families["sqli"].mode == "enforce"
+    assert waf.families["sqli"].paranoia_level == 3
+    assert [e.rule_ids for e in waf.exceptions] == [("942100",)]
+    kinds = {f.path: f.kind for f in outcome.findings}
+    assert kinds["waf.mode"] == "violation"
+    assert kinds["waf.anomalyThreshold"] == "violation"
+    assert kinds["waf.oversizeAction"] == "violation"
+    assert kinds["waf.families.sqli.paranoiaLevel"] == "clamp"
+    assert kinds["waf.exceptions"] == "violation"
+    # the result compiles with the gateway's own compiler (what the sidecar will load)
+    from wardgate.runtime import compile_policy
+
+    compile_policy(outcome.effective)
+
+
+def test_family_delegated_everywhere_may_be_switched_off_by_the_app():
+    base = baseline(
+        {"waf": {"minimumMode": "enforce"}, "delegableExceptions": [{"families": ["php"]}]}
+    )
+    app = policy(
+        {"waf": {"mode": "detect", "families": {"php": {"mode": "off"}, "sqli": {"mode": "off"}}}}
+    )
+    outcome = apply_baselines(app, [("prod", base)])
+    assert outcome.effective is not None
+    waf = outcome.effective.waf
+    assert waf.families["php"].mode == "off"  # delegated
+    assert waf.families["sqli"].mode == "enforce"  # not delegated: raised
+    assert waf.mode == "enforce"
+    # a second baseline that does not delegate php wins (the stricter one)
+    strict = baseline({"waf": {"minimumMode": "detect"}})
+    both = apply_baselines(app, [("prod", base), ("strict", strict)])
+    assert both.effective is not None and both.effective.waf.families["php"].mode == "detect"
+    assert apply_baselines(app, [("strict", strict), ("prod", base)]).effective == both.effective

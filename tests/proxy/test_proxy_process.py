@@ -174,14 +174,24 @@ async def test_workers_share_the_port_and_metrics_add_up(gateway_process):
                 info = await resp.json()
             assert len(info["workers"]) == 2
             pids_seen.update(info["workers"])
-            async with session.get(gw.admin_url + "/stats/prometheus") as resp:
-                prom = await resp.text()
-            line = next(
-                x
-                for x in prom.splitlines()
-                if x.startswith('wardgate_requests_total{code_class="2xx",replied_by="upstream"}')
-            )
-            assert float(line.split()[-1]) == 61.0
+            # A worker counts a request after its last byte went out, so the client can be
+            # a moment ahead of the counters: poll until they settle, then demand exactness.
+            deadline = time.monotonic() + 10
+            while True:
+                async with session.get(gw.admin_url + "/stats/prometheus") as resp:
+                    prom = await resp.text()
+                line = next(
+                    x
+                    for x in prom.splitlines()
+                    if x.startswith(
+                        'wardgate_requests_total{code_class="2xx",replied_by="upstream"}'
+                    )
+                )
+                counted = float(line.split()[-1])
+                if counted >= 61.0 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert counted == 61.0
             # A worker that dies is replaced.
             os.kill(info["workers"][0], signal.SIGKILL)
             deadline = time.monotonic() + 20

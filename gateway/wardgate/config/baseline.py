@@ -169,6 +169,13 @@ class WafFloorSpec(SpecModel):
     families: dict[WafFamily, WafFamilyFloorSpec] = Field(default_factory=dict)
     """Per-family floors, on top of the global ones."""
 
+    maximum_anomaly_threshold: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """The highest ``waf.anomalyThreshold`` allowed (a higher threshold refuses less)."""
+
+    require_oversize_reject: bool = False
+    """Bodies over ``waf.requestBodyLimit`` must be refused (``oversizeAction: reject``),
+    never passed on uninspected."""
+
 
 class JwtFloorSpec(SpecModel):
     """Floors for the ``jwt`` section."""
@@ -220,7 +227,8 @@ class DelegableExceptionSpec(SpecModel):
     every matching baseline has an entry covering it: all its ``ruleIds`` are listed here,
     all its ``families`` are listed here, and (when ``paths`` is set) every path of the
     exception starts with one of these prefixes. An exception naming neither rules nor
-    families is never delegable."""
+    families is never delegable. An entry with only ``families`` also lets teams lower
+    those families' own ``waf.families.<key>`` mode and level (down to ``off``)."""
 
     rule_ids: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = ()
     """Rule ids teams may exempt."""
@@ -516,12 +524,31 @@ def clamp_waf(
             f"{waf.get('paranoiaLevel')} is under the minimum {new_level}; raised",
         )
         waf["paranoiaLevel"] = new_level
+    threshold = waf.get("anomalyThreshold")
+    cap = floor.maximum_anomaly_threshold
+    if cap is not None and (not isinstance(threshold, int) or threshold > cap):
+        if isinstance(threshold, int):
+            note(("waf", "anomalyThreshold"), f"{threshold} is over the maximum {cap}; lowered")
+        waf["anomalyThreshold"] = cap
+    if floor.require_oversize_reject and waf.get("oversizeAction", "reject") != "reject":
+        note(
+            ("waf", "oversizeAction"),
+            f"{waf.get('oversizeAction')} lets bodies through uninspected; set to reject",
+        )
+        waf["oversizeAction"] = "reject"
     families = waf.get("families")
     if not isinstance(families, dict):
         families = {}
     global_mode = waf.get("mode")
     global_level = waf.get("paranoiaLevel")
+    # A family delegated everywhere (no rule ids, no paths) may be tuned down, even off, by
+    # the app's own families.<key> entry: the WAF's way of excepting a whole family.
+    delegated = {
+        f for entry in delegable if not entry.paths and not entry.rule_ids for f in entry.families
+    }
     for family in WAF_FAMILIES:
+        if family in delegated and isinstance(families.get(family), dict):
+            continue
         family_floor = floor.families.get(family, WafFamilyFloorSpec())
         mode_floor = _max_mode(
             floor.minimum_mode,

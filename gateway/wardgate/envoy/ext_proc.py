@@ -146,6 +146,10 @@ class ProcessStream:
         pipeline = self.pipeline = RequestPipeline(self.policy, request)
         before = list(request.headers.items())
         reply = await pipeline.decode_headers()
+        if reply is None and message.end_of_stream and pipeline.needs_request_body:
+            # No body follows: the body phase still runs, as in the native proxy (a filter
+            # may require a body).
+            reply = await pipeline.decode_body(b"", True)
         if reply is not None:
             return _immediate(denied(pipeline, reply))
         self._request_headers = list(request.headers.items())

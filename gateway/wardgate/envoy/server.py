@@ -19,6 +19,7 @@ from wardgate.admin.state import GatewayState, ServerState
 from wardgate.envoy import ext_proc, grpc_authz
 from wardgate.envoy.decision import decide, internal_error
 from wardgate.envoy.http_authz import HttpAuthzHandler
+from wardgate.envoy.limitations import envoy_limitations
 from wardgate.runtime import PolicyHolder, PolicyReloader
 
 log = logging.getLogger("wardgate.envoy")
@@ -101,6 +102,8 @@ class ExtAuthzServer:
                     "http": self.http_address,
                     "admin": self.state.admin or None,
                     "policy": {"digest": policy.digest, "generation": policy.generation},
+                    # What this policy cannot get over Envoy's protocols (wardgate validate).
+                    "limitations": [*policy.limitations(), *envoy_limitations(policy)],
                 }
             },
         )

@@ -351,3 +351,88 @@ def test_parameters_agree_with_openapi_core(version, req):
 @given(req=put_requests())
 def test_json_bodies_agree_with_openapi_core(version, req):
     _agree(version, req)
+
+
+FORM_SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "form", "version": "1"},
+    "paths": {
+        "/form": {
+            "post": {
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "maxLength": 5},
+                                    "count": {"type": "integer", "minimum": 1},
+                                    "flag": {"type": "boolean"},
+                                    "tags": {
+                                        "type": "array",
+                                        "maxItems": 2,
+                                        "items": {"type": "string"},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "ok"}},
+            }
+        }
+    },
+}
+FORM_ORACLE = OpenAPI.from_dict(FORM_SPEC)
+FORM_POLICY = policy_for(FORM_SPEC, security="ignore")
+FORM_FIELDS = {
+    "name": (st.text(alphabet="abc", max_size=5), st.text(alphabet="abc", min_size=6, max_size=7)),
+    "count": (st.integers(1, 99).map(str), st.sampled_from(["0", "-3", "x", "1.5", ""])),
+    "flag": (st.sampled_from(["true", "false"]), st.sampled_from(["maybe", "2", ""])),
+}
+
+
+@st.composite
+def form_bodies(draw: st.DrawFn) -> bytes:
+    bad = draw(st.sampled_from([None, None, None, "missing", "tags", *FORM_FIELDS]))
+    pairs: list[tuple[str, str]] = []
+    for name, (valid, broken) in FORM_FIELDS.items():
+        if name == "name" and bad == "missing":
+            continue
+        if bad == name:
+            pairs.append((name, draw(broken)))
+        elif name == "name" or draw(st.booleans()):
+            pairs.append((name, draw(valid)))
+    tags = draw(
+        st.lists(st.text(alphabet="xy", min_size=1, max_size=2), min_size=3, max_size=4)
+        if bad == "tags"
+        else st.lists(st.text(alphabet="xy", min_size=1, max_size=2), max_size=2)
+    )
+    pairs.extend(("tags", tag) for tag in tags)
+    order = draw(st.permutations(pairs))
+    return urlencode(order).encode()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=form_bodies())
+def test_form_bodies_agree_with_openapi_core(body):
+    mock = MockRequest(
+        "http://localhost",
+        "post",
+        "/form",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+    )
+    try:
+        FORM_ORACLE.validate_request(mock)
+        expected, why = True, ""
+    except Exception as exc:
+        expected, why = False, f"{type(exc).__name__}: {exc}"[:300]
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    result = asyncio.run(decide(FORM_POLICY, "POST", "/form", headers, body))
+    got = result["decision"] == "allow"
+    assert got == expected, (
+        f"openapi-core {expected} ({why}); wardgate {result.get('violations')}; {body!r}"
+    )

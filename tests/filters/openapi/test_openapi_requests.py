@@ -277,3 +277,24 @@ async def test_lone_surrogates_are_a_400_not_a_filter_error(petstore):
     assert result["violations"][0]["ruleId"] == "openapi.body.parse"
     ok = await decide(petstore, "POST", "/api/v1/pets", JSON, b'{"name": "\\ud83d\\ude00"}')
     assert ok["decision"] == "allow"
+
+
+async def test_ext_proc_refuses_a_missing_required_body_too(petstore):
+    from wardgate.envoy import wire
+    from wardgate.envoy.ext_proc import ProcessStream
+
+    def headers_message(method: str, end_of_stream: bool):
+        message = wire.ProcessingRequest()
+        rh = message.request_headers
+        for name, value in ((":method", method), (":path", "/api/v1/pets"), (":authority", "h")):
+            header = rh.headers.headers.add()
+            header.key = name
+            header.raw_value = value.encode()
+        rh.end_of_stream = end_of_stream
+        return message
+
+    refused = await ProcessStream(petstore).process(headers_message("POST", True))
+    assert refused.HasField("immediate_response")
+    assert refused.immediate_response.status.code == 400
+    listed = await ProcessStream(petstore).process(headers_message("GET", True))
+    assert not listed.HasField("immediate_response")

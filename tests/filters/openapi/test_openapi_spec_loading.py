@@ -299,3 +299,19 @@ def test_validate_reports_what_cannot_be_enforced():
     notes = result.stdout
     assert "1 operation(s) require a bearer" in notes and "fail closed" in notes
     assert "jwt section is not configured" in notes
+
+
+def test_yaml_alias_bombs_are_refused_not_expanded(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    bomb = "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths: {}\nx-bomb:\n" + "\n".join(
+        "  " + line for line in lines
+    )
+    (tmp_path / "openapi.yaml").write_text(bomb)
+    (tmp_path / "policy.yaml").write_text("openapi: {specFile: openapi.yaml}\n")
+    started = time.monotonic()
+    with pytest.raises(PolicyError) as info:
+        load_compiled(tmp_path / "policy.yaml")
+    assert "more than 2000000 nodes" in str(info.value)
+    assert time.monotonic() - started < 60

@@ -25,6 +25,11 @@ MAX_SPEC_BYTES = 16 * 1024 * 1024
 MAX_FILES = 256
 """Most files one spec may pull in through ``$ref``."""
 
+MAX_NODES = 2_000_000
+"""Most JSON nodes in the bundle: YAML aliases can make a small file expand into an
+enormous document ("billion laughs"); past this it is refused instead of exhausting
+memory."""
+
 FILES_KEY = "x-wardgate-files"
 """Where external files live in the bundle: ``#/x-wardgate-files/<n>/...``."""
 
@@ -103,6 +108,7 @@ class _Bundler:
         self.contents: list[Any] = []
         self.sources: list[tuple[str, str]] = []
         self.problems: list[str] = []
+        self.budget = MAX_NODES
 
     def add_file(self, path: Path) -> int:
         """The index of ``path`` in the bundle, reading it on first use."""
@@ -121,6 +127,11 @@ class _Bundler:
 
     def rewrite(self, node: Any, here: Path | None, index: int | None) -> Any:
         """A copy of ``node`` with every ``$ref`` made local to the bundle."""
+        self.budget -= 1
+        if self.budget < 0:
+            raise SpecError(
+                [f"the document has more than {MAX_NODES} nodes (after expanding YAML aliases)"]
+            )
         if isinstance(node, dict):
             out: dict[str, Any] = {}
             for key, value in node.items():
@@ -173,8 +184,8 @@ def read_spec_file(path: Path) -> tuple[Any, str]:
 
 
 def parse_spec_text(raw: bytes, source: str) -> Any:
-    """YAML (a superset of JSON) without custom tags; aliases are allowed, but the alias
-    expansion is bounded by the output size check of the caller (the bundle is walked)."""
+    """YAML (a superset of JSON) without custom tags. Aliases are allowed; their expansion
+    is bounded by :data:`MAX_NODES` when the bundle is built."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -213,7 +224,10 @@ def load_document(
     version = _version(root)
     if externals:
         root[FILES_KEY] = {str(i + 1): item for i, item in enumerate(externals)}
-    _check_json_compatible(root)
+    try:
+        _check_json_compatible(root)
+    except RecursionError:
+        raise SpecError(["the document is nested too deeply"]) from None
     document = Document(bundle=root, version=version, sources=tuple(bundler.sources))
     _check_refs(document)
     _validate(root, version)
