@@ -18,6 +18,7 @@ from tests.filters.waf.conftest import run
         ("/", {"Content-Type": "text/xml; blah"}),
         ("/run?x=%3Bcscli+alerts+list", {}),
         ("/run?code=time+ifconfig%0A", {}),
+        ("/run?x=c99+-wrapper+sh,-c,id", {}),
         ("/run?x=%7B%2Cifconfig%7D", {}),  # {,ifconfig}
         ("/run?x=%7E%2B", {}),  # ~+
         ("/fetch?url=host.docker.internal/", {}),
@@ -38,6 +39,9 @@ def test_attack_is_refused(default_waf, target, headers):
         ("/items?fields=%7Bid,name%7D", {}),  # {id,name}
         ("/items?format=lastlog&tag=base64", {}),
         ("/search?q=docker+compose", {}),
+        ("/search?q=knife+set&sort=price", {}),
+        ("/search?q=python3+tutorial", {}),
+        ("/search?q=base64+decode", {}),
         ("/", {"Content-Type": "application/json; charset=utf-8"}),
         ("/", {"Connection": "keep-alive, Upgrade"}),
         ("/", {"Host": "localhost:8080"}),
