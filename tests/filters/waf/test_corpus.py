@@ -2,7 +2,7 @@
 
 The thresholds are the bar the WAF must clear: at least the issue's targets (90% detection,
 at most 10% of the attack-like benign requests refused) and never below what the rules
-reached when last tuned (93.2% detection, 81.8% in a header, 84.1% in the path), so a rule
+reached when last tuned (93.2% detection, 81.7% in a header, 84.0% in the path), so a rule
 change that loses detection fails here."""
 
 from __future__ import annotations
