@@ -1,7 +1,9 @@
 """Detection and false positives on the CRS-derived corpus at the default level.
 
-The thresholds are the bar the WAF must clear (the issue's targets and the CRS 3.3.4 PL1
-yardstick of ~79% detection), not the figures it happens to reach today."""
+The thresholds are the bar the WAF must clear: at least the issue's targets (90% detection,
+at most 10% of the attack-like benign requests refused) and never below what the rules
+reached when last tuned (93.2% detection, 81.7% in a header, 84.0% in the path), so a rule
+change that loses detection fails here."""
 
 from __future__ import annotations
 
@@ -28,14 +30,14 @@ def test_corpus_selection_is_the_documented_one():
 
 def test_detection_at_paranoia_level_1(report):
     print(report.table())
-    assert report.detection >= 0.80
+    assert report.detection >= 0.93
 
 
 def test_false_positives_on_attack_like_benign_requests(report):
-    assert report.false_positive_rate <= 0.10
+    assert report.false_positive_rate <= 0.096  # 9.5% when last tuned; the target is 10%
 
 
-@pytest.mark.parametrize(("where", "floor"), [("header", 0.70), ("path", 0.70)])
+@pytest.mark.parametrize(("where", "floor"), [("header", 0.815), ("path", 0.835)])
 def test_attacks_moved_into_a_header_or_the_path_are_still_caught(default_waf, where, floor):
     """The CRS is weak here (about 11% in arbitrary headers, 20% in the path at PL1)."""
     records = corpus.select(corpus.load(corpus_path()), paranoia_level=1)

@@ -45,6 +45,14 @@ CASES = [
     ("shellUnquote", "w'h'o\\am^i$@", "whoami"),
     ("lowercase", "SeLeCt", "select"),
     ("trim", "  x ", "x"),
+    (
+        "removeXmlDeclarations",
+        '<?xml version="1.0"?><svg onload=alert(1)><?XML\tv="1"?>',
+        "<svg onload=alert(1)>",
+    ),
+    ("removeXmlDeclarations", "<?xml :echo 1;", "<?xml :echo 1;"),
+    ("removeXmlDeclarations", "<?import implementation =", "<?import implementation ="),
+    ("removeXmlDeclarations", '<?xml a="><script>x</script>"?>', '<?xml a="><script>x</script>"?>'),
 ]
 
 

@@ -23,7 +23,9 @@ from wardgate.filters.waf import metrics
 from wardgate.filters.waf.bodies import BodyParser, BodyProblem, Shape, decompress
 from wardgate.filters.waf.engine import Engine, Match, engine_for
 from wardgate.filters.waf.rules import Rule, load_rules
+from wardgate.filters.waf.site import referer_site
 from wardgate.filters.waf.targets import (
+    REFERER_SITE,
     REQUEST_HEADERS,
     REQUEST_HEADERS_NAMES,
     REQUEST_METHOD,
@@ -245,10 +247,16 @@ class WafFilter(HttpFilter):
                 if not any(e.covers(m, request.method, path, now) for e in config.exceptions)
             ]
         for match in found:
-            self.matches.setdefault(match.rule.id, match)
+            if not match.rule.requires:
+                self.matches.setdefault(match.rule.id, match)
+        for match in found:
+            if match.rule.requires in self.matches:
+                self.matches.setdefault(match.rule.id, match)
         blocking: list[Match] = []
         score = 0
         for match in self.matches.values():
+            if match.rule.score == 0:
+                continue  # a condition: only there to be required
             if config.modes[match.rule.family] is WafMode.ENFORCE:
                 blocking.append(match)
                 score += match.rule.score
@@ -259,6 +267,8 @@ class WafFilter(HttpFilter):
         new = list(self.matches.values())[self.reported :]
         self.reported = len(self.matches)
         for match in new:
+            if match.rule.score == 0:
+                continue
             action = "detect" if config.modes[match.rule.family] is WafMode.DETECT else "score"
             metrics.count(match.rule, action)
             request.findings.append(_violation(match))
@@ -271,6 +281,7 @@ def request_targets(request: HttpRequest) -> list[Target]:
         Target(REQUEST_METHOD, "", "method", request.method),
         Target(REQUEST_PROTOCOL, "", "protocol", request.version),
         Target(REQUEST_URI_RAW, "", "path", request.raw_target),
+        Target(REFERER_SITE, "", "header:referer", referer_site(request.headers)),
     ]
     split_path(request.path, targets)
     if request.query:

@@ -14,6 +14,10 @@ One file per family::
         prefilter: "['\\"`;#(]"    # optional rx: run the operator only where it matches
         message: SQL injection (libinjection)
         references: [CWE-89]
+        requires: "943001"          # optional: counts only if that rule matched this request
+
+A ``condition`` severity scores nothing and is never reported: such a rule only exists to be
+``requires``-d (SecLang's chained rule, for relations such as "no off-site Referer").
 
 ``rx`` takes ``pattern`` (Hyperscan syntax, matched caseless with ``.`` matching newlines);
 ``pm`` takes ``phrases`` (literal, caseless). Targets are kinds from
@@ -37,7 +41,7 @@ from wardgate.filters.waf.transforms import TRANSFORMS
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-SEVERITY_SCORES = {"critical": 5, "error": 4, "warning": 3, "notice": 2}
+SEVERITY_SCORES = {"critical": 5, "error": 4, "warning": 3, "notice": 2, "condition": 0}
 OPERATORS = frozenset({"rx", "pm", "detectSQLi", "detectXSS"})
 _FIELDS = frozenset(
     {
@@ -52,6 +56,7 @@ _FIELDS = frozenset(
         "prefilter",
         "message",
         "references",
+        "requires",
     }
 )
 
@@ -80,6 +85,8 @@ class Rule:
     prefilter: str
     message: str
     references: tuple[str, ...]
+    requires: str = ""
+    """A rule id that must have matched the same request (in this or an earlier phase)."""
 
     @property
     def score(self) -> int:
@@ -108,7 +115,19 @@ def load_rules() -> tuple[Rule, ...]:
         if rule.id in seen:
             raise RuleError(f"rule {rule.id} is defined twice")
         seen.add(rule.id)
+    check_requires(rules)
     return tuple(rules)
+
+
+def check_requires(rules: list[Rule]) -> None:
+    """Every ``requires`` names a rule of the same family (so both are on or off together)."""
+    by_id = {rule.id: rule for rule in rules}
+    for rule in rules:
+        if not rule.requires:
+            continue
+        required = by_id.get(rule.requires)
+        if required is None or required.family is not rule.family:
+            raise RuleError(f"rule {rule.id} requires {rule.requires}: no such rule in its family")
 
 
 def parse_rule_file(name: str, text: str) -> list[Rule]:
@@ -176,6 +195,9 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
             only.setdefault(kind, set()).add(selector.lower())
     if not kinds:
         raise RuleError(f"{where}: no targets")
+    requires = str(data.get("requires", ""))
+    if requires and not (len(requires) == 6 and requires.isdigit()):
+        raise RuleError(f"{where}: requires must be a six-digit rule id")
     message = str(data.get("message", ""))
     if not message:
         raise RuleError(f"{where}: a rule needs a message")
@@ -194,4 +216,5 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
         prefilter=str(data.get("prefilter", "")),
         message=message,
         references=tuple(str(r) for r in data.get("references", ())),
+        requires=requires,
     )

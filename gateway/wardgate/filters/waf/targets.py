@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from wardgate.filters.waf.transforms import url_decode_uni
 
-# Kinds (SecLang collection names, plus PATH_SEGMENTS, XML_DECL and
-# MULTIPART_PART_HEADERS of our own).
+# Kinds (SecLang collection names, plus PATH_SEGMENTS, XML_DECL,
+# MULTIPART_PART_HEADERS and REFERER_SITE of our own).
 REQUEST_METHOD = "REQUEST_METHOD"
 REQUEST_PROTOCOL = "REQUEST_PROTOCOL"
 REQUEST_URI_RAW = "REQUEST_URI_RAW"
@@ -31,6 +31,8 @@ FILES_CONTENT = "FILES_CONTENT"
 REQUEST_BODY = "REQUEST_BODY"
 XML_DECL = "XML_DECL"
 MULTIPART_PART_HEADERS = "MULTIPART_PART_HEADERS"
+REFERER_SITE = "REFERER_SITE"
+"""``none``, ``same`` or ``cross``: see :mod:`wardgate.filters.waf.site`."""
 
 KINDS = frozenset(
     {
@@ -50,6 +52,7 @@ KINDS = frozenset(
         REQUEST_BODY,
         XML_DECL,
         MULTIPART_PART_HEADERS,
+        REFERER_SITE,
     }
 )
 """Every kind a rule may target."""

@@ -334,6 +334,25 @@ def shell_unquote(text: str) -> str:
     return text
 
 
+def remove_xml_declarations(text: str) -> str:
+    """``removeXmlDeclarations`` (ours): delete each complete ``<?xml ...?>`` declaration.
+    An HTML parser reads it as a comment (the "bogus comment" state), so it is inert markup;
+    what follows is kept and still inspected. Unterminated ones and other processing
+    instructions (``<?import``, ``<?php``, a short tag written ``<?xml:echo``) stay. Only
+    for XSS detection: PHP rules look at ``<?`` themselves."""
+    if "<?" not in text:
+        return text
+    parts = text.split("<?")
+    out = [parts[0]]
+    for part in parts[1:]:
+        end = part.find("?>")
+        if end > 3 and part[:3].lower() == "xml" and part[3].isspace() and ">" not in part[:end]:
+            out.append(part[end + 2 :])
+        else:
+            out.append("<?" + part)
+    return "".join(out)
+
+
 def trim(text: str) -> str:
     """``trim``."""
     return text.strip()
@@ -410,6 +429,7 @@ _TRANSFORMS: dict[str, Transform] = {
     "cmdLine": cmd_line,
     "shellUnquote": shell_unquote,
     "trim": trim,
+    "removeXmlDeclarations": remove_xml_declarations,
 }
 
 TRANSFORMS: dict[str, Transform] = {
