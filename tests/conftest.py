@@ -35,6 +35,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
+async def recording_upstream() -> AsyncIterator[tuple[str, list[tuple[str, str, bytes]]]]:
+    """An upstream that answers ``ok`` and records (method, raw path, body) of every request
+    it receives, so a test can prove what was, and was not, forwarded."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        seen.append((request.method, request.raw_path, await request.read()))
+        return web.Response(text="ok")
+
+    server = web.Server(handler)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+@pytest.fixture
 async def upstream() -> AsyncIterator[str]:
     """The demo upstream, in the test's event loop."""
     runner, port = await start_demo_upstream()

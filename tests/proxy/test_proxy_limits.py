@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.proxy.rawhttp import raw_request
 
 
-@pytest.fixture
-async def counting_upstream():
-    """An upstream that records every request it receives."""
-    seen: list[tuple[str, str, bytes]] = []
-
-    async def handler(request: web.BaseRequest) -> web.Response:
-        seen.append((request.method, request.raw_path, await request.read()))
-        return web.Response(text="ok")
-
-    server = web.Server(handler)
-    runner = web.ServerRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
-
-
-async def test_limits_answer_414_431_413_405(counting_upstream, gateway):
-    url, seen = counting_upstream
+async def test_limits_answer_414_431_413_405(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(
         url,
         "limits: {maxUrlBytes: 100, maxHeadersCount: 10, "
@@ -58,8 +39,8 @@ async def test_limits_answer_414_431_413_405(counting_upstream, gateway):
     assert [s[0] for s in seen] == ["POST"]
 
 
-async def test_chunked_body_over_the_cap_is_413_and_cut(counting_upstream, gateway):
-    url, seen = counting_upstream
+async def test_chunked_body_over_the_cap_is_413_and_cut(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url, "limits: {maxRequestBodyBytes: 100000}")
 
     async def body():
@@ -99,9 +80,9 @@ async def test_chunked_body_over_the_cap_is_413_and_cut(counting_upstream, gatew
     ],
 )
 async def test_malformed_requests_get_400_and_are_not_forwarded(
-    counting_upstream, gateway, payload
+    recording_upstream, gateway, payload
 ):
-    url, seen = counting_upstream
+    url, seen = recording_upstream
     gw = await gateway(url)
     response = await raw_request(gw.process.state.listen, payload)
     assert 400 <= response.status < 500, response.raw[:200]
@@ -112,8 +93,10 @@ async def test_malformed_requests_get_400_and_are_not_forwarded(
     assert [s[1] for s in seen] == ["/still-serving"]
 
 
-async def test_oversized_request_line_and_headers_beyond_parser_ceiling(counting_upstream, gateway):
-    url, seen = counting_upstream
+async def test_oversized_request_line_and_headers_beyond_parser_ceiling(
+    recording_upstream, gateway
+):
+    url, seen = recording_upstream
     gw = await gateway(url)
     huge = b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     assert (await raw_request(gw.process.state.listen, huge)).status in (400, 414)
@@ -126,8 +109,8 @@ async def test_oversized_request_line_and_headers_beyond_parser_ceiling(counting
     assert seen == []
 
 
-async def test_short_body_is_refused_and_not_forwarded(counting_upstream, gateway):
-    url, seen = counting_upstream
+async def test_short_body_is_refused_and_not_forwarded(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url)
     host, _, port = gw.process.state.listen.rpartition(":")
     import asyncio

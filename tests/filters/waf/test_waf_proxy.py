@@ -4,25 +4,6 @@ an attack, letting ordinary traffic through unchanged."""
 from __future__ import annotations
 
 import aiohttp
-import pytest
-from aiohttp import web
-
-
-@pytest.fixture
-async def recording_upstream():
-    seen: list[tuple[str, str, bytes]] = []
-
-    async def handler(request: web.BaseRequest) -> web.Response:
-        seen.append((request.method, request.raw_path, await request.read()))
-        return web.Response(text="ok")
-
-    server = web.Server(handler)
-    runner = web.ServerRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
 
 
 async def test_default_policy_blocks_attacks_with_reasons(recording_upstream, gateway):
