@@ -26,6 +26,7 @@ from kmock._internal import enums  # private: kmock is pinned in the test group
 
 from tests.chart.render import render
 from tests.operator.kmock_support import (
+    MICROGATEWAY,
     VersionedEmulator,
     declare_resources,
     eventually,
@@ -48,17 +49,6 @@ logs a warning and serves the resources found at startup (kopf docs: ScanningSet
 chart does not grant it (least privilege; the CRDs are installed before the operator), so
 these two denials are expected until the operator sets ``settings.scanning.disabled``."""
 
-MICROGATEWAY: dict[str, Any] = {
-    "apiVersion": "wardgate.dev/v1alpha1",
-    "kind": "Microgateway",
-    "metadata": {"name": "shop", "namespace": "shop"},
-    "spec": {
-        "podSelector": {"matchLabels": {"app": "shop"}},
-        "servicePort": 8080,
-        "appPort": 8081,
-        "limits": {"maxUrlBytes": 4096},
-    },
-}
 BASELINE: dict[str, Any] = {
     "apiVersion": "wardgate.dev/v1alpha1",
     "kind": "SecurityBaseline",

@@ -150,3 +150,17 @@ def conditions(body: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     if not body:
         return {}
     return {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+
+
+# A Microgateway the operator tests (and the chart's RBAC test) reconcile: shop/shop.
+MICROGATEWAY: dict[str, Any] = {
+    "apiVersion": "wardgate.dev/v1alpha1",
+    "kind": "Microgateway",
+    "metadata": {"name": "shop", "namespace": "shop"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "shop"}},
+        "servicePort": 8080,
+        "appPort": 8081,
+        "limits": {"maxUrlBytes": 4096},
+    },
+}

@@ -14,6 +14,7 @@ import pytest
 from tests.operator.kmock_support import (
     CONFIGMAPS,
     MGW,
+    MICROGATEWAY,
     VersionedEmulator,
     conditions,
     declare_resources,
@@ -25,18 +26,6 @@ from wardgate.config import load_policy_text
 from wardgate_operator.kube import BASELINES_PATH, configmaps_path, microgateways_path, pods_path
 
 pytestmark = [pytest.mark.kmock(cls=VersionedEmulator), pytest.mark.timeout(120)]
-
-MICROGATEWAY: dict[str, Any] = {
-    "apiVersion": "wardgate.dev/v1alpha1",
-    "kind": "Microgateway",
-    "metadata": {"name": "shop", "namespace": "shop"},
-    "spec": {
-        "podSelector": {"matchLabels": {"app": "shop"}},
-        "servicePort": 8080,
-        "appPort": 8081,
-        "limits": {"maxUrlBytes": 4096},
-    },
-}
 
 
 def baseline_doc(name: str, spec: dict[str, Any]) -> dict[str, Any]:
