@@ -83,6 +83,7 @@ def test_batched_and_one_by_one_scans_agree_on_the_corpus(default_waf):
         targets = request_targets(corpus.to_request(record))
         content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
         default_waf.body_parser.parse(record.body, content_type, targets)
+        engine.forget()  # the memo would answer values an earlier test scanned
         batched = {(m.rule.id, m.location) for m in engine.scan(targets)}
         each = {(m.rule.id, m.location) for m in engine.scan_each(targets)}
         assert batched == each, record.id
@@ -116,7 +117,52 @@ def test_batched_scan_reports_a_repeated_value_at_every_location(default_waf):
     attack = "1' UNION SELECT password FROM users--"
     targets = [Target("ARGS", f"$.items[{i}].q", f"body:$.items[{i}].q", attack) for i in range(8)]
     targets += [Target("ARGS", f"$.items[{i}].n", f"body:$.items[{i}].n", "blue") for i in range(8)]
+    default_waf.engine.forget()
     batched = {(m.rule.id, m.location) for m in default_waf.engine.scan(targets)}
     each = {(m.rule.id, m.location) for m in default_waf.engine.scan_each(targets)}
     assert batched == each
     assert {location for _, location in batched} == {f"body:$.items[{i}].q" for i in range(8)}
+
+
+def test_remembered_answers_equal_fresh_scans_on_the_corpus(default_waf):
+    """The memo answers a value seen before with the same kind and name: a second pass over
+    the corpus, answered from it, finds exactly what scanning afresh finds, in order."""
+    from tests.filters.waf.conftest import corpus_path
+    from wardgate.filters.waf import corpus
+    from wardgate.filters.waf.filter import request_targets
+
+    engine = default_waf.engine
+    requests = []
+    for record in corpus.load(corpus_path())[::4]:
+        targets = request_targets(corpus.to_request(record))
+        content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
+        default_waf.body_parser.parse(record.body, content_type, targets)
+        requests.append(targets)
+    engine.forget()
+    first = [engine.scan(targets) for targets in requests]
+    remembered = [engine.scan(targets) for targets in requests]
+    assert remembered == first
+    assert any(first)
+    assert [engine.scan_each(t) for t in requests] == first
+
+
+def test_the_memo_tells_names_apart_and_stays_bounded():
+    """A header rule that looks only at ``Content-Length`` matches a value there, not the
+    same value remembered under another name; a flood of distinct values never grows the
+    memo past its bound."""
+    from wardgate.filters.waf import engine as engine_module
+    from wardgate.filters.waf.targets import Target
+
+    (rule,) = parse_rule_file(
+        "t.yaml",
+        GOOD.replace('[ARGS, "!REQUEST_HEADERS:referer"]', "[REQUEST_HEADERS:content-length]"),
+    )
+    engine = Engine([rule])
+    other = Target("REQUEST_HEADERS", "x-note", "header:x-note", "evil")
+    length = Target("REQUEST_HEADERS", "content-length", "header:content-length", "evil")
+    for _ in range(2):
+        assert engine.scan([other]) == []
+        assert [m.location for m in engine.scan([length])] == ["header:content-length"]
+    for i in range(engine_module.MEMO_SIZE + 50):
+        engine.scan([Target("REQUEST_HEADERS", "x-note", "header:x-note", f"v{i}")])
+    assert len(engine._memo) <= engine_module.MEMO_SIZE + 1

@@ -47,6 +47,10 @@ rewritten so that nothing matches it (see :func:`separated`), so no match spans 
 _SEP_BYTE = 0x01
 BATCH_MIN_TARGETS = 6
 """Below this many targets of a kind, scanning each is cheaper than joining."""
+MEMO_SIZE = 8192
+"""Distinct (kind, name, value) answers an engine remembers; past it the memo starts over."""
+MEMO_VALUE_MAX = 256
+"""Longer values are not remembered (they rarely repeat, and would make the memo large)."""
 SHARED_TEXT_MAX = 4096
 """Up to this length, one union scan of a transformed text shared by several groups is
 cheaper than a scan per group; on longer texts the small databases scan faster."""
@@ -362,6 +366,15 @@ class Engine:
             self._narrow[kind] = narrow_by_set[key]
             self._narrow_batch[kind] = narrow_batch_by_set[key]
         self._local = threading.local()
+        # What a value matched depends only on its kind, name and text: request after
+        # request repeats most of them (header values, parameter names), and a dict lookup
+        # replaces the scans. Shared by threads: single dict operations are atomic.
+        self._memo: dict[tuple[str, str, str], tuple[Rule, ...]] = {}
+
+    def forget(self) -> None:
+        """Empty the memo: the next scans work everything out again (tests and the cold
+        benchmark use it)."""
+        self._memo.clear()
 
     def _group(self, index: int, node: int, rules: list[Rule], broad: bool) -> _Group:
         patterns: list[bytes] = []
@@ -421,36 +434,67 @@ class Engine:
         return scratches
 
     def scan(self, targets: Iterable[Target]) -> list[Match]:
-        """Every (rule, target) match; a rule matching several targets appears once per
-        target. Kinds with many targets are scanned batched (one buffer per kind and
-        pipeline), the rest one by one; both give the same answer."""
-        by_kind: dict[str, list[Target]] = {}
-        for target in targets:
-            if target.value and target.kind in self._plan:
-                by_kind.setdefault(target.kind, []).append(target)
+        """Every (rule, target) match, in target order; a rule matching several targets
+        appears once per target. A value seen recently with the same kind and name is
+        answered from the memo; kinds with many unseen targets are scanned batched (one
+        buffer per kind and pipeline), the rest one by one; all three give the same answer."""
+        memo = self._memo
+        listed = targets if isinstance(targets, list) else list(targets)
+        answers: list[tuple[Rule, ...] | None] = [None] * len(listed)
+        unseen: dict[str, list[int]] = {}
+        plan = self._plan
+        for position, target in enumerate(listed):
+            value = target.value
+            if not value or target.kind not in plan:
+                answers[position] = ()
+                continue
+            if len(value) <= MEMO_VALUE_MAX:
+                known = memo.get((target.kind, target.name, value))
+                if known is not None:
+                    answers[position] = known
+                    continue
+            unseen.setdefault(target.kind, []).append(position)
+        if unseen:
+            # libinjection answers by (operator, value): repeated values (the same text in
+            # every element of a JSON array) are judged once per request.
+            verdicts: dict[tuple[str, str], bool] = {}
+            single: list[int] = []
+            for kind, positions in unseen.items():
+                found = None
+                if len(positions) >= BATCH_MIN_TARGETS:
+                    found = self._scan_batch(kind, [listed[i] for i in positions], verdicts)
+                if found is None:
+                    single.extend(positions)
+                    continue
+                for position, rules in zip(positions, found, strict=True):
+                    answers[position] = tuple(rules)
+            if single:
+                each = self._rules_each([listed[i] for i in single], verdicts)
+                for position, rules in zip(single, each, strict=True):
+                    answers[position] = tuple(rules)
+            if len(memo) > MEMO_SIZE:
+                memo.clear()  # bounded: a flood of unseen values only costs the memo
+            for positions in unseen.values():
+                for position in positions:
+                    target = listed[position]
+                    if len(target.value) <= MEMO_VALUE_MAX:
+                        memo[(target.kind, target.name, target.value)] = answers[position] or ()
         matches: list[Match] = []
-        single: list[Target] = []
-        # libinjection answers by (operator, value): repeated values (the same text in every
-        # element of a JSON array) are judged once per request.
-        verdicts: dict[tuple[str, str], bool] = {}
-        for kind, group_targets in by_kind.items():
-            if len(group_targets) < BATCH_MIN_TARGETS or not self._scan_batch(
-                kind, group_targets, matches, verdicts
-            ):
-                single.extend(group_targets)
-        matches.extend(self.scan_each(single, verdicts))
+        for target, answer in zip(listed, answers, strict=True):
+            if answer:
+                location, kind = target.location, target.kind
+                matches.extend(Match(rule, location, kind) for rule in answer)
         return matches
 
     def _scan_batch(
         self,
         kind: str,
         targets: list[Target],
-        matches: list[Match],
         verdicts: dict[tuple[str, str], bool],
-    ) -> bool:
-        """Scan all ``targets`` (one kind) with one buffer per pipeline node. ``False``
-        (nothing appended) when a transformation merged or split values (a decoded
-        separator): then the caller scans them one by one."""
+    ) -> list[list[Rule]] | None:
+        """Scan all ``targets`` (one kind) with one buffer per pipeline node: the rules that
+        matched, per target. ``None`` when a transformation merged or split values (a
+        decoded separator): then the caller scans them one by one."""
         needed, groups = self._plan[kind]
         scratches = self._scratches()
         # Equal values (the same key or text in every element of a JSON array) go into the
@@ -470,11 +514,11 @@ class Engine:
             parent, transform, _plain = self._nodes[node]
             texts[node] = transform(texts[parent])
             if texts[node].count(SEP) != count - 1:
-                return False
+                return None
         encoded: dict[int, bytes] = {}
         boundaries: dict[int, list[int]] = {}
         split: dict[int, list[str]] = {}
-        found: list[Match] = []
+        found: list[list[Rule]] = [[] for _ in targets]
         hits: list[tuple[int, int]] = []
 
         def on_match(expr: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
@@ -537,7 +581,7 @@ class Engine:
                     for expr in ordered:
                         rule, is_gate = group.expressions[expr]
                         if not is_gate and self._applies(rule, target):
-                            found.append(Match(rule, target.location, target.kind))
+                            found[position].append(rule)
             for rule, gate in group.detectors:
                 indexes = (
                     range(count)
@@ -558,21 +602,27 @@ class Engine:
                             and self._applies(rule, target)
                             and _detect(operator, values[index], verdicts)
                         ):
-                            found.append(Match(rule, target.location, target.kind))
-        matches.extend(found)
-        return True
+                            found[position].append(rule)
+        return found
 
-    def scan_each(
-        self,
-        targets: Iterable[Target],
-        verdicts: dict[tuple[str, str], bool] | None = None,
-    ) -> list[Match]:
-        """The one-target-at-a-time scan (small requests, and the batch fallback).
-        ``verdicts`` carries libinjection answers between calls of one scan."""
-        if verdicts is None:
-            verdicts = {}
+    def scan_each(self, targets: Iterable[Target]) -> list[Match]:
+        """The one-target-at-a-time scan, without the memo: what :meth:`scan` must agree
+        with."""
+        listed = list(targets)
+        return [
+            Match(rule, target.location, target.kind)
+            for target, rules in zip(listed, self._rules_each(listed, {}), strict=True)
+            for rule in rules
+        ]
+
+    def _rules_each(
+        self, targets: Sequence[Target], verdicts: dict[tuple[str, str], bool]
+    ) -> list[list[Rule]]:
+        """The rules that match each target, scanning one target at a time (small requests,
+        and the batch fallback). ``verdicts`` carries libinjection answers between calls of
+        one scan."""
         scratches = self._scratches()
-        matches: list[Match] = []
+        answers: list[list[Rule]] = []
         nodes = self._nodes
         union = self._union
         owner = self._union_owner
@@ -586,6 +636,8 @@ class Engine:
             group_hits.append(expr)
 
         for target in targets:
+            rules_hit: list[Rule] = []
+            answers.append(rules_hit)
             plan = self._plan.get(target.kind)
             if plan is None or not target.value:
                 continue
@@ -709,13 +761,13 @@ class Engine:
                 for expr in sorted(found):
                     rule, is_gate = group.expressions[expr]
                     if not is_gate and self._applies(rule, target):
-                        matches.append(Match(rule, target.location, target.kind))
+                        rules_hit.append(rule)
                 for rule, gate in group.detectors:
                     if gate is not None and gate not in found:
                         continue
                     if self._applies(rule, target) and _detect(rule.operator, value, verdicts):
-                        matches.append(Match(rule, target.location, target.kind))
-        return matches
+                        rules_hit.append(rule)
+        return answers
 
     @staticmethod
     def _applies(rule: Rule, target: Target) -> bool:
