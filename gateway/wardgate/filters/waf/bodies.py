@@ -163,23 +163,9 @@ class BodyParser:
     def _check_lengths(self, targets: list[Target]) -> None:
         for target in targets:
             if target.kind == ARGS_NAMES and len(target.value) > self.shape.max_name_length:
-                raise _Refuse(
-                    BodyProblem(
-                        400,
-                        "name_too_long",
-                        target.location,
-                        f"a parameter name is longer than {self.shape.max_name_length}",
-                    )
-                )
+                raise _long("name_too_long", target.location, self.shape.max_name_length)
             if target.kind == ARGS and len(target.value) > self.shape.max_value_length:
-                raise _Refuse(
-                    BodyProblem(
-                        400,
-                        "value_too_long",
-                        target.location,
-                        f"a parameter value is longer than {self.shape.max_value_length}",
-                    )
-                )
+                raise _long("value_too_long", target.location, self.shape.max_value_length)
 
     def _too_deep(self) -> _Refuse:
         return _Refuse(
@@ -202,32 +188,12 @@ class BodyParser:
             # Not JSON after all: every rule still sees it, as one raw value.
             out.append(Target(ARGS, "", "body", text))
             return
-        found: list[Target] = []
-        count = 0
-        stack: list[tuple[Any, str, int]] = [(document, "$", 0)]
-        while stack:
-            node, path, depth = stack.pop()
-            if depth > self.shape.max_depth:
-                raise self._too_deep()
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    count += 1
-                    child = f"{path}.{key}" if _plain_key(key) else f"{path}[{json.dumps(key)}]"
-                    location = "body:" + child[:256]
-                    found.append(Target(ARGS_NAMES, key, location, key))
-                    stack.append((value, child, depth + 1))
-            elif isinstance(node, list):
-                for index, value in enumerate(node):
-                    count += 1
-                    stack.append((value, f"{path}[{index}]", depth + 1))
-            elif isinstance(node, str):
-                found.append(Target(ARGS, path, "body:" + path[:256], node))
-            elif node is not None and not isinstance(node, bool | int | float):
-                found.append(Target(ARGS, path, "body:" + path[:256], str(node)))
-            if count > self.shape.max_parameters:
-                self._count(count)
-        self._check_lengths(found)
-        out.extend(found)
+        walker = _JsonWalker(self)
+        try:
+            walker.walk(document, "$", 0)
+        except RecursionError:
+            raise self._too_deep() from None
+        out.extend(walker.found)
 
     # --- multipart ----------------------------------------------------------------------
 
@@ -392,6 +358,61 @@ def _invalid_multipart(detail: str) -> _Refuse:
 
 
 __all__ = ["FILES", "BodyParser", "BodyProblem", "Shape", "decompress", "media_type"]
+
+
+class _JsonWalker:
+    """One JSON document to targets, in document order: every key (``ARGS_NAMES``) and
+    every string, number-like or other scalar value (``ARGS``), named by its JSONPath.
+    Limits are checked on the way (parameters, depth, name and value lengths)."""
+
+    __slots__ = ("count", "found", "parser", "suffixes")
+
+    def __init__(self, parser: BodyParser) -> None:
+        self.parser = parser
+        self.found: list[Target] = []
+        self.count = 0
+        # Keys repeat (every element of an array of objects): their path suffix is
+        # worked out once per document.
+        self.suffixes: dict[str, str] = {}
+
+    def walk(self, node: Any, path: str, depth: int) -> None:
+        shape = self.parser.shape
+        if depth > shape.max_depth:
+            raise self.parser._too_deep()
+        if isinstance(node, str):
+            if len(node) > shape.max_value_length:
+                raise _long("value_too_long", "body:" + path[:256], shape.max_value_length)
+            self.found.append(Target(ARGS, path, "body:" + path[:256], node))
+        elif isinstance(node, dict):
+            self.count += len(node)
+            if self.count > shape.max_parameters:
+                self.parser._count(self.count)
+            suffixes = self.suffixes
+            for key, value in node.items():
+                suffix = suffixes.get(key)
+                if suffix is None:
+                    suffix = suffixes[key] = (
+                        f".{key}" if _plain_key(key) else f"[{json.dumps(key)}]"
+                    )
+                child = path + suffix
+                location = "body:" + child[:256]
+                if len(key) > shape.max_name_length:
+                    raise _long("name_too_long", location, shape.max_name_length)
+                self.found.append(Target(ARGS_NAMES, key, location, key))
+                self.walk(value, child, depth + 1)
+        elif isinstance(node, list):
+            self.count += len(node)
+            if self.count > shape.max_parameters:
+                self.parser._count(self.count)
+            for index, value in enumerate(node):
+                self.walk(value, f"{path}[{index}]", depth + 1)
+        elif node is not None and not isinstance(node, bool | int | float):
+            self.found.append(Target(ARGS, path, "body:" + path[:256], str(node)))
+
+
+def _long(reason: str, location: str, limit: int) -> _Refuse:
+    what = "name" if reason == "name_too_long" else "value"
+    return _Refuse(BodyProblem(400, reason, location, f"a parameter {what} is longer than {limit}"))
 
 
 def _plain_key(key: str) -> bool:

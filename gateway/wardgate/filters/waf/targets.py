@@ -58,10 +58,13 @@ KINDS = frozenset(
 """Every kind a rule may target."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Target:
     """One value to inspect. ``name`` is the selector a rule's ``REQUEST_HEADERS:referer``
-    style target compares against (lower-case header names; parameter names as decoded)."""
+    style target compares against (lower-case header names; parameter names as decoded).
+
+    Never changed after it is made. Not a frozen dataclass: a request makes hundreds of
+    targets, and a frozen one costs several times more to construct."""
 
     kind: str
     name: str
