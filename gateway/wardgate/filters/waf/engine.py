@@ -334,37 +334,58 @@ class Engine:
             )
         # Per kind, the narrow groups' patterns in one database too (kinds with the same
         # narrow groups share it): a header value then takes one scan for every narrow rule
-        # whose pipeline left it unchanged instead of one per rule selection.
+        # whose pipeline left it unchanged instead of one per rule selection. Groups that
+        # look only at some names (``REQUEST_HEADERS:content-length``) are left out of the
+        # kind's database and get one per name with them in: their patterns (``[^0-9]``)
+        # would match almost every other value, a hit per value in a batch, then dropped.
         self._narrow: dict[str, tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]] = {}
-        narrow_by_set: dict[
-            tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        self._narrow_named: dict[
+            tuple[str, str], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
         ] = {}
         self._narrow_batch: dict[
             str, tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
         ] = {}
-        narrow_batch_by_set: dict[
-            tuple[int, ...], tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]
+        self._named: dict[str, frozenset[str]] = {}
+        """Per kind, the names some narrow group looks at alone (batches leave them out)."""
+        narrow_by_set: dict[
+            tuple[tuple[int, ...], bool],
+            tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]],
         ] = {}
-        for kind, (_needed, groups) in self._plan.items():
-            narrow = tuple(g for g in groups if not g.broad and g.patterns)
-            if not narrow:
-                continue
-            key = tuple(g.index for g in narrow)
-            if key not in narrow_by_set:
-                owners = tuple((g, i) for g in narrow for i in range(len(g.patterns)))
+
+        def narrow_database(
+            selection: tuple[_Group, ...], batch: bool
+        ) -> tuple[hyperscan.Database, tuple[tuple[_Group, int], ...]]:
+            key = (tuple(g.index for g in selection), batch)
+            compiled = narrow_by_set.get(key)
+            if compiled is None:
+                owners = tuple((g, i) for g in selection for i in range(len(g.patterns)))
                 patterns = [g.patterns[i] for g, i in owners]
+                if batch:
+                    patterns = [separated(p.decode()).encode() for p in patterns]
                 expressions = [g.expressions[i] for g, i in owners]
-                narrow_by_set[key] = (_compile(patterns, expressions), owners)
-                narrow_batch_by_set[key] = (
-                    _compile(
-                        [separated(p.decode()).encode() for p in patterns],
-                        expressions,
-                        _BATCH_FLAGS,
-                    ),
-                    owners,
+                database = _compile(patterns, expressions, _BATCH_FLAGS if batch else _FLAGS)
+                compiled = narrow_by_set[key] = (database, owners)
+            return compiled
+
+        for kind, (_needed, groups) in self._plan.items():
+            narrow_groups = tuple(g for g in groups if not g.broad and g.patterns)
+            generic = tuple(g for g in narrow_groups if g.names.get(kind) is None)
+            if generic:
+                self._narrow[kind] = narrow_database(generic, batch=False)
+                self._narrow_batch[kind] = narrow_database(generic, batch=True)
+            named = frozenset(
+                name
+                for g in groups
+                if not g.broad and g.names.get(kind) is not None
+                for name in g.names[kind]
+            )
+            self._named[kind] = named
+            for name in named:
+                for_name = tuple(
+                    g for g in narrow_groups if name in g.names.get(kind, frozenset({name}))
                 )
-            self._narrow[kind] = narrow_by_set[key]
-            self._narrow_batch[kind] = narrow_batch_by_set[key]
+                if for_name:
+                    self._narrow_named[kind, name] = narrow_database(for_name, batch=False)
         self._local = threading.local()
         # What a value matched depends only on its kind, name and text: request after
         # request repeats most of them (header values, parameter names), and a dict lookup
@@ -428,7 +449,11 @@ class Engine:
                     scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
             if self._union is not None:
                 scratches[id(self._union)] = hyperscan.Scratch(self._union)
-            for database, _owners in (*self._narrow.values(), *self._narrow_batch.values()):
+            for database, _owners in (
+                *self._narrow.values(),
+                *self._narrow_batch.values(),
+                *self._narrow_named.values(),
+            ):
                 scratches[id(database)] = hyperscan.Scratch(database)
             self._local.scratch = scratches
         return scratches
@@ -461,12 +486,17 @@ class Engine:
             single: list[int] = []
             for kind, positions in unseen.items():
                 found = None
-                if len(positions) >= BATCH_MIN_TARGETS:
-                    found = self._scan_batch(kind, [listed[i] for i in positions], verdicts)
+                batched = positions
+                named = self._named.get(kind)
+                if named:
+                    single.extend(p for p in positions if listed[p].name.lower() in named)
+                    batched = [p for p in positions if listed[p].name.lower() not in named]
+                if len(batched) >= BATCH_MIN_TARGETS:
+                    found = self._scan_batch(kind, [listed[i] for i in batched], verdicts)
                 if found is None:
-                    single.extend(positions)
+                    single.extend(batched)
                     continue
-                for position, rules in zip(positions, found, strict=True):
+                for position, rules in zip(batched, found, strict=True):
                     answers[position] = tuple(rules)
             if single:
                 each = self._rules_each([listed[i] for i in single], verdicts)
@@ -531,6 +561,8 @@ class Engine:
         for group in groups:
             if group.batch is None and not group.detectors:
                 continue
+            if not group.broad and group.names.get(kind) is not None:
+                continue  # its names are scanned one by one (see :meth:`scan`)
             node = group.node
             data = encoded.get(node)
             if data is None:
@@ -667,9 +699,9 @@ class Engine:
             # Groups whose pipeline left the value as it was share one union scan (broad
             # groups) and one scan of the kind's narrow database.
             hits: dict[int, set[int]] = {}
-            narrow = self._narrow.get(target.kind)
-            shared_broad = shared_narrow = False
             name = target.name.lower()
+            narrow = self._narrow_named.get((target.kind, name)) or self._narrow.get(target.kind)
+            shared_broad = shared_narrow = False
             fast = self._fast.get(target.kind) if unchanged else None
             if fast is not None:
                 # Every pipeline left the value as it was: the shared scans answer for all
