@@ -376,18 +376,21 @@ class _JsonWalker:
         self.suffixes: dict[str, str] = {}
 
     def walk(self, node: Any, path: str, depth: int) -> None:
+        """Targets of ``node`` (at JSONPath ``path``, ``depth`` levels down) and below.
+        Scalars are handled in their container's loop: a call per value costs more than
+        the rest of the work for it."""
         shape = self.parser.shape
         if depth > shape.max_depth:
             raise self.parser._too_deep()
-        if isinstance(node, str):
-            if len(node) > shape.max_value_length:
-                raise _long("value_too_long", "body:" + path[:256], shape.max_value_length)
-            self.found.append(Target(ARGS, path, "body:" + path[:256], node))
-        elif isinstance(node, dict):
+        append = self.found.append
+        if node and depth + 1 > shape.max_depth and type(node) in _CONTAINERS:
+            raise self.parser._too_deep()  # its members would be one level too deep
+        if type(node) is dict:
             self.count += len(node)
             if self.count > shape.max_parameters:
                 self.parser._count(self.count)
             suffixes = self.suffixes
+            max_name = shape.max_name_length
             for key, value in node.items():
                 suffix = suffixes.get(key)
                 if suffix is None:
@@ -396,18 +399,35 @@ class _JsonWalker:
                     )
                 child = path + suffix
                 location = "body:" + child[:256]
-                if len(key) > shape.max_name_length:
-                    raise _long("name_too_long", location, shape.max_name_length)
-                self.found.append(Target(ARGS_NAMES, key, location, key))
-                self.walk(value, child, depth + 1)
-        elif isinstance(node, list):
+                if len(key) > max_name:
+                    raise _long("name_too_long", location, max_name)
+                append(Target(ARGS_NAMES, key, location, key))
+                if type(value) is str:
+                    self._string(value, child, location)
+                elif type(value) in _CONTAINERS:
+                    self.walk(value, child, depth + 1)
+        elif type(node) is list:
             self.count += len(node)
             if self.count > shape.max_parameters:
                 self.parser._count(self.count)
             for index, value in enumerate(node):
-                self.walk(value, f"{path}[{index}]", depth + 1)
-        elif node is not None and not isinstance(node, bool | int | float):
-            self.found.append(Target(ARGS, path, "body:" + path[:256], str(node)))
+                if type(value) is str:
+                    child = f"{path}[{index}]"
+                    self._string(value, child, "body:" + child[:256])
+                elif type(value) in _CONTAINERS:
+                    self.walk(value, f"{path}[{index}]", depth + 1)
+        elif type(node) is str:
+            self._string(node, path, "body:" + path[:256])
+        # Numbers, booleans and null carry no text a rule could match.
+
+    def _string(self, value: str, path: str, location: str) -> None:
+        limit = self.parser.shape.max_value_length
+        if len(value) > limit:
+            raise _long("value_too_long", location, limit)
+        self.found.append(Target(ARGS, path, location, value))
+
+
+_CONTAINERS = (dict, list)
 
 
 def _long(reason: str, location: str, limit: int) -> _Refuse:
