@@ -286,6 +286,18 @@ class Engine:
             if union_patterns
             else None
         )
+        self._union_batch = (
+            (
+                _compile(
+                    [separated(p.decode()).encode() for p in union_patterns],
+                    [o[0].expressions[o[1]] for o in union_owner],
+                    _BATCH_FLAGS,
+                ),
+                self._union_owner,
+            )
+            if union_patterns
+            else None
+        )
         # Per kind: the groups that have a rule for it, and the tree nodes they need.
         self._plan: dict[str, tuple[tuple[int, ...], tuple[_Group, ...]]] = {}
         kinds = {kind for group in self._groups for kind in group.kinds}
@@ -467,6 +479,8 @@ class Engine:
                     scratches[id(group.batch)] = hyperscan.Scratch(group.batch)
             if self._union is not None:
                 scratches[id(self._union)] = hyperscan.Scratch(self._union)
+            if self._union_batch is not None:
+                scratches[id(self._union_batch[0])] = hyperscan.Scratch(self._union_batch[0])
             for database, _owners in (
                 *self._narrow.values(),
                 *self._narrow_batch.values(),
@@ -587,10 +601,10 @@ class Engine:
         def on_match(expr: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             hits.append((expr, end))
 
-        # Narrow groups whose pipeline left the buffer as it was take their hits from one
-        # scan of the kind's narrow database, split per group here.
-        narrow = self._narrow_batch.get(kind)
-        narrow_hits: dict[int, list[tuple[int, int]]] | None = None
+        # Groups whose pipeline left the buffer as it was take their hits from one scan of
+        # the union (broad groups) or of the kind's narrow database, split per group here.
+        shared_databases = (self._union_batch, self._narrow_batch.get(kind))
+        shared_hits: list[dict[int, list[tuple[int, int]]] | None] = [None, None]
         for group in groups:
             if group.batch is None and not group.detectors:
                 continue
@@ -601,23 +615,21 @@ class Engine:
             if data is None:
                 data = encoded[node] = texts[node].encode("utf-8", "surrogatepass")
             hits.clear()
-            if (
-                group.batch is not None
-                and narrow is not None
-                and not group.broad
-                and texts[node] is raw
-            ):
-                if narrow_hits is None:
-                    narrow_hits = {}
-                    database, owners = narrow
+            which = 0 if group.broad else 1
+            shared = shared_databases[which]
+            if group.batch is not None and shared is not None and texts[node] is raw:
+                by_group = shared_hits[which]
+                if by_group is None:
+                    by_group = shared_hits[which] = {}
+                    database, owners = shared
                     database.scan(
                         data, match_event_handler=on_match, scratch=scratches[id(database)]
                     )
                     for expr, end in hits:
                         owner_group, local = owners[expr]
-                        narrow_hits.setdefault(owner_group.index, []).append((local, end))
+                        by_group.setdefault(owner_group.index, []).append((local, end))
                     hits.clear()
-                hits.extend(narrow_hits.get(group.index, ()))
+                hits.extend(by_group.get(group.index, ()))
             elif group.batch is not None:
                 group.batch.scan(
                     data, match_event_handler=on_match, scratch=scratches[id(group.batch)]
