@@ -130,3 +130,67 @@ async def test_keep_alive_and_pipelined_bodies_stay_apart(sink, gateway):
     finally:
         writer.close()
     assert seen == [("POST", "/1", first), ("POST", "/2", second), ("POST", "/3", third)]
+
+
+async def _scripted_upstream(response: bytes):
+    """An upstream answering every request head with ``response``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_one_write_response_framing_and_keep_alive(gateway):
+    """The complete small response written in one go keeps HTTP's framing rules: a length
+    for a chunked upstream body, a Date, keep-alive as the client's version and
+    ``Connection`` header say."""
+    server, url = await _scripted_upstream(
+        b"HTTP/1.1 201 Made\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    async with server:
+        gw = await gateway(url, PASS_THROUGH)
+        reader, writer = await _open(gw)
+        try:
+            # HTTP/1.1 keep-alive: two responses on one connection.
+            for _ in range(2):
+                writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+                response = await _read_response(reader)
+                head, _, body = response.partition(b"\r\n\r\n")
+                lines = head.lower().split(b"\r\n")
+                assert lines[0] == b"http/1.1 201 made"
+                assert b"content-length: 5" in lines and b"x-up: 1" in lines
+                assert any(line.startswith(b"date: ") for line in lines)
+                assert not any(line.startswith(b"connection:") for line in lines)
+                assert body == b"abcde"
+            # Connection: close from an HTTP/1.1 client: said so, then closed.
+            writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            response = await _read_response(reader)
+            assert b"\r\nconnection: close\r\n" in response.lower()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        finally:
+            writer.close()
+        for request, keep in (
+            (b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n", False),
+            (b"GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", True),
+        ):
+            reader, writer = await _open(gw)
+            try:
+                writer.write(request)
+                response = await _read_response(reader)
+                assert response.startswith(b"HTTP/1.0 201 Made\r\n")
+                assert (b"\r\nconnection: keep-alive\r\n" in response.lower()) is keep
+                assert response.endswith(b"\r\n\r\nabcde")
+                if not keep:
+                    assert await asyncio.wait_for(reader.read(), 5) == b""
+            finally:
+                writer.close()
