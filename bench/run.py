@@ -200,8 +200,9 @@ static_resources:
 """)
     envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
     cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
-    with process(pinned(cmd, cpus)):
+    with process(pinned(cmd, cpus)) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready")
+        PIDS[port] = proc.pid
         yield port
 
 
@@ -209,34 +210,24 @@ static_resources:
 def wardgate_proxy(upstream_port: int, policy: Path, cpus: str = "") -> Iterator[int]:
     port, admin = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    with process(
-        pinned(
-            [
-                sys.executable,
-                "-m",
-                "wardgate",
-                "run",
-                "--upstream",
-                f"http://127.0.0.1:{upstream_port}",
-                "--policy",
-                str(policy),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--admin",
-                f"127.0.0.1:{admin}",
-                "--access-log",
-                "off",
-                "--log-level",
-                "error",
-                "--workers",
-                "1",
-            ],
-            cpus,
-        ),
-        env=env,
-    ):
+    cmd = [sys.executable, "-m", "wardgate", "run", "--upstream"]
+    cmd += [f"http://127.0.0.1:{upstream_port}", "--policy", str(policy)]
+    cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
+    cmd += ["--access-log", "off", "--log-level", "error", "--workers", "1"]
+    with process(pinned(cmd, cpus), env=env) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready")
+        PIDS[port] = proc.pid
         yield port
+
+
+PIDS: dict[int, int] = {}
+"""Listening port -> process id of each proxy started here (for :func:`cpu_seconds`)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -244,6 +235,8 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None = None
+    """CPU time the proxy spent per request (µs), when measured."""
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -256,18 +249,27 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, duration: int, script: Path | None, cpus: str = "") -> Load:
-    """Peak throughput: ``wrk``, 1 thread, 32 connections, on ``cpus`` when given."""
+def run_wrk(
+    url: str, duration: int, script: Path | None, cpus: str = "", pid: int | None = None
+) -> Load:
+    """Peak throughput: ``wrk``, 1 thread, 32 connections, on ``cpus`` when given. With
+    ``pid`` (the proxy's), also the CPU time it spent per request: unlike req/s, that does
+    not depend on how much of its CPU other processes on a shared machine took meanwhile."""
     cmd = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency", url]
     if script is not None:
         cmd[1:1] = ["-s", str(script)]
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
+    cpu_us = None
+    if pid is not None:
+        total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        cpu_us = (cpu_seconds(pid) - cpu_before) / max(total, 1) * 1e6
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"    warning: errors in wrk output for {url}:\n{out}")
-    return Load(rps, p50, p99)
+    return Load(rps, p50, p99, cpu_us)
 
 
 PACE_CONNECTIONS = 8
@@ -303,10 +305,12 @@ def run_pace(
 
 
 def median_load(samples: list[Load]) -> Load:
+    cpu = [s.cpu_us for s in samples if s.cpu_us is not None]
     return Load(
         statistics.median(s.rps for s in samples),
         statistics.median(s.p50_ms for s in samples),
         statistics.median(s.p99_ms for s in samples),
+        statistics.median(cpu) if cpu else None,
     )
 
 
@@ -378,8 +382,10 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
                     run_wrk(f"http://127.0.0.1:{port}/bench?x=1", 1, script, cpus.load)
                 for turn in range(args.repeats):
                     for name in rotated(names, turn):
-                        url = f"http://127.0.0.1:{targets[name]}/bench?x=1"
-                        by_target[name].append(run_wrk(url, args.duration, script, cpus.load))
+                        port = targets[name]
+                        url = f"http://127.0.0.1:{port}/bench?x=1"
+                        sample = run_wrk(url, args.duration, script, cpus.load, PIDS.get(port))
+                        by_target[name].append(sample)
                     line = "  ".join(f"{n} {by_target[n][-1].rps:7.0f}" for n in names)
                     print(f"  {kind:10} round {turn + 1}: {line} req/s", flush=True)
             half = statistics.median(s.rps for s in rounds["GET"]["wardgate"]) / 2
@@ -400,6 +406,16 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
         )
         for kind, d in rounds.items()
     }
+    # Envoy's CPU per request over Wardgate's: the throughput ratio both would reach with a
+    # whole CPU each, whatever share of it the neighbours left them during a round.
+    cpu_ratios = {
+        kind: statistics.median(
+            e.cpu_us / w.cpu_us
+            for w, e in zip(d["wardgate"], d["envoy"], strict=True)
+            if e.cpu_us and w.cpu_us
+        )
+        for kind, d in rounds.items()
+    }
     added = {
         name: statistics.median(
             s.p99_ms - d.p99_ms
@@ -407,7 +423,7 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
         )
         for name in ("envoy", "wardgate")
     }
-    print_report(results, latency, half, ratios, added, cpus, args)
+    print_report(results, latency, half, ratios, cpu_ratios, added, cpus, args)
     (RESULTS / "latest.json").write_text(
         json.dumps(
             {
@@ -419,6 +435,7 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
                     k: {n: [vars(s) for s in v] for n, v in d.items()} for k, d in rounds.items()
                 },
                 "wardgate_vs_envoy": ratios,
+                "wardgate_vs_envoy_by_cpu_per_request": cpu_ratios,
                 "latency_at_half_wardgate_peak": {n: vars(v) for n, v in latency.items()},
                 "latency_rounds": {n: [vars(s) for s in v] for n, v in latency_rounds.items()},
                 "added_p99_ms": added,
@@ -434,26 +451,33 @@ def print_report(
     latency: dict[str, Load],
     rate: float,
     ratios: dict[str, float],
+    cpu_ratios: dict[str, float],
     added: dict[str, float],
     cpus: CpuLayout,
     args: argparse.Namespace,
 ) -> None:
-    """The tables; ``ratios`` and ``added`` are medians of per-round figures."""
+    """The tables; ``ratios``, ``cpu_ratios`` and ``added`` are medians of per-round
+    figures."""
     print(
         f"\n== Throughput (wrk, 1 thread, 32 connections; medians of {args.repeats} interleaved "
         f"rounds of {args.duration} s; one worker each)\n   CPU layout: {cpus.describe()}"
     )
     print(
         f"{'load':10} {'target':9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'vs direct':>10} {'vs envoy':>9}"
+        f"{'vs direct':>10} {'vs envoy':>9} {'CPU us/req':>11}"
     )
     for kind, by_target in results.items():
         direct, envoy = by_target["direct"].rps, by_target["envoy"].rps
         for name, load in by_target.items():
+            cpu = f"{load.cpu_us:11.1f}" if load.cpu_us is not None else f"{'-':>11}"
             print(
                 f"{kind:10} {name:9} {load.rps:10.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} "
-                f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f}"
+                f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f} {cpu}"
             )
+    print(
+        "CPU us/req: CPU time of the proxy process per request (all threads, user + system),"
+        " which other processes on the machine do not change."
+    )
     print(
         f"\n== Latency at {rate:.0f} req/s (half of Wardgate's GET peak; bench/pace.c: evenly "
         f"spaced requests over {PACE_CONNECTIONS} connections, timed from their due time; "
@@ -464,7 +488,8 @@ def print_report(
         print(f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms{extra}")
     print(
         f"\nTargets: Wardgate/Envoy throughput GET {ratios['GET']:.2f}, "
-        f"POST 1KiB {ratios['POST 1KiB']:.2f} (>= 0.50, median of per-round ratios); "
+        f"POST 1KiB {ratios['POST 1KiB']:.2f} (>= 0.50, median of per-round ratios; "
+        f"by CPU per request GET {cpu_ratios['GET']:.2f}, POST {cpu_ratios['POST 1KiB']:.2f}); "
         f"added p99 at half load {added['wardgate']:.2f} ms (< 2 ms; Envoy adds "
         f"{added['envoy']:.2f} ms)"
     )
