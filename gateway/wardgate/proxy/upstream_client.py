@@ -66,6 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._reason = ""
         self._headers_done: asyncio.Future[None] | None = None
+        self._headers_timer: asyncio.TimerHandle | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -141,6 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete = True
             # llhttp would wait for a body announced by Content-Length: start afresh.
             self._parser = httptools.HttpResponseParser(self)
+        self._stop_headers_timer()
         if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_result(None)
 
@@ -164,6 +166,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _fail(self, error: UpstreamError) -> None:
+        self._stop_headers_timer()
         if self._error is None:
             self._error = error
         if self._headers_done is not None and not self._headers_done.done():
@@ -172,8 +175,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def begin(self, head_request: bool) -> asyncio.Future[None]:
-        """Prepare for a new exchange; returns the future of the response headers."""
+    def begin(self, head_request: bool, timeout: float | None = None) -> asyncio.Future[None]:
+        """Prepare for a new exchange; returns the future of the response headers. With
+        ``timeout`` (seconds) the future fails with :class:`TimeoutError` when the headers
+        have not arrived by then: one loop timer, cheaper than ``asyncio.timeout`` (a
+        context object, a task cancellation and its undoing) on the path every request
+        takes."""
+        self._stop_headers_timer()
         self._head_request = head_request
         self._headers = []
         self._chunks.clear()
@@ -181,8 +189,21 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete = False
         self._error = None
         self.status = 0
-        self._headers_done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._headers_done = loop.create_future()
+        if timeout is not None:
+            self._headers_timer = loop.call_later(timeout, self._headers_timed_out)
         return self._headers_done
+
+    def _headers_timed_out(self) -> None:
+        self._headers_timer = None
+        if self._headers_done is not None and not self._headers_done.done():
+            self._headers_done.set_exception(TimeoutError())
+
+    def _stop_headers_timer(self) -> None:
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+            self._headers_timer = None
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -254,6 +275,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._stop_headers_timer()
         if self.transport is not None:
             self.transport.close()
 
@@ -267,13 +289,22 @@ class UpstreamPool:
         self.tls = tls
         self._idle: list[UpstreamConnection] = []
 
-    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
+    def take_idle(self) -> UpstreamConnection | None:
+        """A pooled keep-alive connection still fit for use, or ``None`` (then
+        :meth:`acquire` connects): the common case without a coroutine."""
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed and now - conn.idle_since < IDLE_CONNECTION_SECONDS:
                 return conn
             conn.close()
+        return None
+
+    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
+        """A pooled connection, or a new one within ``connect_timeout`` (``UH``/``UF``)."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):

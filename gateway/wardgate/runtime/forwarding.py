@@ -4,7 +4,8 @@ offline explain): hop-by-hop header removal, ``x-request-id``, ``x-forwarded-for
 
 from __future__ import annotations
 
-import uuid
+import os
+from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -28,9 +29,11 @@ HOP_BY_HOP = frozenset(
 ``Proxy-*`` and ``Expect``, which the gateway answers itself)."""
 
 
-def strip_hop_by_hop(headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """A copy of ``headers`` without hop-by-hop fields, including every field that
-    ``Connection`` names and any ``Proxy-*`` field."""
+def strip_hop_by_hop(
+    headers: CIMultiDict[str] | CIMultiDictProxy[str] | Iterable[tuple[str, str]],
+) -> CIMultiDict[str]:
+    """A copy of ``headers`` (a multidict or ``(name, value)`` pairs) without hop-by-hop
+    fields, including every field that ``Connection`` names and any ``Proxy-*`` field."""
     out: CIMultiDict[str] = CIMultiDict(headers)  # a C-level copy, then removals
     named = out.getall("connection", ())
     for name in HOP_BY_HOP:
@@ -55,9 +58,29 @@ def ensure_request_id(headers: CIMultiDict[str], spec: ProxySpec) -> str:
         if len(headers.getall("x-request-id")) > 1:
             headers["x-request-id"] = current
         return current
-    request_id = str(uuid.uuid4())
+    request_id = new_request_id()
     headers["x-request-id"] = request_id
     return request_id
+
+
+_RANDOM_BATCH = 16 * 256
+_random = b""
+_random_at = _RANDOM_BATCH
+
+
+def new_request_id() -> str:
+    """A random UUID4 as text, like ``str(uuid.uuid4())`` (same source, ``os.urandom``) but
+    several times cheaper on every request: the random bytes are fetched 256 ids at a
+    time and formatted directly, without a ``UUID`` object."""
+    global _random, _random_at  # noqa: PLW0603 - a per-process buffer
+    if _random_at >= _RANDOM_BATCH:
+        _random, _random_at = os.urandom(_RANDOM_BATCH), 0
+    raw = _random[_random_at : _random_at + 16]
+    _random_at += 16
+    text = raw.hex()
+    # Version 4 in the 13th digit, variant 10xx in the 17th (RFC 9562 5.4).
+    variant = "89ab"[int(text[16], 16) & 3]
+    return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{variant}{text[17:20]}-{text[20:]}"
 
 
 def apply_forwarded_headers(
