@@ -190,18 +190,8 @@ class ProxyHandler:
                     )
                 except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError):
                     exchange.flag = "DC"
-                    return await self._local(
-                        request,
-                        pipeline,
-                        exchange,
-                        LocalReply(
-                            400,
-                            "gateway",
-                            "body_read_failed",
-                            "the request body could not be read",
-                            response_flag="DPE",
-                        ),
-                        close=True,
+                    return await self._body_read_failed(
+                        request, pipeline, exchange, response_flag="DPE"
                     )
                 reply = await pipeline.decode_body(prefix[:limit], complete)
                 if reply is not None:
@@ -355,8 +345,13 @@ class ProxyHandler:
             pool.release(conn)
 
     async def _body_read_failed(
-        self, request: web.BaseRequest, pipeline: RequestPipeline, exchange: Exchange
+        self,
+        request: web.BaseRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+        response_flag: str = "DC",
     ) -> web.StreamResponse:
+        """400 ``body_read_failed`` and close: the client's body could not be read."""
         return await self._local(
             request,
             pipeline,
@@ -366,7 +361,7 @@ class ProxyHandler:
                 "gateway",
                 "body_read_failed",
                 "the request body could not be read",
-                response_flag="DC",
+                response_flag=response_flag,
             ),
             close=True,
         )
