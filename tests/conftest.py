@@ -37,13 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 async def recording_upstream() -> AsyncIterator[tuple[str, list[tuple[str, str, bytes]]]]:
     """An upstream that answers ``ok`` and records (method, raw path, body) of every request
-    it receives, so a test can prove what was, and was not, forwarded."""
+    it receives, so a test can prove what was, and was not, forwarded. The body is read
+    from the stream, so it has no size ceiling (``request.read()`` stops at 1 MiB)."""
     from aiohttp import web
 
     seen: list[tuple[str, str, bytes]] = []
 
     async def handler(request: web.BaseRequest) -> web.Response:
-        seen.append((request.method, request.raw_path, await request.read()))
+        parts = []
+        while chunk := await request.content.read(65536):
+            parts.append(chunk)
+        seen.append((request.method, request.raw_path, b"".join(parts)))
         return web.Response(text="ok")
 
     server = web.Server(handler)

@@ -6,38 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
-from aiohttp import web
 
 from tests.proxy.rawhttp import raw_request
 
 EVERY_BYTE = bytes(range(256)) * 4  # 1 KiB with every byte value, CR/LF/NUL included
 # The proxy path alone: the WAF (on by default) would read bodies like these as attacks.
 PASS_THROUGH = 'limits: {maxRequestBodyBytes: 8388608}\nwaf: {mode: "off"}'
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[tuple[str, list[tuple[str, str, bytes]]]]:
-    """Like ``recording_upstream`` (method, raw path, body of each request), without
-    aiohttp's 1 MiB ``request.read()`` ceiling: the body is read from the stream."""
-    seen: list[tuple[str, str, bytes]] = []
-
-    async def handler(request: web.BaseRequest) -> web.Response:
-        parts = []
-        while chunk := await request.content.read(65536):
-            parts.append(chunk)
-        seen.append((request.method, request.raw_path, b"".join(parts)))
-        return web.Response(text="ok")
-
-    runner = web.ServerRunner(web.Server(handler))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
 
 
 async def _open(gw):
@@ -60,16 +36,16 @@ def _post(body: bytes, path: str = "/b") -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-async def test_small_body_with_the_head_is_forwarded_exactly(sink, gateway):
-    url, seen = sink
+async def test_small_body_with_the_head_is_forwarded_exactly(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url, PASS_THROUGH)
     response = await raw_request(gw.process.state.listen, _post(EVERY_BYTE))
     assert response.status == 200
     assert seen == [("POST", "/b", EVERY_BYTE)]
 
 
-async def test_small_body_arriving_late_in_pieces_is_forwarded_exactly(sink, gateway):
-    url, seen = sink
+async def test_small_body_arriving_late_in_pieces_is_forwarded_exactly(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url, PASS_THROUGH)
     reader, writer = await _open(gw)
     try:
@@ -87,8 +63,8 @@ async def test_small_body_arriving_late_in_pieces_is_forwarded_exactly(sink, gat
     assert seen == [("POST", "/b", EVERY_BYTE)]
 
 
-async def test_large_body_is_streamed_exactly(sink, gateway):
-    url, seen = sink
+async def test_large_body_is_streamed_exactly(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url, PASS_THROUGH)
     body = os.urandom(3 * 1024 * 1024 + 7)  # far above the one-write size
     async with aiohttp.ClientSession() as session:
@@ -98,8 +74,8 @@ async def test_large_body_is_streamed_exactly(sink, gateway):
     assert seen[0][2] == body
 
 
-async def test_chunked_body_is_forwarded_exactly(sink, gateway):
-    url, seen = sink
+async def test_chunked_body_is_forwarded_exactly(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url, PASS_THROUGH)
     parts = [os.urandom(n) for n in (1, 100, 70000, 3)]
 
@@ -113,8 +89,8 @@ async def test_chunked_body_is_forwarded_exactly(sink, gateway):
     assert seen == [("POST", "/chunked", b"".join(parts))]
 
 
-async def test_keep_alive_and_pipelined_bodies_stay_apart(sink, gateway):
-    url, seen = sink
+async def test_keep_alive_and_pipelined_bodies_stay_apart(recording_upstream, gateway):
+    url, seen = recording_upstream
     gw = await gateway(url, PASS_THROUGH)
     first, second, third = EVERY_BYTE, b"second\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", b""
     reader, writer = await _open(gw)
