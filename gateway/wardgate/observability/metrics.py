@@ -58,6 +58,12 @@ UPSTREAM_FAILURES = Counter(
     "Upstream failures by Envoy response flag (UF, UH, UT, UC).",
     ["flag"],
 )
+UPSTREAM_PROTOCOL_ERRORS = Counter(
+    "wardgate_upstream_protocol_errors",
+    "Upstream connections closed for a protocol violation, by kind (excess_data: bytes "
+    "after a complete response, which are discarded, never served to the next request).",
+    ["kind"],
+)
 FILTER_ERRORS = Counter(
     "wardgate_filter_errors",
     "Exceptions inside filters (each refused the request: fail closed).",

@@ -8,7 +8,14 @@ ways with flow control (reading pauses above :data:`HIGH_WATER` buffered bytes).
 
 Failures are :class:`UpstreamError` with Envoy's response flag: ``UH`` (the name does not
 resolve), ``UF`` (connection refused or connect timeout), ``UC`` (closed or reset, or an
-invalid response), ``UT`` (idle timeout while reading the body)."""
+invalid response), ``UT`` (idle timeout while reading the body).
+
+A connection carries exactly one response per request. Bytes the upstream sends beyond the
+end of that response (a second response, a body longer than its ``Content-Length``, anything
+on an idle pooled connection) would otherwise be read as the *next* request's response
+(response queue poisoning): they are discarded, the connection is closed and never pooled
+again, and ``wardgate_upstream_protocol_errors_total`` counts it. The response that was
+already whole is delivered as it was."""
 
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ from collections.abc import AsyncIterator
 import httptools
 from multidict import CIMultiDict
 
+from wardgate.observability import metrics
+
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 MAX_IDLE_CONNECTIONS = 256
@@ -34,6 +43,10 @@ class UpstreamError(Exception):
     def __init__(self, flag: str, detail: str = "") -> None:
         self.flag = flag
         super().__init__(f"{flag}: {detail}" if detail else flag)
+
+
+class _ExcessData(Exception):
+    """Raised inside a parser callback when bytes follow the end of the expected response."""
 
 
 class InvalidHeaderValue(ValueError):
@@ -88,12 +101,27 @@ class UpstreamConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._complete or self._headers_done is None:
+            self._discard_excess()  # idle in the pool, or the response is already whole
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("UC", "unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("UC", f"invalid response: {exc}"))
+            if self._complete or isinstance(exc.__context__, _ExcessData):
+                self._discard_excess()
+            else:
+                self._fail(UpstreamError("UC", f"invalid response: {exc}"))
+
+    def _discard_excess(self) -> None:
+        """The upstream sent more than one response: keep the whole response already
+        received (if any), drop the rest and retire the connection."""
+        if self.closed:
+            return
+        metrics.UPSTREAM_PROTOCOL_ERRORS.labels(kind="excess_data").inc()
+        self.keep_alive = False
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -121,6 +149,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._complete:
+            raise _ExcessData  # a second response in the same read
         self._headers = []
 
     def on_status(self, status: bytes) -> None:
@@ -147,6 +177,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers_done.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self._complete:
+            raise _ExcessData  # a body after a HEAD, 204 or 304 response
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
