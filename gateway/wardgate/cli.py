@@ -106,6 +106,11 @@ def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> N
         metavar="HOST:PORT",
         help="admin port (Envoy admin endpoints); keep it on localhost",
     )
+    cmd.add_argument(
+        "--status",
+        metavar="HOST:PORT",
+        help="read-only status port (/ready, /stats/prometheus, /policy); off unless given",
+    )
     cmd.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     cmd.add_argument(
         "--access-log",
@@ -127,6 +132,9 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
 
     listen_host, listen_port = parse_host_port(args.listen, "--listen")
     admin_host, admin_port = parse_host_port(args.admin, "--admin")
+    status_host, status_port = (
+        parse_host_port(args.status, "--status") if args.status else ("0.0.0.0", None)  # noqa: S104
+    )
     if args.workers < 1 or args.workers > 64:
         raise ValueError("--workers must be between 1 and 64")
     return RunOptions(
@@ -136,6 +144,8 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
         listen_port=listen_port,
         admin_host=admin_host,
         admin_port=admin_port,
+        status_host=status_host,
+        status_port=status_port,
         workers=args.workers,
         access_log=args.access_log,
         drain_timeout=args.drain_timeout,

@@ -231,7 +231,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-_POD_TEMPLATE_PATHS = {
+POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "Deployment": ("spec", "template"),
     "StatefulSet": ("spec", "template"),
     "DaemonSet": ("spec", "template"),
@@ -239,6 +239,7 @@ _POD_TEMPLATE_PATHS = {
     "Job": ("spec", "template"),
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
+"""Where each workload kind ``inject`` handles keeps its pod template."""
 
 
 def inject_document(doc: Any, template: SidecarConfig, warnings: list[str]) -> Any:
@@ -252,7 +253,7 @@ def inject_document(doc: Any, template: SidecarConfig, warnings: list[str]) -> A
         return apply_patch(doc, inject(doc, template, warnings))
     if kind == "List":
         return {**doc, "items": [inject_document(i, template, warnings) for i in doc["items"]]}
-    path = _POD_TEMPLATE_PATHS.get(str(kind))
+    path = POD_TEMPLATE_PATHS.get(str(kind))
     if path is None:
         return doc
     node: Any = doc

@@ -132,8 +132,10 @@ def microgateway_crd() -> dict[str, Any]:
     spec = structural(MicrogatewaySpec)
     spec["x-kubernetes-validations"] = [
         {
-            "rule": "self.servicePort != self.appPort",
-            "message": "servicePort and appPort must differ",
+            "rule": (
+                "!has(self.servicePort) || (has(self.appPort) && self.servicePort != self.appPort)"
+            ),
+            "message": "servicePort (deprecated) needs an appPort that differs from it",
         }
     ]
     status = structural(MicrogatewayStatus)

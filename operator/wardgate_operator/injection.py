@@ -7,9 +7,13 @@ both call :func:`inject`; neither has another code path. Contract:
   carries the annotation ``wardgate.dev/microgateway: <name>`` and not the opt-out label
   ``wardgate.dev/inject: "false"``. Which namespaces are eligible is the webhook's
   ``namespaceSelector`` (opt-in label ``wardgate.dev/injection: enabled``).
-* The ports come from the annotations ``wardgate.dev/service-port`` (taken over by the
-  sidecar) and ``wardgate.dev/app-port`` (where the app listens); the injector has no API
-  access and never reads the ``Microgateway`` itself.
+* The ports are planned by :mod:`wardgate_operator.podports` from the pod's own container
+  ports (and the optional annotations ``wardgate.dev/app-port`` / ``wardgate.dev/port-name``,
+  or the legacy pair ``wardgate.dev/service-port`` + ``wardgate.dev/app-port``): the app
+  keeps its port; the sidecar listens on its own port and takes over the port's name. The
+  injector has no API access and never reads the ``Microgateway`` itself.
+* The sidecar declares a second port, ``wardgate-status`` (``statusPort``, 15021): the
+  read-only status listener its probes, Prometheus and the operator use.
 * Idempotent: a pod that already has a container named ``wardgate`` (init or regular) gets
   an empty patch, so ``reinvocationPolicy: IfNeeded`` is safe.
 * The patch only adds or replaces what injection needs, with paths computed against the
@@ -27,28 +31,45 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from wardgate_operator.models import SidecarConfig
+from wardgate_operator.podports import (
+    ANNOTATION_APP_PORT,
+    ANNOTATION_PORT_NAME,
+    ANNOTATION_SERVICE_PORT,
+    PortError,
+    PortPlan,
+    plan_ports,
+    port_patch,
+)
 
 SIDECAR_NAME = "wardgate"
 POLICY_VOLUME = "wardgate-policy"
 TMP_VOLUME = "wardgate-tmp"
 POLICY_DIR = "/etc/wardgate/policy"
 SIDECAR_UID = 65532
-APP_PORT_NAME = "wg-app"
+STATUS_PORT_NAME = "wardgate-status"
 
 ANNOTATION_MICROGATEWAY = "wardgate.dev/microgateway"
-ANNOTATION_SERVICE_PORT = "wardgate.dev/service-port"
-ANNOTATION_APP_PORT = "wardgate.dev/app-port"
-ANNOTATION_PORT_NAME = "wardgate.dev/port-name"
 ANNOTATION_CPU = "wardgate.dev/sidecar-cpu"
 ANNOTATION_MEMORY = "wardgate.dev/sidecar-memory"
 ANNOTATION_MODE = "wardgate.dev/sidecar-mode"
 ANNOTATION_INJECTED = "wardgate.dev/injected"
 LABEL_OPT_OUT = "wardgate.dev/inject"
+NAMESPACE_LABEL = "wardgate.dev/inject"
+"""The namespace opt-in label (value ``enabled``), the chart's webhook ``namespaceSelector``."""
+NAMESPACE_LABEL_VALUE = "enabled"
+DEPRECATED_NAMESPACE_LABEL = "wardgate.dev/injection"
+"""Named by docs before 0.2; the chart also accepts it (``webhooks.namespaceLabel``)."""
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
 JsonPatch = list[dict[str, Any]]
 
-_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+__all__ = [
+    "ANNOTATION_APP_PORT",
+    "ANNOTATION_PORT_NAME",
+    "ANNOTATION_SERVICE_PORT",
+    "InjectionError",
+    "inject",
+]
 
 
 class InjectionError(ValueError):
@@ -67,24 +88,13 @@ def configmap_name(microgateway: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PodRequest:
-    """What one pod's annotations ask for."""
+    """What one pod's annotations and ports ask for."""
 
     microgateway: str
-    service_port: int
-    app_port: int
-    port_name: str
+    ports: PortPlan
     mode: str
     cpu: str | None
     memory: str | None
-
-
-def _port(annotations: Mapping[str, str], key: str) -> int:
-    raw = annotations.get(key)
-    if raw is None:
-        raise InjectionError(f"annotation {key} is required with {ANNOTATION_MICROGATEWAY}")
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise InjectionError(f"annotation {key}: {raw!r} is not a port (1-65535)")
-    return int(raw)
 
 
 def read_request(pod: Mapping[str, Any], template: SidecarConfig) -> PodRequest | None:
@@ -102,23 +112,22 @@ def read_request(pod: Mapping[str, Any], template: SidecarConfig) -> PodRequest 
         return None
     if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
         raise InjectionError(f"annotation {ANNOTATION_MICROGATEWAY}: not a resource name")
-    service_port = _port(annotations, ANNOTATION_SERVICE_PORT)
-    app_port = _port(annotations, ANNOTATION_APP_PORT)
-    if service_port == app_port:
-        raise InjectionError("service-port and app-port must differ")
-    if template.admin_port in (app_port, service_port):
-        raise InjectionError(f"port {template.admin_port} is the sidecar's admin port")
-    port_name = annotations.get(ANNOTATION_PORT_NAME, "http")
-    if not _PORT_NAME.match(port_name):
-        raise InjectionError(f"annotation {ANNOTATION_PORT_NAME}: {port_name!r} is no port name")
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list):
+        raise InjectionError("spec.containers is missing")
+    reserved = {template.status_port: "status port", template.admin_port: "admin port"}
+    if len(reserved) < 2 or template.proxy_port in reserved:
+        raise InjectionError("sidecar config: proxyPort, statusPort and adminPort must differ")
+    try:
+        ports = plan_ports(spec, annotations, proxy_port=template.proxy_port, reserved=reserved)
+    except PortError as exc:
+        raise InjectionError(str(exc)) from None
     mode = annotations.get(ANNOTATION_MODE, template.mode)
     if mode not in ("native", "classic"):
         raise InjectionError(f"annotation {ANNOTATION_MODE}: use native or classic")
     return PodRequest(
         microgateway=name,
-        service_port=service_port,
-        app_port=app_port,
-        port_name=port_name,
+        ports=ports,
         mode=mode,
         cpu=annotations.get(ANNOTATION_CPU),
         memory=annotations.get(ANNOTATION_MEMORY),
@@ -207,25 +216,16 @@ def _resources(
 # --- the container ---------------------------------------------------------------------
 
 
-def _probe_command(admin_port: int) -> list[str]:
-    # The admin port is bound to 127.0.0.1, which kubelet's httpGet cannot reach; an exec
-    # probe runs inside the pod's network namespace.
-    code = (
-        "import sys,urllib.request as u;"
-        f"sys.exit(0 if u.urlopen('http://127.0.0.1:{admin_port}/ready',timeout=2).status==200"
-        " else 1)"
-    )
-    return ["python3", "-c", code]
-
-
 def sidecar_container(
     request: PodRequest,
     template: SidecarConfig,
     warnings: list[str],
     ceiling: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The hardened gateway container for ``request``."""
-    probe = {"exec": {"command": _probe_command(template.admin_port)}}
+    """The hardened gateway container for ``request``. Its probes are ``httpGet`` on the
+    status port (reachable by the kubelet on the pod IP; read-only)."""
+    ready = {"httpGet": {"path": "/ready", "port": STATUS_PORT_NAME, "scheme": "HTTP"}}
+    ports = request.ports
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": template.image,
@@ -234,20 +234,27 @@ def sidecar_container(
         "args": [
             "run",
             "--upstream",
-            f"http://127.0.0.1:{request.app_port}",
+            f"http://127.0.0.1:{ports.app_port}",
             "--policy",
             f"{POLICY_DIR}/policy.yaml",
             "--listen",
-            f"0.0.0.0:{request.service_port}",
+            f"0.0.0.0:{ports.proxy_port}",
             "--admin",
             f"{template.admin_address}:{template.admin_port}",
+            "--status",
+            f"0.0.0.0:{template.status_port}",
         ],
         "ports": [
-            {"name": request.port_name, "containerPort": request.service_port, "protocol": "TCP"}
+            {"name": ports.port_name, "containerPort": ports.proxy_port, "protocol": "TCP"},
+            {
+                "name": STATUS_PORT_NAME,
+                "containerPort": template.status_port,
+                "protocol": "TCP",
+            },
         ],
-        "readinessProbe": {**probe, "periodSeconds": 5, "timeoutSeconds": 3},
+        "readinessProbe": {**ready, "periodSeconds": 5, "timeoutSeconds": 3},
         "startupProbe": {
-            **probe,
+            **ready,
             "periodSeconds": 1,
             "timeoutSeconds": 3,
             "failureThreshold": 60,
@@ -308,12 +315,12 @@ def inject(
     ``warnings`` what the caller should tell the user. Raises :class:`InjectionError` when
     the pod asks for injection in a way that cannot work."""
     notes = warnings if warnings is not None else []
-    request = read_request(pod, template)
-    if request is None or already_injected(pod):
+    if already_injected(pod):
         return []
-    spec = pod.get("spec")
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list):
-        raise InjectionError("spec.containers is missing")
+    request = read_request(pod, template)
+    if request is None:
+        return []
+    spec: Mapping[str, Any] = pod["spec"]
     containers: list[Any] = spec["containers"]
     patch: JsonPatch = []
     container = sidecar_container(request, template, notes, ceiling)
@@ -337,19 +344,9 @@ def inject(
     else:
         patch.append({"op": "add", "path": "/spec/volumes", "value": volumes})
 
-    # Port takeover: the Service's named targetPort must resolve to the sidecar, so an app
-    # port carrying that name (or the taken-over number) is renamed and renumbered.
-    for ci, app in enumerate(containers):
-        for pi, port in enumerate((app.get("ports") or []) if isinstance(app, Mapping) else []):
-            if not isinstance(port, Mapping):
-                continue
-            base = f"/spec/containers/{ci}/ports/{pi}"
-            if port.get("name") == request.port_name:
-                patch.append({"op": "replace", "path": f"{base}/name", "value": APP_PORT_NAME})
-            if port.get("containerPort") == request.service_port:
-                patch.append(
-                    {"op": "replace", "path": f"{base}/containerPort", "value": request.app_port}
-                )
+    # Port takeover: the Service's named targetPort resolves to the sidecar; the app's
+    # probes stay on the app's own port (see podports).
+    patch.extend(port_patch(spec, request.ports))
 
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -386,7 +383,8 @@ def resource_ceiling(ceilings: Iterable[Mapping[str, str | None]]) -> dict[str, 
 
 
 def apply_patch(doc: Any, patch: JsonPatch) -> Any:
-    """Apply the ``add``/``replace`` operations :func:`inject` emits to a copy of ``doc``."""
+    """Apply the ``add``/``replace``/``remove`` operations of :func:`inject` to a copy of
+    ``doc``."""
     out = json.loads(json.dumps(doc))
     for op in patch:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
@@ -394,6 +392,9 @@ def apply_patch(doc: Any, patch: JsonPatch) -> Any:
         for part in parts[:-1]:
             parent = parent[int(part)] if isinstance(parent, list) else parent[part]
         last = parts[-1]
+        if op["op"] == "remove":
+            del parent[int(last) if isinstance(parent, list) else last]
+            continue
         value = json.loads(json.dumps(op["value"]))
         if isinstance(parent, list):
             if last == "-":

@@ -44,6 +44,11 @@ def configmaps_path(namespace: str, name: str | None = None) -> str:
     return f"{path}/{quote(name)}" if name else path
 
 
+def networkpolicies_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/networking.k8s.io/v1/namespaces/{quote(namespace)}/networkpolicies"
+    return f"{path}/{quote(name)}" if name else path
+
+
 def pods_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{quote(namespace)}/pods"
 

@@ -52,7 +52,26 @@ class SidecarSpec(SpecModel):
     the annotations)."""
 
 
-CLUSTER_FIELDS = ("podSelector", "servicePort", "appPort", "portName", "sidecar")
+class NetworkPolicySpec(SpecModel):
+    """The NetworkPolicy the operator renders for the selected pods."""
+
+    enabled: bool = True
+    """Render a NetworkPolicy admitting ingress to the selected pods only on the sidecar's
+    proxy and status ports (and ``allowPorts``), so ``podIP:<app port>`` cannot skip the
+    gateway. Set ``false`` when you manage NetworkPolicies yourself."""
+
+    allow_ports: tuple[Port, ...] = ()
+    """Further TCP ports of the app to admit from anywhere (e.g. its own metrics port)."""
+
+
+CLUSTER_FIELDS = (
+    "podSelector",
+    "servicePort",
+    "appPort",
+    "portName",
+    "sidecar",
+    "networkPolicy",
+)
 """Top-level ``spec`` fields that are not part of the policy document."""
 
 
@@ -64,23 +83,31 @@ class MicrogatewaySpec(PolicySpec):
     """Pods in this namespace this gateway protects. The operator reports pods it selects
     that carry no sidecar as ``Degraded``."""
 
-    service_port: Port
-    """The port the sidecar takes over: the container port your Service's named
-    ``targetPort`` resolves to. The sidecar listens on it on all addresses."""
+    app_port: Port | None = None
+    """The port your application listens on, when the pods should not infer it (they infer
+    the only declared TCP port, or the one named ``portName``). The sidecar forwards allowed
+    requests to ``127.0.0.1:<appPort>``; the app needs no change. Put it on the pods as
+    ``wardgate.dev/app-port`` (``wardgate-operator render`` prints the annotations)."""
 
-    app_port: Port
-    """The port your application listens on after injection (bind it to 127.0.0.1); the
-    sidecar forwards allowed requests to ``127.0.0.1:<appPort>``."""
+    service_port: Port | None = None
+    """Deprecated (pods injected before 0.2): the port the sidecar took over, with the app
+    moved to ``appPort``. Leave it unset: the sidecar then listens on its own port."""
 
     port_name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")] = "http"
-    """The Service ``targetPort`` name the sidecar's container port gets (max 15 chars)."""
+    """The Service ``targetPort`` name the sidecar's container port takes over from the app
+    (max 15 chars). Services must target the port by this name."""
 
     sidecar: SidecarSpec = SidecarSpec()
     """The injected container's settings."""
 
+    network_policy: NetworkPolicySpec = NetworkPolicySpec()
+    """The NetworkPolicy closing the app's port (see ``docs/operator.md``)."""
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> MicrogatewaySpec:
-        if self.service_port == self.app_port:
+        if self.service_port is not None and self.app_port is None:
+            raise ValueError("servicePort (deprecated) needs appPort; or remove servicePort")
+        if self.service_port == self.app_port and self.service_port is not None:
             raise ValueError("servicePort and appPort must differ (the sidecar takes servicePort)")
         return self
 
@@ -153,14 +180,23 @@ class SidecarConfig(SpecModel):
     resources: ResourcesSpec = ResourcesSpec()
     """Default requests and the cluster-wide ceiling (``limits``) for the sidecar."""
 
+    proxy_port: Port = 15080
+    """The port the sidecar's proxy listens on (all addresses). It carries the name of the
+    app port it protects, so the Service's named ``targetPort`` reaches it; the app keeps
+    its own port. Must not be a port an app in the pod uses."""
+
+    status_port: Port = 15021
+    """The sidecar's read-only status listener (all addresses; port name
+    ``wardgate-status``): ``/ready``, ``/stats/prometheus``, ``/policy``. Probes,
+    Prometheus and the operator's propagation check use it."""
+
     admin_port: Port = 9901
     """The sidecar's admin port."""
 
     admin_address: Literal["127.0.0.1", "0.0.0.0"] = "127.0.0.1"  # noqa: S104
-    """Where the admin port listens. ``127.0.0.1`` (default): only inside the pod; the
-    operator then cannot read each sidecar's digest and reports ``Propagated: Unknown``.
-    ``0.0.0.0``: reachable on the pod IP, so propagation is measured; restrict port
-    ``adminPort`` to the operator with a NetworkPolicy (it has ``/quitquitquit``)."""
+    """Where the admin port listens. ``127.0.0.1`` (default, recommended): only inside the
+    pod; the status port serves what others need to read. ``0.0.0.0`` exposes the mutating
+    admin endpoints (``/quitquitquit``) on the pod IP: only for debugging."""
 
     mode: Literal["native", "classic"] = "native"
     """``native``: an init container with ``restartPolicy: Always`` (Kubernetes 1.29+;

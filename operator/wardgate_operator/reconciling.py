@@ -23,7 +23,7 @@ from wardgate.config.baseline import BaselineError, Finding, apply_baselines
 from wardgate.config.policy import PolicySpec
 from wardgate.runtime.compiled import PolicyCompileError, compile_policy
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
-from wardgate_operator.injection import SIDECAR_NAME, configmap_name
+from wardgate_operator.injection import SIDECAR_NAME, STATUS_PORT_NAME, configmap_name
 from wardgate_operator.kube import (
     BASELINES_PATH,
     KubeApi,
@@ -32,6 +32,7 @@ from wardgate_operator.kube import (
     label_selector,
     microgateways_path,
     namespace_path,
+    networkpolicies_path,
     pods_path,
 )
 from wardgate_operator.models import (
@@ -42,9 +43,12 @@ from wardgate_operator.models import (
 )
 from wardgate_operator.rendering import (
     ANNOTATION_DIGEST,
+    SidecarPorts,
     condition,
     merge_conditions,
+    network_policy_name,
     render_configmap,
+    render_network_policy,
 )
 
 
@@ -263,6 +267,10 @@ async def reconcile(api: KubeApi, body: Mapping[str, Any]) -> Evaluation:
     existing = await api.get(configmaps_path(namespace, cm_name))
     if evaluation.configmap is not None:
         await apply_configmap(api, evaluation.configmap, existing)
+    if evaluation.spec is not None:
+        await apply_network_policy(
+            api, name, namespace, str(meta.get("uid", "")), evaluation.spec, SidecarPorts.from_env()
+        )
     previous = body.get("status") or {}
     status = status_for(
         evaluation,
@@ -311,6 +319,51 @@ async def apply_configmap(
     return True
 
 
+async def apply_network_policy(
+    api: KubeApi,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: MicrogatewaySpec,
+    ports: SidecarPorts,
+) -> str:
+    """Create, update or (``networkPolicy.enabled: false``) delete the Microgateway's
+    NetworkPolicy. Deletes only one it owns. Returns ``created``, ``updated``, ``deleted``
+    or ``unchanged``."""
+    path = networkpolicies_path(namespace, network_policy_name(name))
+    existing = await api.get(path)
+    if not spec.network_policy.enabled:
+        owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+        if existing is not None and any(o.get("uid") == uid for o in owners):
+            await api.delete(path)
+            return "deleted"
+        return "unchanged"
+    desired = render_network_policy(name=name, namespace=namespace, uid=uid, spec=spec, ports=ports)
+    if existing is None:
+        try:
+            await api.create(networkpolicies_path(namespace), desired)
+            return "created"
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            existing = await api.get(path) or {}
+    old_meta = existing.get("metadata") or {}
+    if (
+        existing.get("spec") == desired["spec"]
+        and old_meta.get("ownerReferences") == desired["metadata"]["ownerReferences"]
+    ):
+        return "unchanged"
+    patch = {
+        "metadata": {
+            "labels": desired["metadata"]["labels"],
+            "ownerReferences": desired["metadata"]["ownerReferences"],
+        },
+        "spec": desired["spec"],
+    }
+    await api.merge_patch(path, patch)
+    return "updated"
+
+
 async def reconcile_all(api: KubeApi, namespace: str | None = None) -> int:
     """Re-reconcile every Microgateway (in ``namespace``, or everywhere): the fan-out after
     a baseline or namespace-label change. Returns how many were reconciled."""
@@ -325,7 +378,7 @@ async def reconcile_all(api: KubeApi, namespace: str | None = None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class SidecarReport:
-    """What one pod's sidecar said on its admin ``/server_info``."""
+    """What one pod's sidecar said on its status ``/policy`` (or admin ``/server_info``)."""
 
     digest: str | None
     last_error: str | None = None
@@ -335,37 +388,58 @@ class SidecarReport:
 SidecarReader = Callable[[Mapping[str, Any]], Awaitable[SidecarReport]]
 
 
-def admin_address(pod: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The ``--admin HOST:PORT`` of the pod's sidecar, ``None`` without a sidecar."""
+def _sidecar(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     spec = pod.get("spec") or {}
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or ():
-            if container.get("name") != SIDECAR_NAME:
-                continue
-            args = list(container.get("args") or [])
-            for i, arg in enumerate(args):
-                if arg == "--admin" and i + 1 < len(args):
-                    host, _, port = str(args[i + 1]).rpartition(":")
-                    if port.isdigit():
-                        return host, int(port)
-            return "127.0.0.1", 9901
+            if container.get("name") == SIDECAR_NAME:
+                return container  # type: ignore[no-any-return]
+    return None
+
+
+def admin_address(pod: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The ``--admin HOST:PORT`` of the pod's sidecar, ``None`` without a sidecar."""
+    container = _sidecar(pod)
+    if container is None:
+        return None
+    args = list(container.get("args") or [])
+    for i, arg in enumerate(args):
+        if arg == "--admin" and i + 1 < len(args):
+            host, _, port = str(args[i + 1]).rpartition(":")
+            if port.isdigit():
+                return host, int(port)
+    return "127.0.0.1", 9901
+
+
+def status_port(pod: Mapping[str, Any]) -> int | None:
+    """The sidecar's container port named ``wardgate-status`` (sidecars injected since the
+    status listener exist), ``None`` otherwise."""
+    container = _sidecar(pod) or {}
+    for port in container.get("ports") or ():
+        if port.get("name") == STATUS_PORT_NAME and isinstance(port.get("containerPort"), int):
+            return int(port["containerPort"])
     return None
 
 
 async def http_sidecar_reader(pod: Mapping[str, Any]) -> SidecarReport:
-    """Read ``/server_info`` from the pod IP. A sidecar whose admin port is bound to
-    localhost (the secure default) cannot be read from outside the pod: reported as
-    unreadable, never guessed."""
+    """Read the loaded digest from the pod IP: ``GET /policy`` on the status port, or, for
+    sidecars injected before it existed, ``/server_info`` on an admin port bound to all
+    addresses. An admin port bound to localhost cannot be read from outside the pod:
+    reported as unreadable, never guessed."""
     address = admin_address(pod)
     pod_ip = (pod.get("status") or {}).get("podIP")
     if address is None:
         return SidecarReport(None, problem="no sidecar")
+    status = status_port(pod)
     host, port = address
-    if host in ("127.0.0.1", "localhost", "::1"):
+    if status is None and host in ("127.0.0.1", "localhost", "::1"):
         return SidecarReport(None, problem="admin port bound to localhost")
     if not pod_ip:
         return SidecarReport(None, problem="no pod IP yet")
-    url = f"http://{pod_ip}:{port}/server_info"
+    if status is not None:
+        url = f"http://{pod_ip}:{status}/policy"
+    else:
+        url = f"http://{pod_ip}:{port}/server_info"
     try:
         timeout = aiohttp.ClientTimeout(total=3)
         async with (
@@ -374,10 +448,13 @@ async def http_sidecar_reader(pod: Mapping[str, Any]) -> SidecarReport:
         ):
             info = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return SidecarReport(None, problem=f"admin unreachable ({type(exc).__name__})")
-    policy = info.get("policy") if isinstance(info, dict) else None
-    if not isinstance(policy, dict):
-        return SidecarReport(None, problem="unexpected /server_info answer")
+        where = "status port" if status is not None else "admin"
+        return SidecarReport(None, problem=f"{where} unreachable ({type(exc).__name__})")
+    policy = (
+        info if status is not None else (info.get("policy") if isinstance(info, dict) else None)
+    )
+    if not isinstance(policy, dict) or "digest" not in policy:
+        return SidecarReport(None, problem="unexpected answer from the sidecar")
     error = policy.get("last_reload_error")
     return SidecarReport(str(policy.get("digest")), str(error) if error else None)
 

@@ -7,22 +7,26 @@ with every default written out) and the digest the sidecar will report for it, s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from wardgate.config.policy import PolicySpec
 from wardgate_operator.injection import (
-    ANNOTATION_APP_PORT,
     ANNOTATION_CPU,
     ANNOTATION_MEMORY,
     ANNOTATION_MICROGATEWAY,
-    ANNOTATION_PORT_NAME,
-    ANNOTATION_SERVICE_PORT,
     configmap_name,
 )
-from wardgate_operator.models import API_VERSION, MicrogatewaySpec
+from wardgate_operator.models import API_VERSION, MicrogatewaySpec, SidecarConfig
+from wardgate_operator.podports import (
+    ANNOTATION_APP_PORT,
+    ANNOTATION_PORT_NAME,
+    ANNOTATION_SERVICE_PORT,
+)
 
 ANNOTATION_DIGEST = "wardgate.dev/policy-digest"
 LABEL_MICROGATEWAY = "wardgate.dev/microgateway"
@@ -78,12 +82,13 @@ def _label_value(name: str) -> str:
 
 def pod_annotations(spec: MicrogatewaySpec, name: str) -> dict[str, str]:
     """The annotations a workload's pod template needs for the injector to add this
-    Microgateway's sidecar (the injector reads only the pod)."""
-    out = {
-        ANNOTATION_MICROGATEWAY: name,
-        ANNOTATION_SERVICE_PORT: str(spec.service_port),
-        ANNOTATION_APP_PORT: str(spec.app_port),
-    }
+    Microgateway's sidecar (the injector reads only the pod). Only the first is required;
+    the others repeat what the Microgateway sets explicitly."""
+    out = {ANNOTATION_MICROGATEWAY: name}
+    if spec.service_port is not None:
+        out[ANNOTATION_SERVICE_PORT] = str(spec.service_port)
+    if spec.app_port is not None:
+        out[ANNOTATION_APP_PORT] = str(spec.app_port)
     if spec.port_name != "http":
         out[ANNOTATION_PORT_NAME] = spec.port_name
     requests = spec.sidecar.resources.requests
@@ -92,6 +97,63 @@ def pod_annotations(spec: MicrogatewaySpec, name: str) -> dict[str, str]:
     if requests.memory is not None:
         out[ANNOTATION_MEMORY] = requests.memory
     return out
+
+
+# --- the NetworkPolicy -----------------------------------------------------------------
+
+ENV_PROXY_PORT = "WARDGATE_SIDECAR_PROXY_PORT"
+ENV_STATUS_PORT = "WARDGATE_SIDECAR_STATUS_PORT"
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarPorts:
+    """The sidecar's network ports as the injector configures them (the chart passes the
+    same ``sidecar.proxyPort``/``sidecar.statusPort`` to both)."""
+
+    proxy: int = SidecarConfig.model_fields["proxy_port"].default
+    status: int = SidecarConfig.model_fields["status_port"].default
+
+    @classmethod
+    def from_env(cls) -> SidecarPorts:
+        """From ``WARDGATE_SIDECAR_PROXY_PORT``/``WARDGATE_SIDECAR_STATUS_PORT`` (defaults
+        otherwise)."""
+        default = cls()
+        return cls(
+            int(os.environ.get(ENV_PROXY_PORT) or default.proxy),
+            int(os.environ.get(ENV_STATUS_PORT) or default.status),
+        )
+
+
+def network_policy_name(microgateway: str) -> str:
+    """The NetworkPolicy of a Microgateway (same name as its ConfigMap)."""
+    return configmap_name(microgateway)
+
+
+def render_network_policy(
+    *, name: str, namespace: str, uid: str, spec: MicrogatewaySpec, ports: SidecarPorts
+) -> dict[str, Any]:
+    """Ingress to the selected pods only on the sidecar's proxy port (``servicePort`` for
+    pods injected the legacy way), its status port and ``networkPolicy.allowPorts``.
+    Egress is not restricted. NetworkPolicies add up: another policy admitting the app's
+    port reopens it (``docs/operator.md``)."""
+    proxy = spec.service_port if spec.service_port is not None else ports.proxy
+    numbers = sorted({proxy, ports.status, *spec.network_policy.allow_ports})
+    selector = spec.pod_selector.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(name),
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, LABEL_MICROGATEWAY: _label_value(name)},
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "podSelector": {k: v for k, v in selector.items() if v},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": n} for n in numbers]}],
+        },
+    }
 
 
 # --- status ----------------------------------------------------------------------------

@@ -84,8 +84,10 @@ def test_microgateway_crd_carries_the_policy_schema_and_cluster_fields():
     assert {"limits", "proxy", "headers", "podSelector", "servicePort", "appPort"} <= set(
         spec["properties"]
     )
-    assert set(spec["required"]) == {"podSelector", "servicePort", "appPort"}
-    assert spec["x-kubernetes-validations"][0]["rule"] == "self.servicePort != self.appPort"
+    assert set(spec["required"]) == {"podSelector"}  # ports: inferred from the pods
+    assert spec["x-kubernetes-validations"][0]["rule"] == (
+        "!has(self.servicePort) || (has(self.appPort) && self.servicePort != self.appPort)"
+    )
     assert crd["spec"]["names"]["shortNames"] == ["mgw"]
     assert crd["spec"]["scope"] == "Namespaced"
     columns = {c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]}

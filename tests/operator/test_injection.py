@@ -130,8 +130,10 @@ def test_sidecar_is_hardened_and_runs_the_contract_command():
         "0.0.0.0:8080",
         "--admin",
         "127.0.0.1:9901",
+        "--status",
+        "0.0.0.0:15021",
     ]
-    assert "127.0.0.1:9901/ready" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert container["readinessProbe"]["httpGet"]["port"] == "wardgate-status"
 
 
 def test_policy_configmap_is_mounted_as_a_directory():
@@ -148,10 +150,10 @@ def test_policy_configmap_is_mounted_as_a_directory():
     assert "subPath" not in mount  # subPath mounts never see ConfigMap updates
 
 
-def test_port_takeover_moves_the_named_port_to_the_sidecar():
+def test_legacy_port_takeover_moves_the_named_port_to_the_sidecar():
     result = injected(pod())
     app_port = result["spec"]["containers"][0]["ports"][0]
-    assert app_port == {"name": "wg-app", "containerPort": 8081}
+    assert app_port == {"containerPort": 8081}
     assert sidecar_of(result)["ports"][0]["name"] == "http"
     assert sidecar_of(result)["ports"][0]["containerPort"] == 8080
 
@@ -160,7 +162,7 @@ def test_custom_port_name():
     body = pod({"wardgate.dev/port-name": "web"})
     body["spec"]["containers"][0]["ports"] = [{"name": "web", "containerPort": 9000}]
     result = injected(body)
-    assert result["spec"]["containers"][0]["ports"][0]["name"] == "wg-app"
+    assert "name" not in result["spec"]["containers"][0]["ports"][0]
     assert sidecar_of(result)["ports"][0]["name"] == "web"
 
 
@@ -224,7 +226,7 @@ def test_unusable_requests_are_refused_with_a_reason(annotations, message):
 def test_missing_port_annotation_is_refused():
     body = pod()
     del body["metadata"]["annotations"]["wardgate.dev/app-port"]
-    with pytest.raises(InjectionError, match="app-port is required"):
+    with pytest.raises(InjectionError, match=r"service-port needs wardgate\.dev/app-port"):
         inject(body, TEMPLATE)
 
 
@@ -288,7 +290,7 @@ def test_any_pod_shape_injects_once_and_validates(apps, inits, volumes, mode):
     assert inject(result, TEMPLATE) == []
     for c in result["spec"]["containers"]:
         if c["name"] != "wardgate":
-            assert all(p["name"] != "http" for p in c["ports"])
+            assert all(p.get("name") != "http" for p in c["ports"])
             assert all(p["containerPort"] != 8080 for p in c["ports"])
     kubernetes_validate.validate(result, "1.31", strict=True)
 

@@ -113,6 +113,6 @@ def test_render_prints_the_configmap_and_pod_annotations(tmp_path: Path, capsys)
 def test_render_fails_on_invalid_microgateway(tmp_path: Path, capsys):
     path = tmp_path / "mgw.yaml"
     text = (ROOT / "examples/k8s/microgateway.yaml").read_text()
-    path.write_text(text.replace("appPort: 8081", "appPort: 8080"))
+    path.write_text(text.replace("portName: http", "portName: http\n  servicePort: 8080"))
     assert main(["render", str(path)]) == 1
-    assert "servicePort and appPort must differ" in capsys.readouterr().err
+    assert "servicePort (deprecated) needs appPort" in capsys.readouterr().err

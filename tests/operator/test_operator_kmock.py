@@ -264,9 +264,9 @@ async def test_configmap_is_recreated_if_deleted(kmock):
         assert again["data"] == first["data"]
 
 
-def sidecar_pod(name: str, admin: str | None) -> dict[str, Any]:
+def sidecar_pod(name: str, admin: str | None, status: int | None = None) -> dict[str, Any]:
     containers = [{"name": "app", "image": "shop:1"}]
-    init = []
+    init: list[dict[str, Any]] = []
     if admin is not None:
         init = [
             {
@@ -276,6 +276,8 @@ def sidecar_pod(name: str, admin: str | None) -> dict[str, Any]:
                 "args": ["run", "--admin", admin],
             }
         ]
+        if status is not None:
+            init[0]["ports"] = [{"name": "wardgate-status", "containerPort": status}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -294,9 +296,12 @@ async def test_propagation_reads_each_sidecars_digest_and_flags_pods_without_one
         await api.create(microgateways_path("shop"), copy.deepcopy(MICROGATEWAY))
         configmap = await eventually(lambda: cm(kmock), message="ConfigMap")
         # A real gateway loading exactly the rendered policy.yaml plays the sidecar.
-        sidecar = await gateway(upstream, configmap["data"]["policy.yaml"])
-        admin_port = sidecar.admin_url.rsplit(":", 1)[1]
-        await api.create(pods_path("shop"), sidecar_pod("shop-a", f"0.0.0.0:{admin_port}"))
+        # Its admin port stays on localhost: the operator reads the status port.
+        sidecar = await gateway(upstream, configmap["data"]["policy.yaml"], status_port=0)
+        status_port = int(sidecar.process.state.status.rsplit(":", 1)[1])
+        await api.create(
+            pods_path("shop"), sidecar_pod("shop-a", "127.0.0.1:9901", status=status_port)
+        )
         await api.create(pods_path("shop"), sidecar_pod("shop-b", None))
 
         def status_is(propagated: str, degraded: str) -> dict[str, Any] | None:
@@ -341,6 +346,17 @@ async def test_reader_never_guesses_a_localhost_admin_port():
     assert report.digest is None and report.problem == "admin port bound to localhost"
     report = await http_sidecar_reader(sidecar_pod("p", None))
     assert report.problem == "no sidecar"
+
+
+async def test_reader_reads_a_legacy_admin_port_on_all_addresses(upstream, gateway):
+    """Sidecars injected before the status port existed: /server_info on 0.0.0.0."""
+    from wardgate_operator.reconciling import http_sidecar_reader
+
+    sidecar = await gateway(upstream, "", admin_host="0.0.0.0")
+    port = sidecar.admin_url.rsplit(":", 1)[1]
+    report = await http_sidecar_reader(sidecar_pod("p", f"0.0.0.0:{port}"))
+    assert report.problem is None
+    assert report.digest == sidecar.process.holder.current.digest
 
 
 async def test_run_command_is_a_standalone_kopf_operator_with_liveness(kmock, tmp_path):

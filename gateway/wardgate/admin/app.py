@@ -11,6 +11,7 @@ from aiohttp import web
 
 from wardgate import __version__
 from wardgate.admin.state import GatewayState
+from wardgate.admin.status import prometheus_response
 from wardgate.observability import metrics
 
 Action = Callable[[], Awaitable[None]]
@@ -76,12 +77,7 @@ def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action)
         return _text(metrics.render_stats())
 
     async def prometheus(_: web.Request) -> web.Response:
-        return web.Response(
-            body=metrics.render_prometheus(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"x-prometheus-format": "0.0.4"},
-        )
+        return prometheus_response()
 
     async def config_dump(_: web.Request) -> web.Response:
         policy = state.holder.current

@@ -25,6 +25,8 @@ class GatewayState:
     listen: str
     admin: str
     workers: int
+    status: str | None = None
+    """The bound status listener (``HOST:PORT``), ``None`` when there is none."""
     started: float = field(default_factory=time.time)
     health_check_failed: bool = False
     draining: bool = False

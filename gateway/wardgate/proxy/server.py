@@ -22,6 +22,7 @@ from aiohttp import web
 
 from wardgate.admin.app import admin_app
 from wardgate.admin.state import GatewayState
+from wardgate.admin.status import start_status
 from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
@@ -48,6 +49,8 @@ class RunOptions:
     listen_port: int = 8080
     admin_host: str = "127.0.0.1"
     admin_port: int | None = 9901
+    status_host: str = "0.0.0.0"  # noqa: S104 - read-only endpoints, see wardgate.admin.status
+    status_port: int | None = None
     workers: int = 1
     access_log: AccessLogFormat = "ecs"
     drain_timeout: float = 20.0
@@ -110,6 +113,7 @@ class GatewayProcess:
         self._site: web.TCPSite | None = None
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
+        self._status_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -142,6 +146,7 @@ class GatewayProcess:
                 "wardgate": {
                     "listen": self.state.listen,
                     "admin": self.state.admin if self.serve_admin else None,
+                    "status": self.state.status if self.serve_admin else None,
                     "upstream": self.options.upstream,
                     "policy": {
                         "digest": self.holder.current.digest,
@@ -167,6 +172,11 @@ class GatewayProcess:
         site = web.TCPSite(self._admin_runner, self.options.admin_host, self.options.admin_port)
         await site.start()
         state.admin = _bound_address(self._admin_runner)
+        if self.options.status_port is not None:
+            self._status_runner = await start_status(
+                state, self.options.status_host, self.options.status_port
+            )
+            state.status = _bound_address(self._status_runner)
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,6 +212,8 @@ class GatewayProcess:
             await self._runner.cleanup()  # stops listening, waits for handlers (deadline)
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
         await self.upstream.close()
         log.info("stopped")
 
@@ -366,5 +378,6 @@ class Supervisor:
         for process in self.workers.values():
             if process.is_alive():
                 process.kill()
-        if front._admin_runner is not None:
-            await front._admin_runner.cleanup()
+        for runner in (front._admin_runner, front._status_runner):
+            if runner is not None:
+                await runner.cleanup()
