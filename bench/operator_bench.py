@@ -48,7 +48,7 @@ from wardgate_operator.injector import start_injector  # noqa: E402
 from wardgate_operator.models import SidecarConfig  # noqa: E402
 
 TEMPLATE = SidecarConfig.model_validate(
-    {"image": "ghcr.io/wardgate/gateway:0.1.0", "resources": {"limits": {"memory": "256Mi"}}}
+    {"image": "ghcr.io/wardgate/wardgate:0.1.0", "resources": {"limits": {"memory": "256Mi"}}}
 )
 POD: dict[str, Any] = {
     "apiVersion": "v1",

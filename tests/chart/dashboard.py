@@ -128,8 +128,11 @@ def panels() -> list[Panel]:
         ),
         timeseries(
             9, "Upstream failures by response flag",
-            [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}")], "reqps", 0, 20,
-            "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset.",
+            [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}"),
+             (rate("wardgate_upstream_protocol_errors_total", by="kind"), "protocol: {{kind}}")],
+            "reqps", 0, 20,
+            "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset;"
+            " protocol: upstream connections closed for a protocol violation.",
         ),
         timeseries(
             10, "Detections (detect mode, let through)",

@@ -55,7 +55,7 @@ def test_network_policies(monitoring: Rendered) -> None:
     operator = policies["operator"]
     assert operator["ingress"] == []
     egress_ports = {p["port"] for rule in operator["egress"] for p in rule["ports"]}
-    assert egress_ports == {53, 443, 6443, 9901}
+    assert egress_ports == {53, 443, 6443, 15021}  # 15021: the sidecars' status ports
 
 
 def test_injector_ingress_sources_are_configurable() -> None:
@@ -70,14 +70,14 @@ def test_injector_ingress_sources_are_configurable() -> None:
 # --- monitors -----------------------------------------------------------------------------
 
 
-def test_pod_monitor_scrapes_sidecar_admin_ports(monitoring: Rendered) -> None:
+def test_pod_monitor_scrapes_sidecar_status_ports(monitoring: Rendered) -> None:
     (monitor,) = monitoring.of_kind("PodMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     spec = monitor["spec"]
     assert spec["namespaceSelector"] == {"any": True}
     (endpoint,) = spec["podMetricsEndpoints"]
-    assert endpoint["port"] == "wardgate-admin"
-    assert endpoint["path"] == "/stats/prometheus"  # the gateway admin endpoint
+    assert endpoint["port"] == "wardgate-status"  # the injector's STATUS_PORT_NAME
+    assert endpoint["path"] == "/stats/prometheus"  # served read-only on the status port
     # Pods that opted out carry no sidecar and are not selected.
     assert not k8s.selector_matches(spec["selector"], {"wardgate.dev/inject": "false"})
     assert k8s.selector_matches(spec["selector"], {"app": "shop"})
@@ -87,7 +87,7 @@ def test_service_monitor(monitoring: Rendered) -> None:
     (monitor,) = monitoring.of_kind("ServiceMonitor")
     spec = monitor["spec"]
     assert spec["selector"] == {"matchLabels": {"wardgate.dev/metrics": "enabled"}}
-    assert spec["endpoints"][0]["port"] == "wardgate-admin"
+    assert spec["endpoints"][0]["port"] == "wardgate-status"
     assert spec["endpoints"][0]["path"] == "/stats/prometheus"
 
 

@@ -20,6 +20,7 @@ OPERATOR_RULES = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch", "delete"},
 }
 """The operator's permissions, exactly (the operator <-> chart contract)."""
 
@@ -241,8 +242,13 @@ def test_sidecar_config_file(renders: dict[str, Rendered]) -> None:
             "requests": {"cpu": "50m", "memory": "64Mi"},
             "limits": {"cpu": "1", "memory": "256Mi"},
         },
+        "proxyPort": 15080,
+        "statusPort": 15021,
         "adminPort": 9901,
         "adminAddress": "127.0.0.1",
+        # auto: Helm's built-in version offline (>= 1.32): native. Before 1.32 the template
+        # picks classic (semverCompare on .Capabilities.KubeVersion; helm-python-sdk's render
+        # takes no kube version, so only a real `helm install` on such a cluster shows it).
         "mode": "native",
     }
     classic = yaml.safe_load(

@@ -234,7 +234,9 @@ def values_schema() -> Schema:
             ),
             "sidecar": obj(
                 {
-                    "mode": {"enum": ["native", "classic"]},
+                    "mode": {"enum": ["auto", "native", "classic"]},
+                    "proxyPort": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "statusPort": {"type": "integer", "minimum": 1, "maximum": 65535},
                     "adminPort": {"type": "integer", "minimum": 1, "maximum": 65535},
                     "adminAddress": {"enum": ["127.0.0.1", "0.0.0.0"]},
                     "resources": resources_schema(

@@ -25,7 +25,7 @@ K8S_VERSIONS = ["1.29", "1.30", "1.31", "1.32", "1.33"]
 
 TEMPLATE = SidecarConfig.model_validate(
     {
-        "image": "ghcr.io/wardgate/gateway:0.1.0",
+        "image": "ghcr.io/wardgate/wardgate:0.1.0",
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
             "limits": {"cpu": "500m", "memory": "256Mi"},

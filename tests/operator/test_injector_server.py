@@ -29,7 +29,7 @@ from wardgate_operator.baseline import ClusterBaseline
 from wardgate_operator.injector import InjectorServer, start_injector, static_baselines
 from wardgate_operator.models import SidecarConfig
 
-TEMPLATE = SidecarConfig.model_validate({"image": "ghcr.io/wardgate/gateway:0.1.0"})
+TEMPLATE = SidecarConfig.model_validate({"image": "ghcr.io/wardgate/wardgate:0.1.0"})
 
 
 @dataclass
@@ -371,7 +371,7 @@ def test_injector_command_serves_tls_and_stops_on_sigterm(tmp_path: Path):
     ca.issue(cert, key)
     config = tmp_path / "sidecar.yaml"
     config.write_text(
-        "image: ghcr.io/wardgate/gateway:0.1.0\nimagePullPolicy: IfNotPresent\n"
+        "image: ghcr.io/wardgate/wardgate:0.1.0\nimagePullPolicy: IfNotPresent\n"
         "resources: {requests: {cpu: 50m}, limits: {cpu: 500m, memory: 256Mi}}\n"
         "adminPort: 9901\nmode: native\n"
     )

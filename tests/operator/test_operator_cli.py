@@ -63,7 +63,7 @@ def test_crds_writes_the_committed_files(tmp_path: Path, capsys):
 def test_inject_handles_workloads_and_leaves_other_objects_alone(tmp_path: Path, capsys):
     path = tmp_path / "app.yaml"
     path.write_text(MANIFEST)
-    assert main(["inject", "-f", str(path), "--image", "ghcr.io/wardgate/gateway:0.1.0"]) == 0
+    assert main(["inject", "-f", str(path), "--image", "ghcr.io/wardgate/wardgate:0.1.0"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     deployment, cronjob, service = docs
     pod_spec = deployment["spec"]["template"]["spec"]
@@ -76,7 +76,7 @@ def test_inject_handles_workloads_and_leaves_other_objects_alone(tmp_path: Path,
     # injecting the output again changes nothing (same inject() as the webhook)
     again = tmp_path / "again.yaml"
     again.write_text(yaml.safe_dump_all(docs))
-    assert main(["inject", "-f", str(again), "--image", "ghcr.io/wardgate/gateway:0.1.0"]) == 0
+    assert main(["inject", "-f", str(again), "--image", "ghcr.io/wardgate/wardgate:0.1.0"]) == 0
     assert list(yaml.safe_load_all(capsys.readouterr().out)) == docs
 
 

@@ -31,7 +31,7 @@ from wardgate_operator.cli import main as operator_main
 from wardgate_operator.injection import InjectionError, inject
 from wardgate_operator.models import SidecarConfig
 
-IMAGE = "ghcr.io/wardgate/gateway:0.1.0"
+IMAGE = "ghcr.io/wardgate/wardgate:0.1.0"
 NATIVE = SidecarConfig.model_validate({"image": IMAGE})
 CLASSIC = NATIVE.model_copy(update={"mode": "classic"})
 NATIVE_SERVICE_VERSIONS = ("1.32", "1.33")

@@ -112,13 +112,24 @@ priorityClassName: {{ . }}
 {{- toJson (uniq $ns) -}}
 {{- end -}}
 
+{{/* sidecar.mode with `auto` resolved against the cluster's version (native from 1.32). */}}
+{{- define "wardgate.sidecarMode" -}}
+{{- if eq .Values.sidecar.mode "auto" -}}
+{{- if semverCompare ">=1.32-0" .Capabilities.KubeVersion.Version -}}native{{- else -}}classic{{- end -}}
+{{- else -}}
+{{- .Values.sidecar.mode -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The injector's sidecar config document (also hashed into the injector pod template). */}}
 {{- define "wardgate.sidecarConfig" -}}
 image: {{ include "wardgate.image" (dict "image" .Values.images.gateway "ctx" $) | quote }}
 imagePullPolicy: {{ .Values.images.gateway.pullPolicy }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
+proxyPort: {{ .Values.sidecar.proxyPort }}
+statusPort: {{ .Values.sidecar.statusPort }}
 adminPort: {{ .Values.sidecar.adminPort }}
 adminAddress: {{ .Values.sidecar.adminAddress | quote }}
-mode: {{ .Values.sidecar.mode }}
+mode: {{ include "wardgate.sidecarMode" . }}
 {{- end -}}
