@@ -147,7 +147,7 @@ def plan_ports(
             app_port = owner.number
         name = name_asked or (owner.name if owner and owner.name else DEFAULT_PORT_NAME)
     for number, what in reserved.items():
-        if number in (listen, app_port):
+        if number in (listen, app_port) or any(p.number == number for p in declared):
             raise PortError(f"port {number} is the sidecar's {what}")
     for port in declared if not legacy else ():
         if port.number == listen:

@@ -29,6 +29,7 @@ from wardgate_operator.podports import (
 )
 
 ANNOTATION_DIGEST = "wardgate.dev/policy-digest"
+ANNOTATION_BASELINES = "wardgate.dev/baselines"
 LABEL_MICROGATEWAY = "wardgate.dev/microgateway"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "wardgate-operator"}
 POLICY_KEY = "policy.yaml"
@@ -59,7 +60,7 @@ def render_configmap(
     """The ConfigMap for Microgateway ``namespace/name`` carrying ``effective``."""
     annotations = {ANNOTATION_DIGEST: effective.digest()}
     if baselines:
-        annotations["wardgate.dev/baselines"] = ",".join(sorted(baselines))
+        annotations[ANNOTATION_BASELINES] = ",".join(sorted(baselines))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
