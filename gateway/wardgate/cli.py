@@ -45,8 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the gateway in front of a built-in demo upstream")
     _add_serving_options(demo, default_listen="127.0.0.1:8080")
 
-    validate = sub.add_parser("validate", help="check policy files; exit 0 when all are valid")
+    validate = sub.add_parser(
+        "validate",
+        help="check policy files and Microgateway/SecurityBaseline manifests (multi-document "
+        "YAML); exit 0 when all are valid",
+    )
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "-o", "--output", choices=["text", "json"], default="text", help="json: for machines"
+    )
+    validate.add_argument("-q", "--quiet", action="store_true", help="no informational notes")
     validate.add_argument(
         "--baseline",
         action="append",
@@ -274,24 +282,34 @@ Stop with Ctrl-C.
 def _cmd_validate(args: argparse.Namespace) -> int:
     if args.baseline:
         return _cmd_validate_baseline(args)
-    failed = False
-    for name in args.files:
-        try:
-            policy = load_compiled(name)
-        except PolicyError as exc:
-            failed = True
-            print(exc.report())
-            continue
-        print(
-            f"{name}: valid (digest {policy.digest}, filters: {', '.join(policy.filter_names())})"
-        )
-        for text in policy.limitations():
-            print(f"  note: {text}")
-        from wardgate.envoy.limitations import envoy_limitations
+    from wardgate.envoy.limitations import envoy_limitations
+    from wardgate.runtime.validation import validate_file
 
-        for text in envoy_limitations(policy):
-            print(f"  note (envoy): {text}")
-    return 1 if failed else 0
+    results = [r for name in args.files for r in validate_file(name)]
+    for result in results:
+        if result.compiled is not None:
+            result.notes.extend(f"(envoy) {t}" for t in envoy_limitations(result.compiled))
+        if args.quiet:
+            result.notes.clear()
+    valid = all(r.valid for r in results)
+    if args.output == "json":
+        print(json.dumps({"valid": valid, "documents": [r.as_json() for r in results]}, indent=2))
+        return 0 if valid else 1
+    for result in results:
+        doc = result.document
+        if not result.valid:
+            what = "policy" if doc.kind in ("Policy", "Microgateway") else doc.kind
+            print(f"{doc.source}: invalid {what}")
+            print("".join(f"  {p}\n" for p in result.problems), end="")
+        elif result.compiled is not None:
+            filters = ", ".join(result.compiled.filter_names())
+            print(f"{doc.source}: valid (digest {result.compiled.digest}, filters: {filters})")
+        else:
+            print(f"{doc.source}: valid {doc.kind}")
+        for text in result.notes:
+            label = "note (envoy)" if text.startswith("(envoy) ") else "note"
+            print(f"  {label}: {text.removeprefix('(envoy) ')}")
+    return 0 if valid else 1
 
 
 def _cmd_validate_baseline(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 from wardgate.config.base import SpecModel
 from wardgate.config.baseline import LabelSelectorSpec, SecurityBaselineSpec
 from wardgate.config.loading import format_validation_errors
+from wardgate.config.manifests import CLUSTER_FIELDS
 from wardgate.config.policy import PolicySpec
 
 GROUP = "wardgate.dev"
@@ -62,17 +63,6 @@ class NetworkPolicySpec(SpecModel):
 
     allow_ports: tuple[Port, ...] = ()
     """Further TCP ports of the app to admit from anywhere (e.g. its own metrics port)."""
-
-
-CLUSTER_FIELDS = (
-    "podSelector",
-    "servicePort",
-    "appPort",
-    "portName",
-    "sidecar",
-    "networkPolicy",
-)
-"""Top-level ``spec`` fields that are not part of the policy document."""
 
 
 class MicrogatewaySpec(PolicySpec):
