@@ -38,7 +38,7 @@ docs: $(STAMP)
 	mkdir -p docs
 	$(VENV)/bin/wardgate schema > docs/policy.schema.json
 	$(VENV)/bin/wardgate schema --format markdown > docs/configuration.md
-	$(VENV)/bin/wardgate-operator crds --out crds --out charts/wardgate/crds > /dev/null
+	$(VENV)/bin/wardgate-operator crds --out crds --out charts/wardgate/files/crds > /dev/null
 	$(PY) -m tests.chart.values_schema > charts/wardgate/values.schema.json
 	$(PY) -m tests.chart.dashboard > charts/wardgate/files/dashboard.json
 

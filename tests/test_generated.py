@@ -22,7 +22,7 @@ def test_policy_json_schema_is_current():
 def test_crd_manifests_are_current():
     from wardgate_operator.crds import all_crds, render_file
 
-    for directory in (ROOT / "crds", ROOT / "charts" / "wardgate" / "crds"):
+    for directory in (ROOT / "crds", ROOT / "charts" / "wardgate" / "files" / "crds"):
         expected = {name: render_file(crd) for name, crd in all_crds().items()}
         committed = {p.name: p.read_text() for p in directory.glob("*.yaml")}
         assert committed == expected, f"{directory}: run `make docs` and commit the result"

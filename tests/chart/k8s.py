@@ -16,6 +16,7 @@ BUILTIN_GROUPS = (
     "rbac.authorization.k8s.io/",
     "networking.k8s.io/",
     "admissionregistration.k8s.io/",
+    "apiextensions.k8s.io/",
 )
 
 

@@ -6,6 +6,8 @@ closes the loop."""
 
 from __future__ import annotations
 
+import copy
+
 import asyncio
 import os
 import socket
@@ -41,13 +43,21 @@ CRD_NAMES = {
 }
 
 
+KEEP = {"helm.sh/resource-policy": "keep"}
+
+
 @pytest.fixture(scope="module")
 def chart_crds() -> dict[str, dict[str, Any]]:
-    with helm.Chart.load(CHART) as chart:
-        entries = chart.crds
+    """The CRDs as the chart renders them, without the keep annotation and the chart's
+    labels (checked here, then replaced by the generator's one label)."""
     out = {}
-    for entry in entries:
-        doc = yaml.safe_load(entry["data"])
+    for doc in render().of_kind("CustomResourceDefinition"):
+        doc = copy.deepcopy(doc)
+        assert doc["metadata"].pop("annotations") == KEEP
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "wardgate"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        doc["metadata"]["labels"] = {"app.kubernetes.io/part-of": "wardgate"}
         out[doc["metadata"]["name"]] = doc
     return out
 
@@ -75,11 +85,16 @@ def test_crds_validate(chart_crds: dict[str, dict[str, Any]], version: str) -> N
     assert "status" in mg_version["subresources"]
 
 
-def test_crds_are_not_templates() -> None:
-    # In crds/, so Helm installs them before the templates (the SecurityBaseline needs its
-    # CRD) and never deletes them on uninstall (which would delete every Microgateway).
-    rendered = render(VALUE_SETS["baseline"])
-    assert rendered.of_kind("CustomResourceDefinition") == []
+def test_crds_are_templates_behind_values() -> None:
+    """Templates, so `helm upgrade` updates them (Helm never upgrades crds/); kept on
+    uninstall by default (deleting a CRD deletes every Microgateway); both switchable."""
+    with helm.Chart.load(CHART) as chart:
+        assert chart.crds == []  # nothing in crds/: one way in, the templates
+    assert render({"crds": {"enabled": False}}).of_kind("CustomResourceDefinition") == []
+    plain = render({"crds": {"keep": False}}).of_kind("CustomResourceDefinition")
+    assert len(plain) == 2 and all("annotations" not in c["metadata"] for c in plain)
+    upgrade = render(upgrade=True).of_kind("CustomResourceDefinition")
+    assert [c["metadata"]["annotations"] for c in upgrade] == [KEEP, KEEP]
 
 
 def test_webhook_and_rbac_name_the_crds(chart_crds: dict[str, dict[str, Any]]) -> None:

@@ -497,6 +497,6 @@ def test_notes_tell_how_to_opt_in_and_warn_about_ignore(renders: dict[str, Rende
     notes = renders["defaults"].notes
     assert "kubectl label namespace <app-namespace> wardgate.dev/inject=enabled" in notes
     assert "helm test wg" in notes
-    assert "never upgrades the CRDs" in notes
+    assert "CRDs: installed and upgraded by this release and kept on uninstall" in notes
     assert "WARNING" not in notes
     assert "WARNING: injection failurePolicy is Ignore" in renders["hardened-overrides"].notes

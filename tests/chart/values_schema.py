@@ -232,6 +232,7 @@ def values_schema() -> Schema:
                     **sched,
                 }
             ),
+            "crds": obj({"enabled": {"type": "boolean"}, "keep": {"type": "boolean"}}),
             "sidecar": obj(
                 {
                     "mode": {"enum": ["auto", "native", "classic"]},
