@@ -6,9 +6,8 @@ closes the loop."""
 
 from __future__ import annotations
 
-import copy
-
 import asyncio
+import copy
 import os
 import socket
 import sys
