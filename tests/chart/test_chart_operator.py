@@ -50,8 +50,8 @@ def chart_crds() -> dict[str, dict[str, Any]]:
     """The CRDs as the chart renders them, without the keep annotation and the chart's
     labels (checked here, then replaced by the generator's one label)."""
     out = {}
-    for doc in render().of_kind("CustomResourceDefinition"):
-        doc = copy.deepcopy(doc)
+    for rendered in render().of_kind("CustomResourceDefinition"):
+        doc = copy.deepcopy(rendered)
         assert doc["metadata"].pop("annotations") == KEEP
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "wardgate"
