@@ -21,6 +21,7 @@ from wardgate_operator.models import (
     VERSION,
     MicrogatewaySpec,
     MicrogatewayStatus,
+    SecurityBaselineStatus,
 )
 
 _DROP = {
@@ -161,15 +162,23 @@ def microgateway_crd() -> dict[str, Any]:
 
 def securitybaseline_crd() -> dict[str, Any]:
     """The ``securitybaselines.wardgate.dev`` CRD (cluster-scoped)."""
+    status = structural(SecurityBaselineStatus)
+    _status_condition_rules(status)
     return _crd(
         kind="SecurityBaseline",
         plural="securitybaselines",
         scope="Cluster",
         short_names=["wgbaseline"],
         spec=structural(SecurityBaselineSpec),
-        status=None,
+        status=status,
         description=_clean(SecurityBaselineSpec.__doc__ or ""),
-        columns=[{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+        columns=[
+            _column("Accepted", ".status.conditions[?(@.type=='Accepted')].status"),
+            _column("Selected", ".status.selected", "integer"),
+            _column("Clamped", ".status.clamped", "integer"),
+            _column("NonCompliant", ".status.nonCompliant", "integer"),
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
     )
 
 

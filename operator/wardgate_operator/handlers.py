@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from wardgate_operator.baseline_status import update_baseline_statuses
 from wardgate_operator.kube import KubeApi
 from wardgate_operator.models import GROUP, VERSION
 from wardgate_operator.reconciling import reconcile, reconcile_all, resync_forever
@@ -101,4 +102,9 @@ async def baseline_event(type: str, memo: Any, logger: Logger, **_: Any) -> None
     count = 0
     for namespace in namespaces or [None]:
         count += await reconcile_all(memo.api, namespace)
-    logger.info("baseline change: %d Microgateways re-evaluated", count)
+    written = await update_baseline_statuses(memo.api, namespaces)
+    logger.info(
+        "baseline change: %d Microgateways re-evaluated, %d baseline statuses written",
+        count,
+        written,
+    )

@@ -3,7 +3,9 @@
 * ``POST /inject`` (mutating, pods): the JSONPatch from :func:`injection.inject`.
 * ``POST /validate`` (validating, Microgateways): the same :func:`reconciling.evaluate` the
   operator runs; refuses invalid policies and baseline violations (each violated floor
-  listed), answers clamps as warnings.
+  listed), answers clamps as warnings. For ``SecurityBaseline`` objects: refuses a spec
+  that does not parse, with every problem (one bad baseline would otherwise stop rendering
+  for every Microgateway).
 * ``GET /healthz``.
 
 Stateless, so the chart runs several replicas. Not kopf's webhook machinery: that removes
@@ -37,7 +39,7 @@ from wardgate.config.loading import format_validation_errors
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
 from wardgate_operator.injection import InjectionError, inject, resource_ceiling
 from wardgate_operator.kube import KubeApi, KubeError, namespace_path
-from wardgate_operator.models import SidecarConfig
+from wardgate_operator.models import SidecarConfig, SpecError, parse_baseline_spec
 from wardgate_operator.reconciling import cluster_baselines, evaluate
 
 log = logging.getLogger("wardgate_operator.injector")
@@ -180,10 +182,27 @@ async def review_inject(
     return response(uid, True, patch=patch, warnings=warnings)
 
 
+def review_validate_baseline(request: Mapping[str, Any], uid: str) -> dict[str, Any]:
+    """Answer one SecurityBaseline AdmissionReview request: the operator's own parser."""
+    operation, obj = _operation_object(request)
+    if operation not in ("CREATE", "UPDATE"):
+        return response(uid, True)
+    if obj is None:
+        return response(uid, False, code=400, message="expected a SecurityBaseline")
+    try:
+        parse_baseline_spec(obj.get("spec"))
+    except SpecError as exc:
+        return response(uid, False, code=422, message="; ".join(exc.problems))
+    return response(uid, True)
+
+
 async def review_validate(
     request: Mapping[str, Any], uid: str, baselines: BaselineSource
 ) -> dict[str, Any]:
-    """Answer one Microgateway AdmissionReview request."""
+    """Answer one Microgateway (or SecurityBaseline) AdmissionReview request."""
+    kind = request.get("kind")
+    if isinstance(kind, Mapping) and kind.get("kind") == "SecurityBaseline":
+        return review_validate_baseline(request, uid)
     operation, obj = _operation_object(request)
     if operation not in ("CREATE", "UPDATE"):
         return response(uid, True)

@@ -158,6 +158,28 @@ class MicrogatewayStatus(SpecModel):
     """``n/m``: selected pods whose sidecar serves the current digest, of all selected."""
 
 
+class SecurityBaselineStatus(SpecModel):
+    """What the operator observed about a ``SecurityBaseline`` (in the namespaces it
+    watches)."""
+
+    observed_generation: int = 0
+    """The ``metadata.generation`` the status describes."""
+
+    conditions: tuple[MicrogatewayStatusCondition, ...] = ()
+    """``Accepted``: the spec parsed (``Valid``), or not (``InvalidSpec``, with every
+    problem: while it does not parse, no Microgateway is rendered)."""
+
+    selected: int = 0
+    """Microgateways in the namespaces this baseline selects."""
+
+    clamped: int = 0
+    """Of those, how many had a default raised by this baseline (fine: a clamp)."""
+
+    non_compliant: int = 0
+    """Of those, how many wrote a value weaker than this baseline (a violation: clamped
+    and reported) or cannot meet it at all (unenforceable: not rendered)."""
+
+
 class SidecarConfig(SpecModel):
     """The injector's sidecar template (the chart's ``sidecar.yaml``)."""
 

@@ -538,8 +538,9 @@ log = logging.getLogger("wardgate_operator.resync")
 async def resync_once(
     api: KubeApi, namespaces: Sequence[str] = (), reader: SidecarReader = http_sidecar_reader
 ) -> int:
-    """Re-evaluate every Microgateway and check its propagation. One failing object never
-    stops the others. Returns how many were handled."""
+    """Re-evaluate every Microgateway and check its propagation, then refresh every
+    SecurityBaseline's status. One failing object never stops the others. Returns how many
+    Microgateways were handled."""
     handled = 0
     scopes: list[str | None] = list(namespaces) or [None]
     for namespace in scopes:
@@ -560,6 +561,12 @@ async def resync_once(
                 log.warning(
                     "resync of %s/%s failed: %s", meta.get("namespace"), meta.get("name"), exc
                 )
+    from wardgate_operator.baseline_status import update_baseline_statuses  # uses evaluate()
+
+    try:
+        await update_baseline_statuses(api, namespaces)
+    except KubeError as exc:
+        log.warning("resync: SecurityBaseline status not updated: %s", exc)
     return handled
 
 

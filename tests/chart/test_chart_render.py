@@ -16,6 +16,7 @@ OPERATOR_RULES = {
     ("wardgate.dev", "microgateways"): {"get", "list", "watch", "patch"},
     ("wardgate.dev", "microgateways/status"): {"get", "patch", "update"},
     ("wardgate.dev", "securitybaselines"): {"get", "list", "watch"},
+    ("wardgate.dev", "securitybaselines/status"): {"get", "patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
@@ -24,7 +25,7 @@ OPERATOR_RULES = {
 }
 """The operator's permissions, exactly (the operator <-> chart contract)."""
 
-CLUSTER_SCOPED = {"securitybaselines", "namespaces"}
+CLUSTER_SCOPED = {"securitybaselines", "securitybaselines/status", "namespaces"}
 
 
 @pytest.fixture(scope="module")
@@ -387,10 +388,11 @@ def test_restricted_namespaces_get_roles_not_cluster_wide_access(
 # --- webhooks -----------------------------------------------------------------------------
 
 
-def _webhook(r: Rendered, kind: str) -> dict[str, Any]:
+def _webhook(r: Rendered, kind: str, name: str | None = None) -> dict[str, Any]:
+    """The webhook ``name`` of the configuration ``kind`` (its first one by default)."""
     (config,) = r.of_kind(kind)
-    (hook,) = config["webhooks"]
-    return hook
+    hooks = {hook["name"]: hook for hook in config["webhooks"]}
+    return hooks[name] if name else config["webhooks"][0]
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -422,8 +424,27 @@ def test_webhook_settings(renders: dict[str, Rendered], value_set: str) -> None:
         }
     ]
     assert validate["failurePolicy"] == "Fail"
+    baselines = _webhook(
+        r, "ValidatingWebhookConfiguration", "validate.securitybaselines.wardgate.dev"
+    )
+    assert baselines["rules"] == [
+        {
+            "apiGroups": ["wardgate.dev"],
+            "apiVersions": ["v1alpha1"],
+            "resources": ["securitybaselines"],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Cluster",
+        }
+    ]
+    assert "namespaceSelector" not in baselines  # cluster-scoped: would not apply
+    assert baselines["failurePolicy"] == "Fail"
+    (config,) = r.of_kind("ValidatingWebhookConfiguration")
+    assert [h["name"] for h in config["webhooks"]] == [
+        "validate.microgateways.wardgate.dev",
+        "validate.securitybaselines.wardgate.dev",
+    ]
     service = r.one("Service", "-injector")
-    for hook, path in ((inject, "/inject"), (validate, "/validate")):
+    for hook, path in ((inject, "/inject"), (validate, "/validate"), (baselines, "/validate")):
         assert hook["sideEffects"] == "None"
         assert hook["timeoutSeconds"] == 5
         assert hook["admissionReviewVersions"] == ["v1"]

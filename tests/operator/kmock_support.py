@@ -68,6 +68,7 @@ def declare_resources(k: Any) -> None:
     k.resources[BASELINES] = kmock.ResourceInfo(
         kind="SecurityBaseline",
         namespaced=False,
+        subresources={"status"},
         verbs={"list", "watch", "get", "patch", "create", "delete", "update"},
     )
 
