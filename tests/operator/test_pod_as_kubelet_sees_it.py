@@ -18,6 +18,8 @@ from typing import Any
 import jsonpatch
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.operator.podcheck import (
     KUBE_VERSIONS,
@@ -295,3 +297,52 @@ async def test_webhook_output_passes_every_check(injector, kind, mode):  # noqa:
     versions = KUBE_VERSIONS if mode == "classic" else NATIVE_SERVICE_VERSIONS
     assert workload_problems(result, service_port_name="http", kube_versions=versions) == []
     assert inject(result, NATIVE) == []  # reinvocation: nothing more
+
+
+port_entries = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["http", "web", "metrics", "grpc", None]),
+            "containerPort": st.sampled_from([8080, 8081, 9090, 3000]),
+        }
+    ),
+    min_size=0,
+    max_size=3,
+    unique_by=(lambda p: p["containerPort"]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    ports=port_entries,
+    probe_ports=st.lists(st.sampled_from(["http", "web", "metrics", 8080, 9090]), max_size=3),
+    annotations=st.sampled_from(
+        [{}, {"wardgate.dev/app-port": "8080"}, {"wardgate.dev/port-name": "web"}]
+    ),
+)
+def test_any_pod_is_refused_or_passes_every_check(ports, probe_ports, annotations):
+    """Whatever ports and probes a (valid) pod has: injection refuses it with a reason, or
+    the result passes every kubelet-view check."""
+    entries = [{k: v for k, v in p.items() if v is not None} | {"protocol": "TCP"} for p in ports]
+    names = {p["name"] for p in entries if "name" in p}
+    numbers = {p["containerPort"] for p in entries}
+    if len(names) != sum(1 for p in entries if "name" in p):
+        return  # duplicate names: the API server refuses such a pod before us
+    template = pod_template(annotations)
+    app = template["spec"]["containers"][0]
+    app["ports"] = entries
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe", "lifecycle"):
+        app.pop(probe)
+    probes = [p for p in probe_ports if (p in names if isinstance(p, str) else p in numbers)]
+    for kind, port in zip(("readinessProbe", "livenessProbe", "startupProbe"), probes):
+        app[kind] = {"tcpSocket": {"port": port}}
+    before = pod_problems(template["spec"])
+    assert before == []  # the input is a pod the kubelet would run
+    try:
+        patch = inject(template, CLASSIC)
+    except InjectionError:
+        return
+    result = jsonpatch.apply_patch(template, patch)
+    (sidecar,) = [c for c in result["spec"]["containers"] if c["name"] == "wardgate"]
+    service_name = sidecar["ports"][0]["name"]
+    assert pod_problems(result["spec"], service_port_name=service_name) == []
