@@ -334,7 +334,9 @@ def test_any_pod_is_refused_or_passes_every_check(ports, probe_ports, annotation
     for probe in ("readinessProbe", "livenessProbe", "startupProbe", "lifecycle"):
         app.pop(probe)
     probes = [p for p in probe_ports if (p in names if isinstance(p, str) else p in numbers)]
-    for kind, port in zip(("readinessProbe", "livenessProbe", "startupProbe"), probes):
+    for kind, port in zip(
+        ("readinessProbe", "livenessProbe", "startupProbe"), probes, strict=False
+    ):
         app[kind] = {"tcpSocket": {"port": port}}
     before = pod_problems(template["spec"])
     assert before == []  # the input is a pod the kubelet would run
