@@ -56,11 +56,8 @@ POD: dict[str, Any] = {
     "metadata": {
         "generateName": "shop-",
         "labels": {"app": "shop", "pod-template-hash": "7d9c"},
-        "annotations": {
-            "wardgate.dev/microgateway": "shop",
-            "wardgate.dev/service-port": "8080",
-            "wardgate.dev/app-port": "8081",
-        },
+        # The default since issue 13: one annotation, the app unchanged.
+        "annotations": {"wardgate.dev/microgateway": "shop"},
     },
     "spec": {
         "containers": [
@@ -68,6 +65,7 @@ POD: dict[str, Any] = {
                 "name": "app",
                 "image": "shop:1",
                 "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
                 "env": [{"name": f"E{i}", "value": "x" * 20} for i in range(20)],
             }
         ],
