@@ -119,6 +119,11 @@ def plan_ports(
 ) -> PortPlan:
     """Decide the ports for one pod. ``reserved`` maps the sidecar's other ports (status,
     admin) to what they are. Raises :class:`PortError` with a reason a user can act on."""
+    if spec.get("hostNetwork"):
+        raise PortError(
+            "hostNetwork pods share the node's ports: every replica's sidecar would listen on "
+            "the same node port; protect such workloads without injection"
+        )
     declared = app_ports(spec)
     service_port = _number(annotations, ANNOTATION_SERVICE_PORT)
     app_port = _number(annotations, ANNOTATION_APP_PORT)

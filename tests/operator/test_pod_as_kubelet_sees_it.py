@@ -211,6 +211,13 @@ def test_several_app_ports_an_annotation_picks_the_protected_one(tmp_path, capsy
     assert pod_of(again)["spec"]["containers"] == pod_of(result)["spec"]["containers"]
 
 
+def test_host_network_pods_are_refused():
+    template = pod_template()
+    template["spec"]["hostNetwork"] = True
+    with pytest.raises(InjectionError, match="hostNetwork"):
+        inject(template, CLASSIC)
+
+
 @pytest.mark.parametrize(
     ("ports", "annotations", "message"),
     [
