@@ -89,3 +89,19 @@ def test_quiet_drops_only_notes(tmp_path, capsys):
     quiet = capsys.readouterr().out.splitlines()
     assert len(loud) > len(quiet) == 1
     assert quiet[0] == loud[0]
+
+
+def test_manifests_get_the_policy_files_bounds(tmp_path, capsys):
+    """Alias bombs and deep nesting are refused before validation, as in a policy file."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+        for p, c in zip("abcdef", "bcdefg", strict=True)
+    )
+    path = tmp_path / "bomb.yaml"
+    path.write_text("kind: Microgateway\napiVersion: wardgate.dev/v1alpha1\n---\n" + bomb)
+    assert main(["validate", str(path)]) == 1
+    assert "aliases are expanded" in capsys.readouterr().out
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("apiVersion: wardgate.dev/v1alpha1\nkind: Microgateway\nspec: " + "[" * 100)
+    assert main(["validate", str(deep)]) == 1
+    assert "nested deeper than" in capsys.readouterr().out

@@ -27,6 +27,8 @@ from wardgate.config.baseline import SecurityBaselineSpec
 from wardgate.config.loading import (
     MAX_POLICY_BYTES,
     PolicyError,
+    _check_nesting,
+    _check_size,
     _StrictLoader,
     format_validation_errors,
     validate_document,
@@ -68,7 +70,10 @@ def read_documents(path: str | Path) -> list[Document]:
         if len(raw) > MAX_POLICY_BYTES:
             raise PolicyError(source, [f"the file is larger than {MAX_POLICY_BYTES} bytes"])
         text = raw.decode("utf-8")
+        _check_nesting(text, source)  # the same bounds as a policy file, before parsing
         docs = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
+        for doc in docs:
+            _check_size(doc, source)
     except OSError as exc:
         return [Document(source, "Policy", source, problems=[f"cannot read the file: {exc}"])]
     except UnicodeDecodeError as exc:
