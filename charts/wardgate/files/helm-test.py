@@ -141,15 +141,8 @@ def main() -> None:
         raise Failure(f"/healthz answered HTTP {status}")
     print(f"ok: {URL}/healthz over verified TLS")
 
-    wanted = review(
-        pod(
-            {
-                "wardgate.dev/microgateway": "helm-test",
-                "wardgate.dev/service-port": "8080",
-                "wardgate.dev/app-port": "8081",
-            }
-        )
-    )
+    # The default since 0.2: one annotation, the app's port and probes unchanged.
+    wanted = review(pod({"wardgate.dev/microgateway": "helm-test"}))
     if wanted.get("allowed") is not True or wanted.get("patchType") != "JSONPatch":
         raise Failure(f"pod asking for a sidecar: expected an allowed JSONPatch, got {wanted}")
     patch = json.loads(base64.b64decode(wanted["patch"]))
