@@ -80,3 +80,28 @@ async def test_wardgate_run_status_flag(gateway_process, upstream):
     bound = json.loads(line)["wardgate"]["status"]
     assert bound.startswith("127.0.0.1:")
     assert await _call(f"http://{bound}/ready") == (200, "LIVE\n")
+
+
+@pytest.mark.timeout(180)
+async def test_supervisor_serves_the_status_port(gateway_process, tmp_path):
+    """``--workers 2``: the supervisor serves the status port beside the admin port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("{}\n")
+    gateway_process(
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--policy",
+        str(policy),
+        "--workers",
+        "2",
+        "--status",
+        f"127.0.0.1:{port}",
+        marker='"supervising workers"',
+    )
+    assert await _call(f"http://127.0.0.1:{port}/ready") == (200, "LIVE\n")
+    assert (await _call(f"http://127.0.0.1:{port}/quitquitquit", "POST"))[0] == 404
