@@ -6,7 +6,8 @@ both call :func:`inject`; neither has another code path. Contract:
 * A pod (or pod template: anything with ``metadata`` and ``spec``) is injected when it
   carries the annotation ``wardgate.dev/microgateway: <name>`` and not the opt-out label
   ``wardgate.dev/inject: "false"``. Which namespaces are eligible is the webhook's
-  ``namespaceSelector`` (opt-in label ``wardgate.dev/injection: enabled``).
+  ``namespaceSelector`` (opt-in label ``wardgate.dev/inject: enabled``; the deprecated
+  ``wardgate.dev/injection: enabled`` too, see :data:`DEPRECATED_NAMESPACE_LABEL`).
 * The ports are planned by :mod:`wardgate_operator.podports` from the pod's own container
   ports (and the optional annotations ``wardgate.dev/app-port`` / ``wardgate.dev/port-name``,
   or the legacy pair ``wardgate.dev/service-port`` + ``wardgate.dev/app-port``): the app
@@ -58,7 +59,8 @@ NAMESPACE_LABEL = "wardgate.dev/inject"
 """The namespace opt-in label (value ``enabled``), the chart's webhook ``namespaceSelector``."""
 NAMESPACE_LABEL_VALUE = "enabled"
 DEPRECATED_NAMESPACE_LABEL = "wardgate.dev/injection"
-"""Named by docs before 0.2; the chart also accepts it (``webhooks.namespaceLabel``)."""
+"""Named by docs before 0.2; the chart accepts it too
+(``webhooks.acceptDeprecatedNamespaceLabel``)."""
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
 JsonPatch = list[dict[str, Any]]

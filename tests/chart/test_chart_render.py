@@ -521,3 +521,38 @@ def test_notes_tell_how_to_opt_in_and_warn_about_ignore(renders: dict[str, Rende
     assert "CRDs: installed and upgraded by this release and kept on uninstall" in notes
     assert "WARNING" not in notes
     assert "WARNING: injection failurePolicy is Ignore" in renders["hardened-overrides"].notes
+
+
+@pytest.mark.parametrize(
+    ("labels", "entries"),
+    [
+        ({"wardgate.dev/inject": "enabled"}, ["inject.wardgate.dev"]),
+        ({"wardgate.dev/injection": "enabled"}, ["inject-deprecated-label.wardgate.dev"]),
+        (
+            {"wardgate.dev/inject": "enabled", "wardgate.dev/injection": "enabled"},
+            ["inject.wardgate.dev"],  # never twice
+        ),
+        ({"wardgate.dev/injection": "disabled"}, []),
+        ({}, []),
+    ],
+)
+def test_deprecated_namespace_label_is_accepted_once(
+    default: Rendered, labels: dict[str, str], entries: list[str]
+) -> None:
+    from wardgate_operator.injection import DEPRECATED_NAMESPACE_LABEL
+
+    (config,) = default.of_kind("MutatingWebhookConfiguration")
+    matched = [
+        hook["name"]
+        for hook in config["webhooks"]
+        if k8s.selector_matches(hook["namespaceSelector"], k8s.namespace_labels("shop", **labels))
+    ]
+    assert matched == entries
+    deprecated = config["webhooks"][1]["namespaceSelector"]["matchExpressions"][0]
+    assert deprecated["key"] == DEPRECATED_NAMESPACE_LABEL
+    for hook in config["webhooks"]:  # the excluded namespaces stay excluded for both
+        system = k8s.namespace_labels("kube-system", **labels)
+        assert not k8s.selector_matches(hook["namespaceSelector"], system)
+    off = render({"webhooks": {"acceptDeprecatedNamespaceLabel": False}})
+    (config,) = off.of_kind("MutatingWebhookConfiguration")
+    assert [h["name"] for h in config["webhooks"]] == ["inject.wardgate.dev"]

@@ -248,6 +248,7 @@ def values_schema() -> Schema:
             "webhooks": obj(
                 {
                     "namespaceLabel": label_pair("Namespaces opt in with this label."),
+                    "acceptDeprecatedNamespaceLabel": {"type": "boolean"},
                     "podOptOutLabel": label_pair("Pods opt out with this label."),
                     "excludeNamespaces": {
                         "type": "array",
