@@ -85,7 +85,7 @@ DOWNSTREAM_TIMEOUTS = Counter(
 DOWNSTREAM_PROTOCOL_ERRORS = Counter(
     "wardgate_downstream_protocol_errors",
     "Client requests the HTTP parser refused (answered 400, 414 or 431 and closed), by "
-    "reason: bad_request, url_too_long, headers_too_large, too_many_headers.",
+    "kind (the reply's reason): bad_request, url_too_long, headers_too_large, too_many_headers.",
     ["kind"],
 )
 FILTER_ERRORS = Counter(
