@@ -21,10 +21,18 @@ PROTOCOL_ERRORS = "wardgate_downstream_protocol_errors_total"
     ("payload", "status", "reason"),
     [
         (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "url_too_long"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nx-big: " + b"v" * 70_000 + b"\r\n\r\n", 431,
-         "headers_too_large"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(1100))
-         + b"\r\n", 431, "too_many_headers"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nx-big: " + b"v" * 70_000 + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\n"
+            + b"".join(b"x-%d: v\r\n" % i for i in range(1100))
+            + b"\r\n",
+            431,
+            "too_many_headers",
+        ),
         (b"GET / HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n", 400, "bad_request"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 400, "bad_request"),
     ],

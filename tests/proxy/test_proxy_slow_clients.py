@@ -31,7 +31,9 @@ async def _read_all(reader: asyncio.StreamReader, timeout: float) -> bytes:
 
 async def test_trickled_request_head_is_answered_408_and_closed(upstream, gateway):
     gw = await gateway(upstream, FAST_HEADERS)
-    before = await metric(gw.admin_url, "wardgate_downstream_timeouts_total", 'kind="request_headers"')
+    before = await metric(
+        gw.admin_url, "wardgate_downstream_timeouts_total", 'kind="request_headers"'
+    )
     reader, writer = await _connect(gw.process.state.listen)
     start = time.monotonic()
     writer.write(b"GET /echo HTTP/1.1\r\nHo")
@@ -50,7 +52,9 @@ async def test_trickled_request_head_is_answered_408_and_closed(upstream, gatewa
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert b'"reason":"request_header_timeout"' in data
     assert 0.4 < time.monotonic() - start < 3
-    after = await metric(gw.admin_url, "wardgate_downstream_timeouts_total", 'kind="request_headers"')
+    after = await metric(
+        gw.admin_url, "wardgate_downstream_timeouts_total", 'kind="request_headers"'
+    )
     assert after == before + 1
 
 
@@ -183,7 +187,8 @@ async def test_admin_answers_when_clients_outnumber_file_descriptors(gateway_pro
             async with session.get(gw.admin_url + "/stats/prometheus") as resp:
                 text = await resp.text()
         overflow = [
-            line for line in text.splitlines()
+            line
+            for line in text.splitlines()
             if line.startswith("wardgate_downstream_cx_overflow_total ")
         ]
         assert overflow and float(overflow[0].split()[1]) >= 400
