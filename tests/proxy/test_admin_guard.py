@@ -3,10 +3,12 @@ rebinding) and warns when it is bound beyond loopback (issue 19, smaller items).
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import pytest
 
-from wardgate.admin.guard import refusal
+from wardgate.admin.guard import refusal, warn_if_exposed
 
 
 @pytest.mark.parametrize(
@@ -51,8 +53,22 @@ async def test_foreign_posts_change_nothing(upstream, gateway):
             assert resp.status == 503
 
 
-def test_admin_beyond_loopback_warns_at_start(gateway_process, tmp_path):
+@pytest.mark.parametrize(
+    ("host", "warns"),
+    [
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("10.0.0.7", True),
+    ],
+)
+def test_only_a_loopback_admin_is_quiet(caplog, host, warns):
+    with caplog.at_level(logging.WARNING, logger="wardgate.admin"):
+        warn_if_exposed(host)
+    assert bool(caplog.records) is warns
+
+
+def test_admin_beyond_loopback_warns_at_start(gateway_process):
     gw = gateway_process("--upstream", "http://127.0.0.1:9", "--admin", "0.0.0.0:0")
     assert any("admin port is reachable from the network" in line for line in gw.stderr_lines)
-    quiet = gateway_process("--upstream", "http://127.0.0.1:9")
-    assert not any("reachable from the network" in line for line in quiet.stderr_lines)
