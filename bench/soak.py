@@ -12,7 +12,7 @@ phases against them, printing one block of figures each so the next change can b
 3. **Slow clients**: ``--slow-clients`` connections send a request head one byte a second,
    for ``--slow-seconds``, with ``proxy.maxConnections`` at ``--max-connections`` and
    ``timeouts.requestHeaders`` at ``--header-timeout``. Figures: refused with 503 (or closed
-   unanswered, when more than 32 refusals are pending at once), cut with 408 and when,
+   unanswered), cut with 408 and when,
    ``/ready`` latency on the admin port and normal requests while saturated.
 
 Usage: ``python bench/soak.py [--reload-seconds S] [--soak-seconds S] [--slow-seconds S]

@@ -27,7 +27,9 @@ clients, policy and log files, metrics files, and refused connections still clos
 
 MAX_OVERFLOW_LINGERING = 32
 """Refused connections that may wait (:data:`OVERFLOW_LINGER_SECONDS`) for the client to
-read the 503; beyond that they are reset at once, so refusals never eat the reserve."""
+read the 503; beyond that the 503 is written and the connection closed at once (best
+effort: unread request bytes may turn the close into a reset), so refusals never eat the
+reserve."""
 
 OVERFLOW_LINGER_SECONDS = 0.5
 _WARN_EVERY_SECONDS = 10.0
@@ -95,12 +97,12 @@ class OverflowProtocol(asyncio.Protocol):
         metrics.DOWNSTREAM_CX_OVERFLOW.inc()
         _note_overflow()
         conn = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        conn.write(overload_response())
         if OverflowProtocol.lingering >= MAX_OVERFLOW_LINGERING:
-            conn.abort()
+            conn.close()
             return
         OverflowProtocol.lingering += 1
         self._transport = conn
-        conn.write(overload_response())
         self._timer = asyncio.get_running_loop().call_later(OVERFLOW_LINGER_SECONDS, conn.close)
 
     def data_received(self, data: bytes) -> None:
