@@ -197,3 +197,30 @@ async def test_admin_answers_when_clients_outnumber_file_descriptors(gateway_pro
             writer.close()
     assert gw.popen.poll() is None
     assert any("maxConnections lowered" in line for line in gw.stderr_lines)
+
+
+async def test_at_the_cap_an_idle_keep_alive_connection_makes_room(upstream, gateway):
+    """Connections held open idle after one request must not lock new clients out: at the
+    cap the longest-idle one is closed (as nginx does) and the new client is served."""
+    gw = await gateway(upstream, "proxy: {maxConnections: 3}")
+    before = await metric(gw.admin_url, "wardgate_downstream_cx_idle_closed_total")
+    idle = []
+    for _ in range(3):
+        reader, writer = await _connect(gw.process.state.listen)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        idle.append((reader, writer))
+        await asyncio.sleep(0.05)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gw.url + "/echo") as resp:
+                assert resp.status == 200
+        oldest_reader = idle[0][0]
+        assert await asyncio.wait_for(oldest_reader.read(), 2) == b""  # closed to make room
+        assert await metric(gw.admin_url, "wardgate_downstream_cx_idle_closed_total") >= before + 1
+    finally:
+        for _, writer in idle:
+            writer.close()

@@ -75,6 +75,11 @@ DOWNSTREAM_CX_OVERFLOW = Counter(
     "Client connections refused with 503 because the worker was at proxy.maxConnections "
     "(Envoy's downstream_cx_overflow).",
 )
+DOWNSTREAM_CX_IDLE_CLOSED = Counter(
+    "wardgate_downstream_cx_idle_closed",
+    "Idle keep-alive client connections closed to make room for a new one at "
+    "proxy.maxConnections.",
+)
 DOWNSTREAM_TIMEOUTS = Counter(
     "wardgate_downstream_timeouts",
     "Client connections closed because the client was too slow, by kind (request_headers: "

@@ -1,8 +1,10 @@
 """The client side of the proxy listener: what happens before a request reaches
 :class:`~wardgate.proxy.handler.ProxyHandler`.
 
-- **Connection cap**: over ``proxy.maxConnections`` (lowered to the descriptor budget) a new
-  connection gets a 503 and is closed (:mod:`wardgate.proxy.overload`).
+- **Connection cap**: at ``proxy.maxConnections`` (lowered to the descriptor budget) the
+  longest-idle keep-alive connection is closed to make room, as nginx does when out of
+  ``worker_connections`` (holding idle connections open must not lock clients out); with
+  none idle, the new connection gets a 503 and is closed (:mod:`wardgate.proxy.overload`).
 - **Request-header timeout**: a request's line and headers must be complete within
   ``proxy.timeouts.requestHeaders`` of the connection's start, or of the first byte of a
   further request on a keep-alive connection; otherwise 408 and close (a silent close when
@@ -20,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -47,15 +51,29 @@ class ProxyServer(web.Server):
         super().__init__(handler, **kwargs)
         self.holder = holder
         self.fd_budget = fd_budget
+        # Keep-alive connections that finished a request, oldest first (may hold some that
+        # became busy since: checked when taken).
+        self.idle: OrderedDict[ClientConnection, None] = OrderedDict()
 
     @property
     def max_connections(self) -> int:
         return effective_limit(self.holder.current.proxy.max_connections, self.fd_budget)
 
     def __call__(self) -> Any:  # a RequestHandler, or the refusal protocol over the cap
-        if len(self._connections) >= self.max_connections:
+        if len(self._connections) >= self.max_connections and not self._close_an_idle_one():
             return OverflowProtocol()
         return ClientConnection(self, loop=self._loop, **self._kwargs)
+
+    def _close_an_idle_one(self) -> bool:
+        """Close the longest-idle keep-alive connection; ``False`` when none is idle. Each
+        entry is taken at most once per request it served, so this is amortised O(1)."""
+        while self.idle:
+            conn, _ = self.idle.popitem(last=False)
+            if conn.is_idle:
+                metrics.DOWNSTREAM_CX_IDLE_CLOSED.inc()
+                conn.force_close()
+                return True
+        return False
 
 
 class ClientConnection(RequestHandler):
@@ -67,6 +85,7 @@ class ClientConnection(RequestHandler):
 
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        self._server = manager
         self._holder = manager.holder
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_room = MAX_HEAD_BYTES
@@ -84,10 +103,36 @@ class ClientConnection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()
+        self._server.idle.pop(self, None)
         if self._counted:
             self._counted = False
             metrics.DOWNSTREAM_CX_ACTIVE.dec()
         super().connection_lost(exc)
+
+    async def _handle_request(
+        self,
+        request: web.BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super()._handle_request(request, start_time, request_handler)
+        finally:
+            # Answered: from now on the connection may sit idle (newest at the end).
+            idle = self._server.idle
+            idle[self] = None
+            idle.move_to_end(self)
+
+    @property
+    def is_idle(self) -> bool:
+        """Open, between requests, and nothing of a next request received."""
+        return (
+            self.transport is not None
+            and self._current_request is None
+            and not self._messages
+            and self._head_timer is None
+            and self._between_requests()
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._head_timer is None:
