@@ -77,8 +77,7 @@ DOWNSTREAM_CX_OVERFLOW = Counter(
 )
 DOWNSTREAM_CX_IDLE_CLOSED = Counter(
     "wardgate_downstream_cx_idle_closed",
-    "Idle keep-alive client connections closed to make room for a new one at "
-    "proxy.maxConnections.",
+    "Idle keep-alive client connections closed to make room for a new one at proxy.maxConnections.",
 )
 DOWNSTREAM_TIMEOUTS = Counter(
     "wardgate_downstream_timeouts",
