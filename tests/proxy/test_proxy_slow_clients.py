@@ -224,3 +224,19 @@ async def test_at_the_cap_an_idle_keep_alive_connection_makes_room(upstream, gat
     finally:
         for _, writer in idle:
             writer.close()
+
+
+async def test_closed_connections_leave_no_idle_entry(upstream, gateway):
+    gw = await gateway(upstream)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(5):
+            async with session.get(gw.url + "/echo") as resp:
+                assert resp.status == 200
+    _, writer = await _connect(gw.process.state.listen)
+    writer.write(b"GET /delay/0.3 HTTP/1.1\r\nHost: a\r\n\r\n")
+    await asyncio.sleep(0.1)
+    writer.close()  # gone while its request is in flight
+    await asyncio.sleep(0.6)
+    runner = gw.process._runner
+    assert runner is not None
+    assert not runner.server.idle  # every client is gone, and so is every idle entry

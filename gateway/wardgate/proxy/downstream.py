@@ -118,10 +118,12 @@ class ClientConnection(RequestHandler):
         try:
             return await super()._handle_request(request, start_time, request_handler)
         finally:
-            # Answered: from now on the connection may sit idle (newest at the end).
-            idle = self._server.idle
-            idle[self] = None
-            idle.move_to_end(self)
+            # Answered: from now on the connection may sit idle (newest at the end). Not
+            # when it is already gone: connection_lost has run and would not remove it.
+            if self.transport is not None:
+                idle = self._server.idle
+                idle[self] = None
+                idle.move_to_end(self)
 
     @property
     def is_idle(self) -> bool:
