@@ -6,6 +6,11 @@ the *blocking* score; a request whose blocking score reaches ``anomalyThreshold`
 refused with 403 and every violation says which rule, family and location (never the
 value). Matches of families in ``detect`` mode, and everything when the section is in
 ``detect`` mode, go to ``request.findings`` and the request continues.
+
+Corroboration: a *weak* signal (a rule with ``confidence: weak``, something real content
+also produces) scores at paranoia level 1 only when backed up by a strong match, or by a
+weak match of another family, in the same request (:func:`corroborated`). An
+uncorroborated weak match scores nothing but is still reported as a finding.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ class WafConfig(FilterConfig):
             and rule.paranoia_level <= levels[rule.family]
         ]
         self.rules = tuple(active)
+        self.weak_families = frozenset(f for f, level in levels.items() if level <= 1)
+        """Families at paranoia level 1: their weak signals need corroboration."""
         self.engine: Engine = engine_for(self.rules)
         self.threshold = spec.effective_anomaly_threshold()
         self.request_body_limit = spec.request_body_limit
@@ -254,9 +261,12 @@ class WafFilter(HttpFilter):
                 self.matches.setdefault(match.rule.id, match)
         blocking: list[Match] = []
         score = 0
-        for match in self.matches.values():
-            if match.rule.score == 0:
-                continue  # a condition: only there to be required
+        scoring = [m for m in self.matches.values() if m.rule.score]
+        for match in scoring:  # conditions (score 0) are only there to be required
+            if is_weak(match, config.weak_families) and not corroborated(
+                match, scoring, config.weak_families
+            ):
+                continue
             if config.modes[match.rule.family] is WafMode.ENFORCE:
                 blocking.append(match)
                 score += match.rule.score
@@ -273,6 +283,23 @@ class WafFilter(HttpFilter):
             metrics.count(match.rule, action)
             request.findings.append(_violation(match))
         return None
+
+
+def is_weak(match: Match, weak_families: frozenset[WafFamily]) -> bool:
+    """Whether ``match`` is a signal real content produces on its own (see the module
+    docstring): a ``confidence: weak`` rule of a family at paranoia level 1."""
+    return match.rule.weak and match.rule.family in weak_families
+
+
+def corroborated(match: Match, matches: list[Match], weak_families: frozenset[WafFamily]) -> bool:
+    """Another rule backs ``match`` up: a strong match of any family, or a weak one of
+    another family (weak matches of one family are one signal, however many rules)."""
+    for other in matches:
+        if other.rule.id == match.rule.id:
+            continue
+        if not is_weak(other, weak_families) or other.rule.family is not match.rule.family:
+            return True
+    return False
 
 
 def request_targets(request: HttpRequest) -> list[Target]:
