@@ -237,6 +237,17 @@ class WafFilter(HttpFilter):
         targets: list[Target] = []
         problem = config.body_parser.parse(body, request.headers.get("content-type", ""), targets)
         if problem is not None:
+            log.info(
+                "request body refused by the WAF body parser",
+                extra={
+                    "wardgate": {
+                        "requestId": request.request_id,
+                        "filter": NAME,
+                        "reason": problem.reason,
+                        "location": problem.location,
+                    }
+                },
+            )
             return _problem(problem)
         return self._decide(request, targets)
 
@@ -248,11 +259,17 @@ class WafFilter(HttpFilter):
         if config.exceptions:
             path = normalize_path(url_decode_path(request.path))
             now = time.time()
-            found = [
-                m
-                for m in found
-                if not any(e.covers(m, request.method, path, now) for e in config.exceptions)
-            ]
+            kept = []
+            for match in found:
+                cover = next(
+                    (e for e in config.exceptions if e.covers(match, request.method, path, now)),
+                    None,
+                )
+                if cover is None:
+                    kept.append(match)
+                else:
+                    _note(request, "suppressed", match, f"exceptions[{cover.index}]")
+            found = kept
         for match in found:
             if not match.rule.requires:
                 self.matches.setdefault(match.rule.id, match)
@@ -266,6 +283,7 @@ class WafFilter(HttpFilter):
             if is_weak(match, config.weak_families) and not corroborated(
                 match, scoring, config.weak_families
             ):
+                _note(request, "uncorroborated", match, "weak signal, no second signal")
                 continue
             if config.modes[match.rule.family] is WafMode.ENFORCE:
                 blocking.append(match)
@@ -283,6 +301,16 @@ class WafFilter(HttpFilter):
             metrics.count(match.rule, action)
             request.findings.append(_violation(match))
         return None
+
+
+def _note(request: HttpRequest, kind: str, match: Match, why: str) -> None:
+    """Record in ``request.metadata["waf"][kind]`` a match that did not score and why
+    (``wardgate explain`` shows them: which exception suppressed which match, which weak
+    signal stood alone). Never the value."""
+    notes = request.metadata.setdefault(NAME, {}).setdefault(kind, [])
+    entry = {"ruleId": f"waf.{match.rule.id}", "location": match.location, "by": why}
+    if entry not in notes:
+        notes.append(entry)
 
 
 def is_weak(match: Match, weak_families: frozenset[WafFamily]) -> bool:
