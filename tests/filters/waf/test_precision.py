@@ -38,14 +38,14 @@ def test_the_committed_sample_has_every_class():
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
     assert benign.overall.total > 9000
-    assert benign.overall.rate <= 0.045  # 4.0% when tuned; the target is 5%, then 2%
+    assert benign.overall.rate <= 0.035  # 3.2% when tuned; the target is 5%, then 2%
 
 
 @pytest.mark.parametrize(
     ("cls", "ceiling"),
     [
-        ("code", 0.14),  # 13.3% when tuned; target 10%: CR/LF in a path, libinjection pairs
-        ("xml", 0.15),  # 13.6%: whole XHTML documents pasted into a form field or the query
+        ("code", 0.09),  # 8.3% when tuned
+        ("xml", 0.095),  # 8.6%: XHTML documents pasted into a cookie, a file name, a form
         ("template", 0.07),
         ("url", 0.04),
         ("prose", 0.04),
