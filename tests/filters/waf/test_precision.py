@@ -65,9 +65,9 @@ def test_xml_documents_as_xml_bodies_pass(benign):
 
 def test_placed_attacks_are_detected_in_every_placement(attacks):
     print(attacks.table("attacks"))
-    assert attacks.overall.rate >= 0.89  # 89.5% when tuned; the target is 92%
+    assert attacks.overall.rate >= 0.905  # 91.1% when tuned; the target is 92%
     for where, tally in attacks.by_place.items():
-        assert tally.rate >= 0.85, where
+        assert tally.rate >= 0.885, where  # lowest: header 89.2% when tuned (target 85%)
 
 
 def test_no_input_gets_a_5xx(benign, attacks):

@@ -288,6 +288,10 @@ class BodyParser:
 
     def _xml(self, body: bytes, out: list[Target]) -> None:
         parser = expat.ParserCreate()
+        # One callback per run of text: without it Expat splits text at every entity
+        # reference, and `&lt;script&gt;` would reach the rules as "<", "script", ">".
+        parser.buffer_text = True
+        parser.buffer_size = 1 << 16
         # Entities are reported, never resolved: no external entity is fetched, and an
         # internal entity's text is inspected as its declaration, not expanded.
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)

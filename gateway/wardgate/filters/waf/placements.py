@@ -132,8 +132,8 @@ def attack_payloads(
     records: Iterable[Record], per_category: int = 60, seed: int = 16
 ) -> list[Sample]:
     """Distinct PL1 attack payloads of the CRS corpus (the longest parameter name or value of
-    each ``block`` record of :data:`ATTACK_CATEGORIES`), at most ``per_category`` each,
-    sampled with a fixed seed."""
+    each ``block`` record of :data:`ATTACK_CATEGORIES`, unless it is only the test's id), at
+    most ``per_category`` each, sampled with a fixed seed."""
     by_category: dict[str, dict[str, str]] = {}
     for record in records:
         if record.expect != "block" or record.category not in ATTACK_CATEGORIES:
@@ -141,7 +141,9 @@ def attack_payloads(
         if record.paranoia_level is None or record.paranoia_level > 1:
             continue
         payload = _longest_parameter(record)
-        if payload is not None:
+        # Some CRS tests carry their attack in the path or a header and only their own id
+        # in a parameter ("932270-2"): that is not a payload.
+        if payload is not None and payload != record.id.partition(":")[2]:
             by_category.setdefault(record.category, {}).setdefault(payload, record.id)
     rng = random.Random(seed)
     out = []
