@@ -230,3 +230,26 @@ def test_a_refusals_rule_id_is_pasteable_into_an_exception():
 def test_a_malformed_prefixed_rule_id_is_still_rejected():
     with pytest.raises(ValueError, match="ruleIds"):
         waf(exceptions=[{"ruleIds": ["waf.94210"], "locations": ["query:q"], "reason": "x"}])
+
+
+def test_explain_shows_which_exception_suppressed_which_match():
+    from wardgate.config import load_policy_text
+    from wardgate.runtime import compile_policy
+    from wardgate.runtime.explain import explain, parse_request_description
+
+    policy = compile_policy(
+        load_policy_text(
+            "waf:\n  exceptions:\n"
+            "    - ruleIds: [waf.942100]\n      locations: ['query:q']\n"
+            "      reason: code search\n"
+        )
+    )
+    request = parse_request_description(
+        b"method: GET\npath: /search?q=if (a %26%26 b) { return x || y; }&next=http://203.0.113.7/a\n"
+    )
+    result = asyncio.run(explain(policy, request))
+    assert result["decision"] == "allow"
+    assert {"ruleId": "waf.942100", "location": "query:q", "by": "exceptions[0]"} in result[
+        "suppressed"
+    ]
+    assert [n["ruleId"] for n in result["uncorroborated"]] == ["waf.931100"]
