@@ -38,7 +38,7 @@ def test_the_committed_sample_has_every_class():
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
     assert benign.overall.total > 9000
-    assert benign.overall.rate <= 0.035  # 3.2% when tuned; the target is 5%, then 2%
+    assert benign.overall.rate <= 0.032  # 2.9% when tuned; the target is 5%, then 2%
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_benign_look_alikes_are_rarely_refused(benign):
         ("code", 0.09),  # 8.3% when tuned
         ("xml", 0.095),  # 8.6%: XHTML documents pasted into a cookie, a file name, a form
         ("template", 0.07),
-        ("url", 0.04),
+        ("url", 0.015),
         ("prose", 0.04),
         ("shell", 0.02),
         ("path", 0.02),
