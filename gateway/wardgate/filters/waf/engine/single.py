@@ -41,7 +41,7 @@ def rules_each(
 class _OneByOne:
     """The state of one :func:`rules_each` call."""
 
-    __slots__ = ("_found", "_nodes", "_plan", "_scratches", "_union", "_verdicts")
+    __slots__ = ("_found", "_nodes", "_on_match", "_plan", "_scratches", "_union", "_verdicts")
 
     def __init__(
         self,
@@ -54,23 +54,33 @@ class _OneByOne:
         self._union = plan.union
         self._verdicts = verdicts
         self._scratches = scratches
-        self._found: list[int] = []
+        found: list[int] = []
+        self._found = found
 
-    def _on_match(self, expr: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
-        self._found.append(expr)
+        def on_match(expr: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            found.append(expr)
+
+        # A plain function, not a bound method: this runs once per Hyperscan match.
+        self._on_match = on_match
 
     def _scan(self, database: hyperscan.Database, data: bytes) -> list[int]:
         """The ids ``database`` matched in ``data`` (valid until the next scan)."""
-        found = self._found
-        found.clear()
-        scratch = self._scratches[id(database)]
-        database.scan(data, match_event_handler=self._on_match, scratch=scratch)
-        return found
+        self._found.clear()
+        database.scan(
+            data, match_event_handler=self._on_match, scratch=self._scratches[id(database)]
+        )
+        return self._found
 
     def _scan_shared(self, shared: SharedDatabase, data: bytes, hits: Hits) -> None:
         """Scan a shared database; add its hits to ``hits`` by owning group."""
         owners = shared.owners
-        for expr in self._scan(shared.database, data):
+        found = self._found
+        found.clear()
+        database = shared.database
+        database.scan(
+            data, match_event_handler=self._on_match, scratch=self._scratches[id(database)]
+        )
+        for expr in found:
             group, local = owners[expr]
             hits.setdefault(group.index, set()).add(local)
 
