@@ -195,13 +195,18 @@ def build_image_root(
     (base_bin / "python").symlink_to(sys._base_executable)
     env = {**os.environ, "PATH": f"{base_bin}:/usr/bin:/bin", "PIP_NO_INDEX": "1"}
     env.pop("VIRTUAL_ENV", None)
+    venv = root / VENV.lstrip("/")
     for run in stages[f"build-{target}"].all("RUN"):
+        if venv.exists():
+            # Later steps run the installed code (`wardgate precompile-waf`): they need the
+            # dependencies `pip install --no-deps` left out, borrowed as below.
+            _borrow_dependencies(venv)
         subprocess.run(
             _substitute(run, root, wheel),
             shell=True,
             check=True,
             env=env,
-            timeout=300,
+            timeout=600,
             capture_output=True,
         )
     for args in stages[target].all("COPY"):
@@ -211,11 +216,7 @@ def build_image_root(
                 ROOT / source, root / dest.lstrip("/"), ignore=shutil.ignore_patterns("__pycache__")
             )
 
-    # Third-party dependencies: borrowed from the test environment (appended to sys.path, after
-    # the venv's own site-packages, so the installed wardgate wins over the editable checkout).
-    venv = root / VENV.lstrip("/")
-    (site,) = venv.glob("lib/python3.*/site-packages")
-    (site / "_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _borrow_dependencies(venv)
 
     # Read-only root filesystem: nothing under the image's paths is writable. (Tests running
     # as root bypass permission bits; the before/after tree comparison catches writes then.)
@@ -223,6 +224,14 @@ def build_image_root(
         if not path.is_symlink():
             path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     (root / "tmp").mkdir()
+
+
+def _borrow_dependencies(venv: Path) -> None:
+    """Third-party dependencies: borrowed from the test environment (appended to sys.path,
+    after the venv's own site-packages, so the installed wardgate wins over the editable
+    checkout)."""
+    (site,) = venv.glob("lib/python3.*/site-packages")
+    (site / "_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
 def _make_writable(root: Path) -> None:
