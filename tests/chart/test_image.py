@@ -22,11 +22,14 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -260,9 +263,10 @@ def operator_root(
     _make_writable(root)
 
 
-def _run_entrypoint(
+def _entrypoint_command(
     stages: dict[str, dockerfile.Stage], root: Path, target: str, *args: str
-) -> subprocess.CompletedProcess[str]:
+) -> tuple[list[str], dict[str, str], Path]:
+    """What ``docker run IMAGE ARGS`` runs: (argv, environment, working directory)."""
     image_env = dockerfile.env(stages, target)
     env = {
         k: v.replace("/opt/wardgate", str(root / "opt/wardgate")).replace("$PATH", "/usr/bin:/bin")
@@ -277,8 +281,15 @@ def _run_entrypoint(
     assert executable is not None and executable.startswith(str(root)), (
         f"{entrypoint[0]} is not in the image venv"
     )
+    return [executable, *entrypoint[1:], *args], env, workdir
+
+
+def _run_entrypoint(
+    stages: dict[str, dockerfile.Stage], root: Path, target: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    argv, env, workdir = _entrypoint_command(stages, root, target, *args)
     return subprocess.run(
-        [executable, *entrypoint[1:], *args],
+        argv,
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -334,6 +345,44 @@ def test_gateway_entrypoint_commands_run_read_only(
     assert where.returncode == 0 and "wardgate" in where.stdout
 
     assert _tree(gateway_root / "opt") == before, "the entrypoint wrote into the image filesystem"
+
+
+def test_gateway_starts_from_the_databases_built_into_the_image(
+    stages: dict[str, dockerfile.Stage], gateway_root: Path
+) -> None:
+    """The build stage precompiles the WAF (issue 13: every pod start compiled it for
+    seconds); the gateway reads those databases and compiles, and caches, nothing."""
+    store = gateway_root / VENV.lstrip("/") / "share" / "wardgate" / "hyperscan"
+    assert len(list(store.glob("*.hsdb"))) > 50
+    admin = _free_port()
+    argv, env, workdir = _entrypoint_command(
+        stages, gateway_root, "gateway", "run", "--upstream", "http://127.0.0.1:9",
+        "--listen", f"127.0.0.1:{_free_port()}", "--admin", f"127.0.0.1:{admin}",
+    )  # fmt: skip
+    process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(admin):
+            assert process.poll() is None and time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        assert not list((gateway_root / "tmp").rglob("*.hsdb")), "compiled at start"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
 
 
 def test_gateway_validate_reports_bad_policy(
