@@ -119,6 +119,7 @@ class _OneByOne:
         return values, unchanged
 
     def _target(self, kind_plan: KindPlan, target: Target) -> list[Rule]:
+        """The rules matching one target of a kind the plan has, in group and id order."""
         raw = target.value
         values, unchanged = self._transformed(kind_plan, raw)
         name = target.name.lower()
