@@ -95,6 +95,15 @@ def test_a_store_others_can_write_is_not_read(dirs):
     assert hyperscan_db.store_dir() == store
 
 
+def test_an_entry_others_can_write_is_not_read(dirs):
+    _cache, store = dirs
+    entry = _build_store(store)
+    key = entry.stem
+    assert hyperscan_db.load(key) is not None
+    entry.chmod(0o666)
+    assert hyperscan_db.load(key) is None
+
+
 def test_an_empty_setting_turns_the_store_off(dirs, monkeypatch):
     _cache, store = dirs
     _build_store(store)

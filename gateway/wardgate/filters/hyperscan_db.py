@@ -19,8 +19,8 @@ database of the usual rule selections into a store, and :func:`load` reads them 
 - Hyperscan checks the platform when it loads a database (a database compiled with CPU
   features the host lacks is refused); such an entry is ignored and compiled, with one
   warning, so an image built on another CPU is slow to start, never wrong.
-- Only a store nobody else can write is read (owned by root or by us, no group/other write
-  bit): a planted database would silently change what the WAF matches.
+- Only a store and entries nobody else can write are read (owned by root or by us, no
+  group/other write bit): a planted database would silently change what the WAF matches.
 """
 
 from __future__ import annotations
@@ -70,9 +70,12 @@ def load(key: str) -> hyperscan.Database | None:
     store = store_dir()
     if store is None:
         return None
-    entry = store / f"{key}.hsdb"
     try:
-        data = entry.read_bytes()
+        with (store / f"{key}.hsdb").open("rb") as entry:
+            info = os.fstat(entry.fileno())
+            if info.st_uid not in (0, os.getuid()) or info.st_mode & 0o022:
+                return None  # an entry others could have rewritten is not trusted either
+            data = entry.read()
     except OSError:
         return None
     try:
