@@ -151,13 +151,23 @@ class _OneByOne:
                 text_hits = by_text.get(value)
                 if text_hits is None:
                     text_hits = by_text[value] = {}
-                    self._scan_shared(self._union, _encode(value), text_hits)
+                    self._scan_shared(
+                        self._union, value.encode("utf-8", "surrogatepass"), text_hits
+                    )
                 found = text_hits.get(group.index, set())
             elif group.database is not None:
-                found = set(self._scan(group.database, _encode(value)))
+                found = set(self._scan(group.database, value.encode("utf-8", "surrogatepass")))
             else:
                 found = set()
-            self._collect(group, target, value, found, rules_hit)
+            for expr in sorted(found):
+                rule, is_gate = group.expressions[expr]
+                if not is_gate and applies(rule, target):
+                    rules_hit.append(rule)
+            for detector in group.detectors:
+                if detector.gate is not None and detector.gate not in found:
+                    continue
+                if applies(detector.rule, target) and detector.judge(value, self._verdicts):
+                    rules_hit.append(detector.rule)
         return rules_hit
 
     def _shared_hits(
@@ -187,28 +197,24 @@ class _OneByOne:
                         only = group.names.get(kind)
                         shared_narrow = only is None or name in only
         hits: Hits = {}
-        data: bytes | None = None
-        if self._union is not None and shared_broad:
-            data = _encode(raw)
-            self._scan_shared(self._union, data, hits)
-        if narrow is not None and shared_narrow:
-            self._scan_shared(narrow, data if data is not None else _encode(raw), hits)
-        return hits
-
-    def _collect(
-        self, group: Group, target: Target, value: str, found: set[int], out: list[Rule]
-    ) -> None:
-        """Append the group's rules that ``found`` (its local ids that matched ``value``)
-        and its detectors make match ``target``."""
-        for expr in sorted(found):
-            rule, is_gate = group.expressions[expr]
-            if not is_gate and applies(rule, target):
-                out.append(rule)
-        for detector in group.detectors:
-            if detector.gate is not None and detector.gate not in found:
+        union = self._union if shared_broad else None
+        if not shared_narrow:
+            narrow = None
+        if union is None and narrow is None:
+            return hits
+        data = raw.encode("utf-8", "surrogatepass")
+        found, on_match, scratches = self._found, self._on_match, self._scratches
+        for shared in (union, narrow):
+            if shared is None:
                 continue
-            if applies(detector.rule, target) and detector.judge(value, self._verdicts):
-                out.append(detector.rule)
+            found.clear()
+            database = shared.database
+            database.scan(data, match_event_handler=on_match, scratch=scratches[id(database)])
+            owners = shared.owners
+            for expr in found:
+                group, local = owners[expr]
+                hits.setdefault(group.index, set()).add(local)
+        return hits
 
 
 def _changed_texts(groups: Sequence[Group], values: dict[int, str], raw: str) -> dict[str, int]:
@@ -220,10 +226,6 @@ def _changed_texts(groups: Sequence[Group], values: dict[int, str], raw: str) ->
         if group.broad and value is not raw and group.patterns and len(value) <= SHARED_TEXT_MAX:
             changed[value] = changed.get(value, 0) + 1
     return changed
-
-
-def _encode(value: str) -> bytes:
-    return value.encode("utf-8", "surrogatepass")
 
 
 def applies(rule: Rule, target: Target) -> bool:
