@@ -86,42 +86,40 @@ class _OneByOne:
 
     def run(self, targets: Sequence[Target]) -> list[list[Rule]]:
         kinds = self._plan.kinds
+        scan_target = self._target
         answers: list[list[Rule]] = []
         for target in targets:
             kind_plan = kinds.get(target.kind)
             if kind_plan is None or not target.value:
                 answers.append([])
             else:
-                answers.append(self._target(kind_plan, target))
+                answers.append(scan_target(kind_plan, target))
         return answers
-
-    def _transformed(self, kind_plan: KindPlan, raw: str) -> tuple[dict[int, str], bool]:
-        """The value at every node the kind needs, and whether every one is ``raw`` itself
-        (transformations return their input when they change nothing)."""
-        nodes = self._nodes
-        if not is_plain(raw):
-            values = {0: raw}
-            for node in kind_plan.needed:
-                entry = nodes[node]
-                values[node] = entry.transform(values[entry.parent])
-            return values, False
-        values = dict.fromkeys(kind_plan.needed, raw)
-        values[0] = raw
-        unchanged = True
-        plain_nodes = kind_plan.plain_needed if " " in raw else kind_plan.spaceless_needed
-        for node in plain_nodes:
-            entry = nodes[node]
-            before = values[entry.parent]
-            after = values[node] = (
-                before if entry.keeps_plain and before is raw else entry.transform(before)
-            )
-            unchanged = unchanged and after is raw
-        return values, unchanged
 
     def _target(self, kind_plan: KindPlan, target: Target) -> list[Rule]:
         """The rules matching one target of a kind the plan has, in group and id order."""
         raw = target.value
-        values, unchanged = self._transformed(kind_plan, raw)
+        # The value at every node the kind needs, and whether every one is ``raw`` itself
+        # (transformations return their input when they change nothing). Inline: this
+        # runs for every value not remembered.
+        nodes = self._nodes
+        unchanged = is_plain(raw)
+        if unchanged:
+            values = dict.fromkeys(kind_plan.needed, raw)
+            values[0] = raw
+            plain_nodes = kind_plan.plain_needed if " " in raw else kind_plan.spaceless_needed
+            for node in plain_nodes:
+                entry = nodes[node]
+                before = values[entry.parent]
+                after = values[node] = (
+                    before if entry.keeps_plain and before is raw else entry.transform(before)
+                )
+                unchanged = unchanged and after is raw
+        else:
+            values = {0: raw}
+            for node in kind_plan.needed:
+                entry = nodes[node]
+                values[node] = entry.transform(values[entry.parent])
         name = target.name.lower()
         fast = kind_plan.fast if unchanged else None
         hits = self._shared_hits(kind_plan, values, target, name, fast is not None)
