@@ -40,6 +40,15 @@ RUN python -m venv /opt/wardgate/venv \
  && /opt/wardgate/venv/bin/pip install . \
  && /opt/wardgate/venv/bin/python -m compileall -q /opt/wardgate/venv/lib \
  && /opt/wardgate/venv/bin/pip uninstall -y pip setuptools
+# The WAF's Hyperscan databases, compiled now instead of at every pod start (the sidecar's
+# root filesystem is read-only and /tmp is in memory, so it has no cache across restarts).
+# They land in the venv (share/wardgate/hyperscan), where the gateway looks first, owned by
+# root and read-only for the runtime user. The pip wheel's Hyperscan targets no AVX2, so
+# they load on any x86-64 node; a node that refuses one compiles it (slow start, never
+# without the WAF). The build stage's own cache (~/.cache/wardgate) never reaches the final
+# image. Policies with other WAF settings (paranoia levels, families off) get theirs with
+#   RUN wardgate precompile-waf --paranoia-level 2 3 --policy /path/policy.yaml
+RUN /opt/wardgate/venv/bin/wardgate precompile-waf
 
 FROM build AS build-operator
 RUN python -m venv /opt/wardgate/venv \

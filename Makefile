@@ -12,7 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[operator]' --group test --group lint
 	touch $(STAMP)
 
-install: $(STAMP)
+# The WAF's compiled databases, where `wardgate run` looks first (see
+# wardgate/filters/hyperscan_db.py): without them every start compiles for many seconds.
+# Rebuilt when a rule file changes; a stale store is never wrong, only slow (not hit).
+HS_STORE := $(VENV)/share/wardgate/hyperscan
+WAF_RULE_FILES := $(wildcard gateway/wardgate/filters/waf/rules/*.yaml)
+
+$(HS_STORE)/.built: $(STAMP) $(WAF_RULE_FILES)
+	$(VENV)/bin/wardgate precompile-waf --out $(HS_STORE)
+	touch $@
+
+install: $(STAMP) $(HS_STORE)/.built
 
 run: $(STAMP)
 	$(VENV)/bin/wardgate demo

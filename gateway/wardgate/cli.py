@@ -1,5 +1,5 @@
 """The ``wardgate`` command: ``run``, ``demo``, ``validate``, ``explain``, ``schema``,
-``import-envoy``, ``ext-authz``."""
+``import-envoy``, ``ext-authz``, ``precompile-waf``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_ext_authz_parser(sub)
+    _add_precompile_parser(sub)
 
     exp = sub.add_parser("explain", help="run a request through a policy offline")
     exp.add_argument("--policy", help="policy file (default: the built-in default policy)")
@@ -95,6 +96,33 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", metavar="FILE", help="Envoy config; - for stdin")
     imp.add_argument("-o", "--output", help="write the policy here (default: stdout)")
     return parser
+
+
+def _add_precompile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "precompile-waf",
+        help="write the WAF's compiled databases into a read-only store (image build step)",
+    )
+    cmd.add_argument(
+        "--out",
+        help="store directory (default: $WARDGATE_HS_STORE, else share/wardgate/hyperscan "
+        "under the installation prefix, where the gateway looks)",
+    )
+    cmd.add_argument(
+        "--paranoia-level",
+        type=int,
+        nargs="*",
+        default=[],
+        choices=[1, 2, 3, 4],
+        help="also the default WAF at these paranoia levels",
+    )
+    cmd.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also every database this policy needs",
+    )
 
 
 def _add_ext_authz_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -467,6 +495,33 @@ def _cmd_ext_authz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_precompile_waf(args: argparse.Namespace) -> int:
+    """Compile (or load from the cache) every database of the built-in default policy, of
+    the default WAF at each ``--paranoia-level`` and of each ``--policy``, and write them
+    into the store ``wardgate run`` reads at start (replacing what it held)."""
+    import os
+
+    from wardgate.config.waf import WafSpec
+    from wardgate.filters import hyperscan_db as store
+    from wardgate.filters.waf.filter import WafConfig
+
+    configured = os.environ.get(store.STORE_ENV)
+    out = Path(args.out or configured or store.default_store_dir())
+    try:
+        with store.exporting(out):
+            load_compiled(None)
+            for level in args.paranoia_level:
+                WafConfig(WafSpec.model_validate({"paranoiaLevel": level}))
+            for path in args.policy:
+                load_compiled(path)
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    count = len(list(out.glob("*.hsdb")))
+    print(f"wardgate precompile-waf: {count} databases in {out}")
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
@@ -476,6 +531,7 @@ COMMANDS = {
     "tune": _cmd_tune,
     "import-envoy": _cmd_import_envoy,
     "ext-authz": _cmd_ext_authz,
+    "precompile-waf": _cmd_precompile_waf,
 }
 
 

@@ -22,11 +22,14 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,13 +198,18 @@ def build_image_root(
     (base_bin / "python").symlink_to(sys._base_executable)
     env = {**os.environ, "PATH": f"{base_bin}:/usr/bin:/bin", "PIP_NO_INDEX": "1"}
     env.pop("VIRTUAL_ENV", None)
+    venv = root / VENV.lstrip("/")
     for run in stages[f"build-{target}"].all("RUN"):
+        if venv.exists():
+            # Later steps run the installed code (`wardgate precompile-waf`): they need the
+            # dependencies `pip install --no-deps` left out, borrowed as below.
+            _borrow_dependencies(venv)
         subprocess.run(
             _substitute(run, root, wheel),
             shell=True,
             check=True,
             env=env,
-            timeout=300,
+            timeout=600,
             capture_output=True,
         )
     for args in stages[target].all("COPY"):
@@ -211,11 +219,7 @@ def build_image_root(
                 ROOT / source, root / dest.lstrip("/"), ignore=shutil.ignore_patterns("__pycache__")
             )
 
-    # Third-party dependencies: borrowed from the test environment (appended to sys.path, after
-    # the venv's own site-packages, so the installed wardgate wins over the editable checkout).
-    venv = root / VENV.lstrip("/")
-    (site,) = venv.glob("lib/python3.*/site-packages")
-    (site / "_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _borrow_dependencies(venv)
 
     # Read-only root filesystem: nothing under the image's paths is writable. (Tests running
     # as root bypass permission bits; the before/after tree comparison catches writes then.)
@@ -223,6 +227,14 @@ def build_image_root(
         if not path.is_symlink():
             path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     (root / "tmp").mkdir()
+
+
+def _borrow_dependencies(venv: Path) -> None:
+    """Third-party dependencies: borrowed from the test environment (appended to sys.path,
+    after the venv's own site-packages, so the installed wardgate wins over the editable
+    checkout)."""
+    (site,) = venv.glob("lib/python3.*/site-packages")
+    (site / "_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
 def _make_writable(root: Path) -> None:
@@ -251,9 +263,10 @@ def operator_root(
     _make_writable(root)
 
 
-def _run_entrypoint(
+def _entrypoint_command(
     stages: dict[str, dockerfile.Stage], root: Path, target: str, *args: str
-) -> subprocess.CompletedProcess[str]:
+) -> tuple[list[str], dict[str, str], Path]:
+    """What ``docker run IMAGE ARGS`` runs: (argv, environment, working directory)."""
     image_env = dockerfile.env(stages, target)
     env = {
         k: v.replace("/opt/wardgate", str(root / "opt/wardgate")).replace("$PATH", "/usr/bin:/bin")
@@ -268,8 +281,15 @@ def _run_entrypoint(
     assert executable is not None and executable.startswith(str(root)), (
         f"{entrypoint[0]} is not in the image venv"
     )
+    return [executable, *entrypoint[1:], *args], env, workdir
+
+
+def _run_entrypoint(
+    stages: dict[str, dockerfile.Stage], root: Path, target: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    argv, env, workdir = _entrypoint_command(stages, root, target, *args)
     return subprocess.run(
-        [executable, *entrypoint[1:], *args],
+        argv,
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -325,6 +345,44 @@ def test_gateway_entrypoint_commands_run_read_only(
     assert where.returncode == 0 and "wardgate" in where.stdout
 
     assert _tree(gateway_root / "opt") == before, "the entrypoint wrote into the image filesystem"
+
+
+def test_gateway_starts_from_the_databases_built_into_the_image(
+    stages: dict[str, dockerfile.Stage], gateway_root: Path
+) -> None:
+    """The build stage precompiles the WAF (issue 13: every pod start compiled it for
+    seconds); the gateway reads those databases and compiles, and caches, nothing."""
+    store = gateway_root / VENV.lstrip("/") / "share" / "wardgate" / "hyperscan"
+    assert len(list(store.glob("*.hsdb"))) > 50
+    admin = _free_port()
+    argv, env, workdir = _entrypoint_command(
+        stages, gateway_root, "gateway", "run", "--upstream", "http://127.0.0.1:9",
+        "--listen", f"127.0.0.1:{_free_port()}", "--admin", f"127.0.0.1:{admin}",
+    )  # fmt: skip
+    process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(admin):
+            assert process.poll() is None and time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        assert not list((gateway_root / "tmp").rglob("*.hsdb")), "compiled at start"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
 
 
 def test_gateway_validate_reports_bad_policy(

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from wardgate.filters import hyperscan_db
 from wardgate.filters.waf import engine, operators
 from wardgate.filters.waf.engine.plan import compile_plan
 from wardgate.filters.waf.rules import parse_rule_file
 
 PACKAGE = Path(engine.__file__).parent
-MODULES = [*sorted(PACKAGE.glob("*.py")), Path(operators.__file__)]
+MODULES = [*sorted(PACKAGE.glob("*.py")), Path(operators.__file__), Path(hyperscan_db.__file__)]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)

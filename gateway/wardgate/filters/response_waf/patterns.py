@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import hyperscan
 
+from wardgate.filters.hyperscan_db import compile_database
+
 
 @dataclass(frozen=True, slots=True)
 class LeakSignature:
@@ -140,15 +142,11 @@ class LeakScanner:
 
     def __init__(self, signatures: tuple[LeakSignature, ...] = SIGNATURES) -> None:
         self.signatures = signatures
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         base = hyperscan.HS_FLAG_SINGLEMATCH
-        database.compile(
-            expressions=[s.pattern for s in signatures],
-            ids=list(range(len(signatures))),
-            elements=len(signatures),
-            flags=[base | (hyperscan.HS_FLAG_CASELESS if s.caseless else 0) for s in signatures],
+        self._database = compile_database(
+            [s.pattern for s in signatures],
+            [base | (hyperscan.HS_FLAG_CASELESS if s.caseless else 0) for s in signatures],
         )
-        self._database = database
         self._local = threading.local()
 
     def _scratch(self) -> hyperscan.Scratch:

@@ -1,22 +1,16 @@
-"""Hyperscan databases: compiling (with an on-disk cache), the batch form of a pattern, and
-per-thread scratch space.
-
-Compiling is the expensive part of building an engine (Hyperscan builds automata); a
-compiled database is cached on disk under a digest of its patterns, flags and the Hyperscan
-version, so a process that compiled the same rules before loads them instead.
-"""
+"""Hyperscan databases of the engine: compiling (stored, cached or compiled by
+:mod:`wardgate.filters.hyperscan_db`), the batch form of a pattern, and per-thread scratch
+space."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hyperscan
 
+from wardgate.filters import hyperscan_db
 from wardgate.filters.api import FilterCompileError
 
 if TYPE_CHECKING:
@@ -87,62 +81,19 @@ def batch_patterns(patterns: Iterable[bytes]) -> list[bytes]:
     return [separated(p.decode()).encode() for p in patterns]
 
 
-def cache_dir() -> Path | None:
-    """A private directory for compiled databases (``$WARDGATE_HS_CACHE``, else
-    ``~/.cache/wardgate/hyperscan``); ``None`` when there is none we own (read-only root
-    filesystems: then every process compiles)."""
-    configured = os.environ.get("WARDGATE_HS_CACHE")
-    if configured == "":
-        return None
-    path = Path(configured) if configured else Path.home() / ".cache" / "wardgate" / "hyperscan"
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.stat()
-    except OSError:
-        return None
-    # Only a directory of our own that nobody else can write: a planted database would
-    # silently change what the WAF matches.
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        return None
-    return path
-
-
 def compile_database(
     patterns: Sequence[bytes],
     expressions: Sequence[tuple[Rule, bool]],
     flags: int = FLAGS,
 ) -> hyperscan.Database:
-    """Compile ``patterns`` (ids are their positions), or load the identical database
-    compiled before: the cache key is a digest of every pattern, the flags and the Hyperscan
-    version. ``expressions`` (per pattern: its rule and whether it is a prefilter) only names
-    the culprits when compiling fails: raises :class:`FilterCompileError`."""
-    version = str(getattr(hyperscan, "__version__", "")).encode()
-    key = hashlib.sha256(b"\0".join([str(flags).encode(), version, *patterns])).hexdigest()
-    cache = cache_dir()
-    cached = cache / f"{key}.hsdb" if cache else None
-    if cached is not None and cached.is_file():
-        try:
-            return hyperscan.loadb(cached.read_bytes(), mode=hyperscan.HS_MODE_BLOCK)
-        except (hyperscan.error, OSError, TypeError, ValueError):
-            pass  # stale or damaged: compile again
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    """:func:`wardgate.filters.hyperscan_db.compile_database` (stored, cached or compiled),
+    with ids the positions in ``patterns``. ``expressions`` (per pattern: its rule and
+    whether it is a prefilter) names the culprits when compiling fails: raises
+    :class:`FilterCompileError`."""
     try:
-        database.compile(
-            expressions=list(patterns),
-            ids=list(range(len(patterns))),
-            elements=len(patterns),
-            flags=[flags] * len(patterns),
-        )
+        return hyperscan_db.compile_database(patterns, flags)
     except hyperscan.error:
         raise FilterCompileError(_find_bad_patterns(list(patterns), list(expressions))) from None
-    if cached is not None:
-        try:
-            partial = cached.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(hyperscan.dumpb(database))
-            partial.replace(cached)  # atomic: readers never see half a file
-        except OSError:
-            pass
-    return database
 
 
 def _find_bad_patterns(patterns: list[bytes], expressions: list[tuple[Rule, bool]]) -> list[str]:

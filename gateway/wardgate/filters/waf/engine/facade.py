@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from wardgate.filters.waf.engine.batch import BATCH_MIN_TARGETS, rules_batched
 from wardgate.filters.waf.engine.databases import Scratches
-from wardgate.filters.waf.engine.memo import Memo
+from wardgate.filters.waf.engine.memo import MEMO_VALUE_MAX, Memo
 from wardgate.filters.waf.engine.plan import Plan, compile_plan
 from wardgate.filters.waf.engine.single import rules_each
 from wardgate.filters.waf.rules import Rule
@@ -75,7 +75,7 @@ class Engine:
         answers: list[tuple[Rule, ...] | None] = [None] * len(listed)
         kinds = self.plan.kinds
         own = self._own
-        remembered = self._memo.get
+        remembered = self._memo.lookup
         unseen: dict[str, list[int]] = {}
         delegated: dict[str, list[int]] | None = None
         for position, target in enumerate(listed):
@@ -88,10 +88,11 @@ class Engine:
                     delegated = {}
                 delegated.setdefault(target.kind, []).append(position)
                 continue
-            known = remembered(target.kind, target.name, value)
-            if known is not None:
-                answers[position] = known
-                continue
+            if len(value) <= MEMO_VALUE_MAX:
+                known = remembered((target.kind, target.name, value))
+                if known is not None:
+                    answers[position] = known
+                    continue
             unseen.setdefault(target.kind, []).append(position)
         if unseen:
             self._scan_unseen(listed, unseen, answers)
@@ -134,12 +135,8 @@ class Engine:
             each = rules_each(self.plan, [listed[i] for i in single], verdicts, scratches)
             for position, rules in zip(single, each, strict=True):
                 answers[position] = tuple(rules)
-        memo = self._memo
-        memo.make_room()
-        for positions in unseen.values():
-            for position in positions:
-                target = listed[position]
-                memo.put(target.kind, target.name, target.value, answers[position] or ())
+        positions = [p for kind_positions in unseen.values() for p in kind_positions]
+        self._memo.put_all([listed[p] for p in positions], [answers[p] for p in positions])
 
 
 _CACHE: OrderedDict[tuple[str, ...], Engine] = OrderedDict()

@@ -6,7 +6,10 @@ repeats most of them (header values, parameter names): a dict lookup replaces th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from wardgate.filters.waf.rules import Rule
+from wardgate.filters.waf.targets import Target
 
 MEMO_SIZE = 8192
 """Distinct (kind, name, value) answers a memo keeps; past it the memo starts over."""
@@ -34,6 +37,12 @@ class Memo:
             return None
         return self._answers.get((kind, name, value))
 
+    @property
+    def lookup(self) -> Callable[[Key], tuple[Rule, ...] | None]:
+        """:meth:`get` without the length check, for a hot loop that checks
+        :data:`MEMO_VALUE_MAX` itself (one call per value instead of two)."""
+        return self._answers.get
+
     def make_room(self) -> None:
         """Start over when full: a flood of unseen values only ever costs the memo."""
         if len(self._answers) > MEMO_SIZE:
@@ -42,6 +51,16 @@ class Memo:
     def put(self, kind: str, name: str, value: str, rules: tuple[Rule, ...]) -> None:
         if len(value) <= MEMO_VALUE_MAX:
             self._answers[(kind, name, value)] = rules
+
+    def put_all(
+        self, targets: Sequence[Target], answers: Sequence[tuple[Rule, ...] | None]
+    ) -> None:
+        """:meth:`put` every target's answer (``None``: no rule), after :meth:`make_room`."""
+        self.make_room()
+        table = self._answers
+        for target, answer in zip(targets, answers, strict=True):
+            if len(target.value) <= MEMO_VALUE_MAX:
+                table[(target.kind, target.name, target.value)] = answer or ()
 
     def forget(self) -> None:
         """Forget every answer (tests and the cold benchmark)."""

@@ -41,7 +41,7 @@ def rules_each(
 class _OneByOne:
     """The state of one :func:`rules_each` call."""
 
-    __slots__ = ("_found", "_nodes", "_plan", "_scratches", "_union", "_verdicts")
+    __slots__ = ("_found", "_nodes", "_on_match", "_plan", "_scratches", "_union", "_verdicts")
 
     def __init__(
         self,
@@ -54,63 +54,72 @@ class _OneByOne:
         self._union = plan.union
         self._verdicts = verdicts
         self._scratches = scratches
-        self._found: list[int] = []
+        found: list[int] = []
+        self._found = found
 
-    def _on_match(self, expr: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
-        self._found.append(expr)
+        def on_match(expr: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            found.append(expr)
+
+        # A plain function, not a bound method: this runs once per Hyperscan match.
+        self._on_match = on_match
 
     def _scan(self, database: hyperscan.Database, data: bytes) -> list[int]:
         """The ids ``database`` matched in ``data`` (valid until the next scan)."""
-        found = self._found
-        found.clear()
-        scratch = self._scratches[id(database)]
-        database.scan(data, match_event_handler=self._on_match, scratch=scratch)
-        return found
+        self._found.clear()
+        database.scan(
+            data, match_event_handler=self._on_match, scratch=self._scratches[id(database)]
+        )
+        return self._found
 
     def _scan_shared(self, shared: SharedDatabase, data: bytes, hits: Hits) -> None:
         """Scan a shared database; add its hits to ``hits`` by owning group."""
         owners = shared.owners
-        for expr in self._scan(shared.database, data):
+        found = self._found
+        found.clear()
+        database = shared.database
+        database.scan(
+            data, match_event_handler=self._on_match, scratch=self._scratches[id(database)]
+        )
+        for expr in found:
             group, local = owners[expr]
             hits.setdefault(group.index, set()).add(local)
 
     def run(self, targets: Sequence[Target]) -> list[list[Rule]]:
         kinds = self._plan.kinds
+        scan_target = self._target
         answers: list[list[Rule]] = []
         for target in targets:
             kind_plan = kinds.get(target.kind)
             if kind_plan is None or not target.value:
                 answers.append([])
             else:
-                answers.append(self._target(kind_plan, target))
+                answers.append(scan_target(kind_plan, target))
         return answers
 
-    def _transformed(self, kind_plan: KindPlan, raw: str) -> tuple[dict[int, str], bool]:
-        """The value at every node the kind needs, and whether every one is ``raw`` itself
-        (transformations return their input when they change nothing)."""
+    def _target(self, kind_plan: KindPlan, target: Target) -> list[Rule]:
+        """The rules matching one target of a kind the plan has, in group and id order."""
+        raw = target.value
+        # The value at every node the kind needs, and whether every one is ``raw`` itself
+        # (transformations return their input when they change nothing). Inline: this
+        # runs for every value not remembered.
         nodes = self._nodes
-        if not is_plain(raw):
+        unchanged = is_plain(raw)
+        if unchanged:
+            values = dict.fromkeys(kind_plan.needed, raw)
+            values[0] = raw
+            plain_nodes = kind_plan.plain_needed if " " in raw else kind_plan.spaceless_needed
+            for node in plain_nodes:
+                entry = nodes[node]
+                before = values[entry.parent]
+                after = values[node] = (
+                    before if entry.keeps_plain and before is raw else entry.transform(before)
+                )
+                unchanged = unchanged and after is raw
+        else:
             values = {0: raw}
             for node in kind_plan.needed:
                 entry = nodes[node]
                 values[node] = entry.transform(values[entry.parent])
-            return values, False
-        values = dict.fromkeys(kind_plan.needed, raw)
-        values[0] = raw
-        unchanged = True
-        plain_nodes = kind_plan.plain_needed if " " in raw else kind_plan.spaceless_needed
-        for node in plain_nodes:
-            entry = nodes[node]
-            before = values[entry.parent]
-            after = values[node] = (
-                before if entry.keeps_plain and before is raw else entry.transform(before)
-            )
-            unchanged = unchanged and after is raw
-        return values, unchanged
-
-    def _target(self, kind_plan: KindPlan, target: Target) -> list[Rule]:
-        raw = target.value
-        values, unchanged = self._transformed(kind_plan, raw)
         name = target.name.lower()
         fast = kind_plan.fast if unchanged else None
         hits = self._shared_hits(kind_plan, values, target, name, fast is not None)
@@ -140,13 +149,23 @@ class _OneByOne:
                 text_hits = by_text.get(value)
                 if text_hits is None:
                     text_hits = by_text[value] = {}
-                    self._scan_shared(self._union, _encode(value), text_hits)
+                    self._scan_shared(
+                        self._union, value.encode("utf-8", "surrogatepass"), text_hits
+                    )
                 found = text_hits.get(group.index, set())
             elif group.database is not None:
-                found = set(self._scan(group.database, _encode(value)))
+                found = set(self._scan(group.database, value.encode("utf-8", "surrogatepass")))
             else:
                 found = set()
-            self._collect(group, target, value, found, rules_hit)
+            for expr in sorted(found):
+                rule, is_gate = group.expressions[expr]
+                if not is_gate and applies(rule, target):
+                    rules_hit.append(rule)
+            for detector in group.detectors:
+                if detector.gate is not None and detector.gate not in found:
+                    continue
+                if applies(detector.rule, target) and detector.judge(value, self._verdicts):
+                    rules_hit.append(detector.rule)
         return rules_hit
 
     def _shared_hits(
@@ -176,28 +195,24 @@ class _OneByOne:
                         only = group.names.get(kind)
                         shared_narrow = only is None or name in only
         hits: Hits = {}
-        data: bytes | None = None
-        if self._union is not None and shared_broad:
-            data = _encode(raw)
-            self._scan_shared(self._union, data, hits)
-        if narrow is not None and shared_narrow:
-            self._scan_shared(narrow, data if data is not None else _encode(raw), hits)
-        return hits
-
-    def _collect(
-        self, group: Group, target: Target, value: str, found: set[int], out: list[Rule]
-    ) -> None:
-        """Append the group's rules that ``found`` (its local ids that matched ``value``)
-        and its detectors make match ``target``."""
-        for expr in sorted(found):
-            rule, is_gate = group.expressions[expr]
-            if not is_gate and applies(rule, target):
-                out.append(rule)
-        for detector in group.detectors:
-            if detector.gate is not None and detector.gate not in found:
+        union = self._union if shared_broad else None
+        if not shared_narrow:
+            narrow = None
+        if union is None and narrow is None:
+            return hits
+        data = raw.encode("utf-8", "surrogatepass")
+        found, on_match, scratches = self._found, self._on_match, self._scratches
+        for shared in (union, narrow):
+            if shared is None:
                 continue
-            if applies(detector.rule, target) and detector.judge(value, self._verdicts):
-                out.append(detector.rule)
+            found.clear()
+            database = shared.database
+            database.scan(data, match_event_handler=on_match, scratch=scratches[id(database)])
+            owners = shared.owners
+            for expr in found:
+                group, local = owners[expr]
+                hits.setdefault(group.index, set()).add(local)
+        return hits
 
 
 def _changed_texts(groups: Sequence[Group], values: dict[int, str], raw: str) -> dict[str, int]:
@@ -209,10 +224,6 @@ def _changed_texts(groups: Sequence[Group], values: dict[int, str], raw: str) ->
         if group.broad and value is not raw and group.patterns and len(value) <= SHARED_TEXT_MAX:
             changed[value] = changed.get(value, 0) + 1
     return changed
-
-
-def _encode(value: str) -> bytes:
-    return value.encode("utf-8", "surrogatepass")
 
 
 def applies(rule: Rule, target: Target) -> bool:
