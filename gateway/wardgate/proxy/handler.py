@@ -18,6 +18,8 @@ from multidict import CIMultiDict
 from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessRecord
+from wardgate.proxy.identity import XFCC, client_certificate_fields, set_client_cert_header
+from wardgate.proxy.tls import peer_of
 from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, upstream_failure
 from wardgate.proxy.upstream_client import (
     InvalidHeaderValue,
@@ -140,6 +142,7 @@ class ProxyHandler:
         remote = peer[0] if peer else ""
         scheme = "https" if transport and transport.get_extra_info("sslcontext") else "http"
         client = apply_forwarded_headers(headers, proxy, remote, scheme)
+        headers.popall(XFCC, None)  # a client's own x-forwarded-client-cert never passes
         version = request.version
         raw_target = request.raw_path
         path, _, query = raw_target.partition("?")
@@ -153,6 +156,7 @@ class ProxyHandler:
             version=_VERSIONS.get(version) or f"HTTP/{version.major}.{version.minor}",
             client_address=client,
             request_id=request_id,
+            peer=peer_of(transport) if scheme == "https" else None,
         )
 
     async def _handle(
@@ -174,6 +178,8 @@ class ProxyHandler:
         reply = await pipeline.decode_headers()
         if reply is not None:
             return await self._local(request, pipeline, exchange, reply, close=True)
+        if http_request.peer is not None:
+            set_client_cert_header(http_request.headers, http_request.peer)
         if _is_websocket(request):
             from wardgate.proxy.websocket import tunnel
 
@@ -259,7 +265,9 @@ class ProxyHandler:
             try:
                 conn = await pool.acquire(timeouts.connect)
             except UpstreamError as exc:
-                return await self._upstream_failed(request, pipeline, exchange, exc.flag)
+                return await self._upstream_failed(
+                    request, pipeline, exchange, exc.flag, exc.reason
+                )
         if has_body:
             return await self._forward_streaming(
                 request, pipeline, exchange, conn, head, prefix, chunked, upstream_start
@@ -367,10 +375,15 @@ class ProxyHandler:
         )
 
     async def _upstream_failed(
-        self, request: web.BaseRequest, pipeline: RequestPipeline, exchange: Exchange, flag: str
+        self,
+        request: web.BaseRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+        flag: str,
+        reason: str = "",
     ) -> web.StreamResponse:
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
-        return await self._local(request, pipeline, exchange, upstream_failure(flag))
+        return await self._local(request, pipeline, exchange, upstream_failure(flag, reason))
 
     async def _respond(
         self,
@@ -529,6 +542,7 @@ class ProxyHandler:
                 policy_digest=policy.short_digest,
                 policy_generation=policy.generation,
                 findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
+                client_certificate=client_certificate_fields(http_request.peer),
             )
         )
 

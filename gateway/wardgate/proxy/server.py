@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
 from wardgate.proxy.handler import ProxyHandler
+from wardgate.proxy.tls import TlsConfigError, TlsOptions, make_site, server_tls
 from wardgate.proxy.upstream import Upstream
 from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_compiled
 
@@ -53,6 +54,8 @@ class RunOptions:
     drain_timeout: float = 20.0
     reload_interval: float = 1.0
     log_level: str = "info"
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    """Downstream TLS / mutual TLS and upstream TLS (:mod:`wardgate.proxy.tls`)."""
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -96,7 +99,8 @@ class GatewayProcess:
             else None
         )
         metrics.POLICY_GENERATION.set(policy.generation)
-        self.upstream = Upstream(options.upstream)
+        self.upstream = Upstream(options.upstream, options.tls)
+        self.tls = server_tls(options.tls, options.reload_interval)
         self.serve_admin = serve_admin
         self.stopping = asyncio.Event()
         self.state = GatewayState(
@@ -107,7 +111,7 @@ class GatewayProcess:
             admin=f"{options.admin_host}:{options.admin_port}",
             workers=options.workers,
         )
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -123,14 +127,17 @@ class GatewayProcess:
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=self.options.drain_timeout)
         await self._runner.setup()
-        self._site = web.TCPSite(
+        self._site = make_site(
             self._runner,
             self.options.listen_host,
             self.options.listen_port,
+            self.tls,
             reuse_port=reuse_port or None,
             backlog=1024,
         )
         await self._site.start()
+        if self.tls is not None:
+            self._tasks.append(asyncio.create_task(self.tls.watch()))
         self.state.listen = _bound_address(self._runner)
         if self.serve_admin and self.options.admin_port is not None:
             await self.start_admin(self.state, self.drain, self.quit, self.reload)
@@ -220,7 +227,12 @@ def _load_or_exit(options: RunOptions) -> CompiledPolicy:
 
 async def _serve(options: RunOptions, serve_admin: bool, reuse_port: bool) -> None:
     policy = _load_or_exit(options)
-    process = GatewayProcess(options, policy, serve_admin)
+    try:
+        process = GatewayProcess(options, policy, serve_admin)
+    except TlsConfigError as exc:
+        log.error("invalid TLS files: refusing to start", extra={"wardgate": {"error": str(exc)}})
+        print(f"wardgate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     process.install_signals()
     await process.start(reuse_port=reuse_port)
     await process.run_until_stopped()

@@ -40,8 +40,10 @@ IDLE_CONNECTION_SECONDS = 55.0  # below the usual 60 s server keep-alive timeout
 class UpstreamError(Exception):
     """An upstream failure; ``flag`` is Envoy's response flag for it."""
 
-    def __init__(self, flag: str, detail: str = "") -> None:
+    def __init__(self, flag: str, detail: str = "", reason: str = "") -> None:
         self.flag = flag
+        self.reason = reason
+        """A more precise local-reply reason than the flag's (``tls_handshake_failed``)."""
         super().__init__(f"{flag}: {detail}" if detail else flag)
 
 
@@ -315,10 +317,17 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to one ``host:port`` (most recently used first)."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        self.server_hostname = server_hostname or host
         self._idle: list[UpstreamConnection] = []
 
     def take_idle(self) -> UpstreamConnection | None:
@@ -345,12 +354,17 @@ class UpstreamPool:
                     self.host,
                     self.port,
                     ssl=self.tls,
-                    server_hostname=self.host if self.tls else None,
+                    server_hostname=self.server_hostname if self.tls else None,
                 )
         except socket.gaierror as exc:
             raise UpstreamError("UH", f"cannot resolve {self.host}: {exc.strerror}") from None
         except TimeoutError:
             raise UpstreamError("UF", "connect timeout") from None
+        except ssl.SSLError as exc:
+            # Fail closed: an upstream that cannot prove who it is gets no request.
+            detail = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+            metrics.UPSTREAM_TLS_FAILURES.inc()
+            raise UpstreamError("UF", f"TLS: {detail}", "tls_handshake_failed") from None
         except OSError as exc:
             raise UpstreamError("UF", exc.strerror or type(exc).__name__) from None
         return protocol
