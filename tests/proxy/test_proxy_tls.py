@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import GatewayFactory, InProcessGateway
@@ -384,3 +385,48 @@ def test_options_must_be_complete() -> None:
         TlsOptions(client_ca="ca.crt")
     with pytest.raises(ValueError, match="go together"):
         TlsOptions(upstream_cert="c.crt")
+
+
+PEER_POLICY = """
+peer:
+  rules:
+    - match: {prefix: /echo, methods: [GET]}
+      principals:
+        - uri: {prefix: "spiffe://cluster.local/ns/shop/"}
+"""
+
+
+async def test_policy_principals_over_mutual_tls(
+    gateway: GatewayFactory, upstream: str, pki: dict[str, Any]
+) -> None:
+    cert, key = pki["server"]
+    gw = await gateway(
+        upstream, PEER_POLICY, tls=TlsOptions(cert=cert, key=key, client_ca=pki["ca_file"])
+    )
+    port = _port(gw)
+    allowed = await asyncio.to_thread(
+        _exchange, port, client_context(pki["ca_file"], pki["client"])
+    )
+    assert allowed.startswith(b"HTTP/1.1 200")
+    intruder = pki["ca"].issue(
+        "intruder", uris=("spiffe://cluster.local/ns/other/sa/intruder",), usage="client"
+    )
+    paths = intruder.write(pki["dir"], "intruder")
+    refused = await asyncio.to_thread(_exchange, port, client_context(pki["ca_file"], paths))
+    assert refused.startswith(b"HTTP/1.1 403")
+    problem = _body(refused)
+    assert problem["reason"] == "principal_not_allowed"
+    assert "spiffe://cluster.local/ns/other/sa/intruder" in problem["violations"][0]["message"]
+    record = gw.access_records()[-1]
+    assert record["wardgate"]["replied_by"] == "peer"
+    assert record["tls.client.principal"] == "spiffe://cluster.local/ns/other/sa/intruder"
+
+
+async def test_policy_principals_without_mutual_tls_refuse(
+    gateway: GatewayFactory, upstream: str
+) -> None:
+    gw = await gateway(upstream, PEER_POLICY)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gw.url}/echo") as response:
+            assert response.status == 403
+            assert (await response.json())["reason"] == "no_client_certificate"

@@ -27,7 +27,8 @@ _NAME = r"^[A-Za-z0-9_.:-]{1,128}$"
 _NO_CONTROL = r"^[^\r\n\x00]*$"
 
 
-def _exactly_one(model: SpecModel, fields: tuple[str, ...], what: str) -> None:
+def exactly_one(model: SpecModel, fields: tuple[str, ...], what: str) -> None:
+    """Raise ``ValueError`` unless exactly one of ``fields`` is set (names the aliases)."""
     present = [f for f in fields if getattr(model, f) is not None]
     if len(present) != 1:
         camel = ", ".join(type(model).model_fields[f].alias or f for f in fields)
@@ -59,7 +60,7 @@ class StringMatcherSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        _exactly_one(self, ("exact", "prefix", "suffix", "contains", "safe_regex"), "a matcher")
+        exactly_one(self, ("exact", "prefix", "suffix", "contains", "safe_regex"), "a matcher")
         return self
 
 
@@ -149,7 +150,7 @@ class LocalJwksSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        _exactly_one(self, ("inline_string", "filename"), "localJwks")
+        exactly_one(self, ("inline_string", "filename"), "localJwks")
         return self
 
 
@@ -234,7 +235,7 @@ class JwtProviderSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_jwks(self) -> Self:
-        _exactly_one(self, ("remote_jwks", "local_jwks"), "a provider")
+        exactly_one(self, ("remote_jwks", "local_jwks"), "a provider")
         return self
 
 
@@ -283,7 +284,7 @@ class JwtRequirementSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        _exactly_one(
+        exactly_one(
             self,
             (
                 "provider_name",
@@ -316,7 +317,7 @@ class HeaderMatcherSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        _exactly_one(self, ("string_match", "present_match", "exact_match"), "a header matcher")
+        exactly_one(self, ("string_match", "present_match", "exact_match"), "a header matcher")
         return self
 
 
@@ -346,7 +347,7 @@ class RouteMatchSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_path(self) -> Self:
-        _exactly_one(
+        exactly_one(
             self,
             ("prefix", "path", "path_separated_prefix", "path_template", "safe_regex"),
             "a match",
