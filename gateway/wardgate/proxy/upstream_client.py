@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
 import ssl
 import time
@@ -30,6 +31,8 @@ import httptools
 from multidict import CIMultiDict
 
 from wardgate.observability import metrics
+
+log = logging.getLogger("wardgate.upstream")
 
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -314,6 +317,23 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
 
+_tls_logged_at = 0.0
+
+
+def _log_tls_failure(host: str, port: int, detail: str) -> None:
+    """Log an upstream TLS failure with OpenSSL's reason, at most once a second (every
+    request fails the same way while the upstream is misconfigured)."""
+    global _tls_logged_at  # noqa: PLW0603 - a per-process rate limit
+    now = time.monotonic()
+    if now - _tls_logged_at < 1.0:
+        return
+    _tls_logged_at = now
+    log.error(
+        "upstream TLS handshake failed; request refused (503 UF)",
+        extra={"wardgate": {"upstream": f"{host}:{port}", "tls": {"error": detail[:200]}}},
+    )
+
+
 class UpstreamPool:
     """Keep-alive connections to one ``host:port`` (most recently used first)."""
 
@@ -364,6 +384,7 @@ class UpstreamPool:
             # Fail closed: an upstream that cannot prove who it is gets no request.
             detail = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
             metrics.UPSTREAM_TLS_FAILURES.inc()
+            _log_tls_failure(self.host, self.port, str(detail))
             raise UpstreamError("UF", f"TLS: {detail}", "tls_handshake_failed") from None
         except OSError as exc:
             raise UpstreamError("UF", exc.strerror or type(exc).__name__) from None
