@@ -106,6 +106,35 @@ class AsyncFetchSpec(SpecModel):
     """After a failed fetch, wait this long before trying again."""
 
 
+class TrustedCaSpec(SpecModel):
+    """Envoy's ``CertificateValidationContext.trusted_ca`` (a ``DataSource``): the CA
+    bundle (PEM) a remote JWKS server's certificate must chain to, instead of the system
+    trust store. A file is read on every fetch, so a rotated bundle is picked up."""
+
+    filename: Annotated[str, Field(min_length=1)] | None = None
+    """Path of a PEM bundle (a mounted ConfigMap or Secret); relative to the policy file."""
+    inline_string: Annotated[str, Field(min_length=1, max_length=1048576)] | None = None
+    """The PEM bundle itself (public certificates: not redacted)."""
+
+    @field_validator("filename")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        exactly_one(self, ("filename", "inline_string"), "trustedCa")
+        return self
+
+
+def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
+    """A relative path resolved against the policy file's directory."""
+    if value is None or Path(value).is_absolute():
+        return value
+    base = (info.context or {}).get(POLICY_DIR_CONTEXT)
+    return str((Path(base) if base is not None else Path.cwd()) / value)
+
+
 class RemoteJwksSpec(SpecModel):
     """A JWKS fetched over HTTP(S) and cached (Envoy's ``RemoteJwks``)."""
 
@@ -126,6 +155,12 @@ class RemoteJwksSpec(SpecModel):
     """Wardgate: a token whose ``kid`` is not in the cached set triggers at most one refetch
     per this interval (shared by concurrent requests); then it is refused."""
 
+    trusted_ca: TrustedCaSpec | None = None
+    """Verify the ``https`` JWKS server against this CA bundle only (Envoy sets it on the
+    cluster's ``UpstreamTlsContext``; Wardgate has no clusters). Unset: the system trust
+    store. Either way ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment
+    apply."""
+
 
 class LocalJwksSpec(SpecModel):
     """A JWKS given with the policy (Envoy's ``DataSource``): inline text, or a file such as
@@ -143,10 +178,7 @@ class LocalJwksSpec(SpecModel):
     @field_validator("filename")
     @classmethod
     def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or Path(value).is_absolute():
-            return value
-        base = (info.context or {}).get(POLICY_DIR_CONTEXT)
-        return str((Path(base) if base is not None else Path.cwd()) / value)
+        return _resolve_path(value, info)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
