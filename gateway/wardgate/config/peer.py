@@ -62,8 +62,20 @@ class PeerRuleSpec(SpecModel):
 
 
 class PeerSpec(SpecModel):
-    """Caller (workload) authorization by client certificate. Present: every request is
-    checked by the rules; a request no rule matches is refused (403)."""
+    """Caller (workload) authorization by client certificate. At least one of
+    ``requireClientCertificate: true`` and ``rules``."""
 
-    rules: Annotated[tuple[PeerRuleSpec, ...], Field(min_length=1)]
-    """In order; the first match decides."""
+    require_client_certificate: bool = False
+    """Every request must come over a connection with a verified client certificate,
+    whatever the rules say (Istio's ``PeerAuthentication`` ``STRICT``); otherwise 403
+    ``no_client_certificate``. A ``SecurityBaseline`` can make this mandatory."""
+
+    rules: tuple[PeerRuleSpec, ...] = ()
+    """In order; the first match decides; a request no rule matches is refused (403).
+    Empty: no per-route principals (only ``requireClientCertificate``)."""
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if not self.rules and not self.require_client_certificate:
+            raise ValueError("peer needs `rules` or `requireClientCertificate: true`")
+        return self

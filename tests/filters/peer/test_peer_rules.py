@@ -166,3 +166,42 @@ def test_bad_regex_is_a_compile_error_with_its_path() -> None:
     with pytest.raises(Exception) as info:
         _policy(doc)
     assert "peer.rules[0].principals[0].uri.safeRegex.regex" in str(info.value)
+
+
+async def test_require_client_certificate_applies_before_rules() -> None:
+    policy = _policy({"peer": {"requireClientCertificate": True, "rules": RULES}})
+    reply, _ = await _send(policy, None, "/healthz")  # even where a rule skips
+    assert reply is not None and (reply.status, reply.reason) == (403, "no_client_certificate")
+    assert reply.violations[0].rule_id == "peer.requireClientCertificate"
+    assert (await _send(policy, BILLING, "/healthz"))[0] is None
+
+    only = _policy({"peer": {"requireClientCertificate": True}})
+    assert (await _send(only, INTRUDER, "/anything"))[0] is None  # any verified caller
+    assert (await _send(only, None, "/anything"))[0] is not None
+
+
+def test_an_empty_peer_section_is_refused() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy_text("peer: {}\n")
+    assert "requireClientCertificate" in info.value.report()
+
+
+def test_a_baseline_makes_mutual_tls_mandatory() -> None:
+    from wardgate.config.baseline import SecurityBaselineSpec, apply_baselines
+
+    baseline = SecurityBaselineSpec.model_validate({"peer": {"requireClientCertificate": True}})
+    outcome = apply_baselines(load_policy_text(""), [("mtls", baseline)])
+    assert outcome.effective is not None and outcome.effective.peer is not None
+    assert outcome.effective.peer.require_client_certificate
+    assert [(f.kind, f.path) for f in outcome.findings] == [
+        ("clamp", "peer.requireClientCertificate")
+    ]
+    # An app that writes false explicitly is told it violates the floor; its rules stay.
+    app = load_policy_text(
+        yaml.safe_dump({"peer": {"requireClientCertificate": False, "rules": RULES}})
+    )
+    outcome = apply_baselines(app, [("mtls", baseline)])
+    assert outcome.effective is not None and outcome.effective.peer is not None
+    assert outcome.effective.peer.require_client_certificate
+    assert len(outcome.effective.peer.rules) == len(RULES)
+    assert [f.kind for f in outcome.findings] == ["violation"]

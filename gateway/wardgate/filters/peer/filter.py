@@ -102,6 +102,7 @@ class PeerConfig(FilterConfig):
         if problems:
             raise FilterCompileError(problems)
         self.rules = tuple(rules)
+        self.require_client_certificate = spec.require_client_certificate
         self._filter = PeerFilter(self)
 
     def create_filter(self) -> HttpFilter:
@@ -123,6 +124,30 @@ class PeerFilter(HttpFilter):
 
     async def decode_headers(self, request: HttpRequest) -> LocalReply | None:
         peer = request.peer
+        config = self.config
+        if peer is None and config.require_client_certificate:
+            return _refuse(
+                403,
+                "no_client_certificate",
+                "peer.requireClientCertificate",
+                "connection",
+                "every request needs a verified client certificate (mutual TLS)",
+            )
+        if config.rules:
+            reply = self._check_rules(request, peer)
+            if reply is not None:
+                return reply
+        if peer is not None:
+            request.metadata[METADATA_KEY] = {
+                "principal": peer.principal,
+                "uriSans": list(peer.uri_sans),
+                "dnsSans": list(peer.dns_sans),
+                "subject": peer.subject,
+                "sha256": peer.sha256,
+            }
+        return None
+
+    def _check_rules(self, request: HttpRequest, peer: PeerIdentity | None) -> LocalReply | None:
         rule = first_rule(self.config.rules, _rule_match, request)
         if rule == "ambiguous":
             return _refuse(400, "ambiguous_path", "peer.rules", "path", None)
@@ -147,14 +172,6 @@ class PeerFilter(HttpFilter):
                     "connection",
                     f"caller {peer.principal!r} is not one of: {rule.accepted}",
                 )
-        if peer is not None:
-            request.metadata[METADATA_KEY] = {
-                "principal": peer.principal,
-                "uriSans": list(peer.uri_sans),
-                "dnsSans": list(peer.dns_sans),
-                "subject": peer.subject,
-                "sha256": peer.sha256,
-            }
         return None
 
 
