@@ -58,6 +58,14 @@ def string_matcher(spec: StringMatcherSpec, where: str) -> StringPredicate:
 def normalise_path(path: str, decode: bool) -> str:
     """Resolve dot segments (RFC 3986 5.2.4) and merge slashes; with ``decode``,
     percent-decode first (``%2F`` becomes a separator, as a decoding upstream sees it)."""
+    if (
+        path.startswith("/")
+        and "//" not in path
+        and "/." not in path
+        and "%" not in path
+        and "\\" not in path
+    ):
+        return path  # the common case: nothing to resolve, decoding changes nothing
     if decode:
         path = unquote(path, errors="replace")
     path = path.replace("\\", "/") if decode else path
