@@ -18,7 +18,6 @@ from multidict import CIMultiDict
 from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessRecord
-from wardgate.proxy.identity import XFCC, client_certificate_fields, set_client_cert_header
 from wardgate.proxy.tls import peer_of
 from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, upstream_failure
 from wardgate.proxy.upstream_client import (
@@ -33,6 +32,7 @@ from wardgate.runtime.forwarding import (
     ensure_request_id,
     strip_hop_by_hop,
 )
+from wardgate.runtime.identity import XFCC, client_certificate_fields, set_client_cert_header
 
 log = logging.getLogger("wardgate.proxy")
 

@@ -46,7 +46,7 @@ from cryptography import x509
 
 from wardgate.filters.identity import PeerIdentity
 from wardgate.observability import metrics
-from wardgate.proxy.identity import identity_from_der, subject_alt_names
+from wardgate.runtime.identity import identity_from_der, subject_alt_names
 from wardgate.runtime.reload import Fingerprint, fingerprint
 
 log = logging.getLogger("wardgate.tls")

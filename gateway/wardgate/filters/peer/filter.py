@@ -111,8 +111,9 @@ class PeerConfig(FilterConfig):
     def limitations(self) -> tuple[str, ...]:
         return (
             "caller identities come from the verified client certificate: the listener "
-            "needs mutual TLS (wardgate run --tls-client-ca); under ext_authz, Envoy must "
-            "send the peer certificate (include_peer_certificate: true)",
+            "needs mutual TLS (wardgate run --tls-client-ca); under gRPC ext_authz Envoy "
+            "must send it (include_peer_certificate: true); HTTP ext_authz and ext_proc "
+            "never carry it, so peer rules needing a principal refuse there",
         )
 
 

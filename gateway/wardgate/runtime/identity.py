@@ -18,6 +18,7 @@ import functools
 import hashlib
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from multidict import CIMultiDict
 
 from wardgate.filters.identity import PeerIdentity
@@ -53,6 +54,16 @@ def identity_from_der(der: bytes, local_uri: str = "") -> PeerIdentity:
         sha256=hashlib.sha256(der).hexdigest(),
         local_uri=local_uri,
     )
+
+
+def identity_from_pem(text: str) -> PeerIdentity | None:
+    """The identity of the first certificate in a PEM text (Envoy's ext_authz
+    ``source.certificate``, URL-decoded), ``None`` when there is none or it is not PEM."""
+    try:
+        cert = x509.load_pem_x509_certificate(text.encode("ascii", "replace"))
+    except ValueError:
+        return None
+    return identity_from_der(cert.public_bytes(serialization.Encoding.DER))
 
 
 def _clean(value: str) -> str:
