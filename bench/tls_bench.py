@@ -142,13 +142,13 @@ def identity_forwarding_cost(ca: Ca) -> dict[str, float]:
     from wardgate.config.proxy import ProxySpec
     from wardgate.filters.api import HttpRequest
     from wardgate.filters.peer import compile as compile_peer
+    from wardgate.proxy.tls import peer_of
+    from wardgate.runtime.forwarding import apply_forwarded_headers
     from wardgate.runtime.identity import (
         client_certificate_fields,
         identity_from_der,
         set_client_cert_header,
     )
-    from wardgate.proxy.tls import peer_of
-    from wardgate.runtime.forwarding import apply_forwarded_headers
 
     leaf = ca.issue(
         "billing",

@@ -430,3 +430,66 @@ async def test_policy_principals_without_mutual_tls_refuse(
         async with session.get(f"{gw.url}/echo") as response:
             assert response.status == 403
             assert (await response.json())["reason"] == "no_client_certificate"
+
+
+async def test_workers_serve_tls_as_a_real_process(
+    gateway_process: Any, upstream: str, pki: dict[str, Any]
+) -> None:
+    cert, key = pki["server"]
+    gw = gateway_process(
+        "--upstream",
+        upstream,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--workers",
+        "2",
+        marker='"supervising workers"',
+    )
+    ctx = client_context(pki["ca_file"])
+    deadline = asyncio.get_running_loop().time() + 30
+    async with aiohttp.ClientSession() as session:
+        while True:  # workers start after the supervisor logs
+            try:
+                async with session.get(
+                    f"https://localhost:{gw.listen.rsplit(':', 1)[1]}/echo", ssl=ctx
+                ) as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientConnectorError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unusable_tls_files_refuse_to_start(
+    gateway_process: Any, pki: dict[str, Any], workers: str
+) -> None:
+    cert, _ = pki["server"]
+    other_key = pki["client"][1]  # a key that does not match the certificate
+    gw = gateway_process(
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        other_key,
+        "--workers",
+        workers,
+        wait=False,
+    )
+    assert gw.popen.wait(30) == 1
+    text = "\n".join(gw.stderr_lines)
+    assert "cannot load the pair" in text
+    assert "PRIVATE KEY" not in text  # never key material
+
+
+def test_tls_arguments_are_checked() -> None:
+    from tests.conftest import run_wardgate
+
+    result = run_wardgate("run", "--upstream", "http://127.0.0.1:1", "--tls-cert", "a.crt")
+    assert result.returncode == 2 and "go together" in result.stderr
+    result = run_wardgate("run", "--upstream", "http://127.0.0.1:1", "--upstream-ca", "x")
+    assert result.returncode == 2 and "https://" in result.stderr

@@ -273,6 +273,11 @@ class Supervisor:
 
     def run(self) -> int:
         policy = _load_or_exit(self.options)
+        try:
+            server_tls(self.options.tls)  # refuse to start rather than respawn failing workers
+        except TlsConfigError as exc:
+            print(f"wardgate: {exc}", file=sys.stderr)
+            return 1
         metrics_dir = tempfile.mkdtemp(prefix="wardgate-metrics-")
         # Set before the workers start: prometheus_client picks its multi-process value
         # store at import time, in each (spawned) worker.

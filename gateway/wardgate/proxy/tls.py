@@ -99,6 +99,8 @@ class TlsOptions:
     upstream_sni: str | None = None
     upstream_cert: str | None = None
     upstream_key: str | None = None
+    alpn: tuple[str, ...] = DEFAULT_ALPN
+    """ALPN protocols the listener offers, preferred first (the hook for ``h2``)."""
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
@@ -475,7 +477,7 @@ def server_tls(options: TlsOptions, reload_interval: float = 1.0) -> ServerTls |
     files = options.downstream
     if files is None:
         return None
-    return ServerTls(files, options.handshake_timeout, reload_interval)
+    return ServerTls(files, options.handshake_timeout, reload_interval, options.alpn)
 
 
 def make_site(
