@@ -493,3 +493,37 @@ def test_tls_arguments_are_checked() -> None:
     assert result.returncode == 2 and "go together" in result.stderr
     result = run_wardgate("run", "--upstream", "http://127.0.0.1:1", "--upstream-ca", "x")
     assert result.returncode == 2 and "https://" in result.stderr
+
+
+async def test_client_ca_rotation_applies_to_new_handshakes(
+    gateway: GatewayFactory, upstream: str, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    cert, key = pki["server"]
+    bundle = tmp_path / "client-ca.crt"
+    bundle.write_bytes(pki["ca"].pem)
+    gw = await gateway(
+        upstream,
+        "",
+        tls=TlsOptions(cert=cert, key=key, client_ca=str(bundle)),
+        reload_interval=0.05,
+    )
+    port = _port(gw)
+    old_client = client_context(pki["ca_file"], pki["client"])
+    assert (await asyncio.to_thread(_exchange, port, old_client)).startswith(b"HTTP/1.1 200")
+
+    new_ca = Ca("Next CA")
+    new_client = client_context(
+        pki["ca_file"], new_ca.issue("next", uris=(SPIFFE,), usage="client").write(tmp_path, "n")
+    )
+    before = _reloads("success")
+    tmp = tmp_path / "client-ca.tmp"
+    tmp.write_bytes(new_ca.pem)
+    os.replace(tmp, bundle)  # the old CA is no longer trusted
+    await _until_reloads("success", before + 1)
+
+    assert (await asyncio.to_thread(_exchange, port, new_client)).startswith(b"HTTP/1.1 200")
+    try:
+        refused = await asyncio.to_thread(_exchange, port, old_client)
+    except (ssl.SSLError, ConnectionError):
+        refused = b""
+    assert refused == b""
