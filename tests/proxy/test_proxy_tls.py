@@ -329,9 +329,11 @@ async def test_rotation_through_the_secret_symlink_swap_keeps_connections_and_ba
     _replace_atomically(secret, {"tls.crt": third.cert_pem, "tls.key": first.key_pem})
     await _until_reloads("failure", failed_before + 1)
     assert _reloads("failure") == failed_before + 1
-    assert gw.process.tls is not None and "cannot load the pair" in (
-        gw.process.tls.last_error or ""
-    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gw.admin_url}/server_info") as response:
+            info = (await response.json())["tls"]
+    assert "cannot load the pair" in info["last_reload_error"]
+    assert info["not_after"] == int(second.cert.not_valid_after_utc.timestamp())
     assert await asyncio.to_thread(_served_cert, port, pki["ca_file"]) == second.der
     kept.close()
 

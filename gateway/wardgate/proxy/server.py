@@ -111,6 +111,8 @@ class GatewayProcess:
             admin=f"{options.admin_host}:{options.admin_port}",
             workers=options.workers,
         )
+        if self.tls is not None:
+            self.state.tls_info = self.tls.describe
         self._site: web.BaseSite | None = None
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -347,6 +349,8 @@ class Supervisor:
         reload_task = (
             asyncio.create_task(front.reloader.watch()) if front.reloader is not None else None
         )
+        # The supervisor reads the same TLS files as its workers: /server_info tells.
+        tls_task = asyncio.create_task(front.tls.watch()) if front.tls is not None else None
         log.info(
             "supervising workers",
             extra={
@@ -376,6 +380,8 @@ class Supervisor:
         front.state.draining = True
         if reload_task is not None:
             reload_task.cancel()
+        if tls_task is not None:
+            tls_task.cancel()
         self._signal_workers(signal.SIGTERM)
         deadline = time.monotonic() + self.options.drain_timeout + 5
         while any(p.is_alive() for p in self.workers.values()) and time.monotonic() < deadline:

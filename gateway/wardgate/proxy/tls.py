@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from cryptography import x509
@@ -308,6 +309,21 @@ class ServerTls:
 
     def _fingerprints(self) -> tuple[Fingerprint, ...]:
         return tuple(fingerprint(Path(p)) for p in self.files.paths())
+
+    def describe(self) -> dict[str, Any]:
+        """The TLS state for ``/server_info``: files, names, expiry, last reload error."""
+        loaded = self.current
+        return {
+            "cert": self.files.cert,
+            "client_ca": self.files.client_ca,
+            "mutual": loaded.mutual,
+            "dns_names": list(loaded.dns_names),
+            "uri": loaded.local_uri or None,
+            "not_after": int(loaded.not_after),
+            "alpn": list(self.alpn),
+            "handshake_timeout_s": self.handshake_timeout,
+            "last_reload_error": self.last_error,
+        }
 
     # -- rotation ------------------------------------------------------------------------
 
