@@ -14,7 +14,8 @@ Contract with the rest of the chain:
   names the caller's principal), ``no_rule`` (403), ``ambiguous_path`` (400).
 * On success ``request.metadata["peer"]`` is ``{"principal": ..., "uriSans": [...],
   "dnsSans": [...], "subject": ..., "sha256": ...}`` when the connection has a verified
-  client certificate. It changes no header (``x-forwarded-client-cert`` is the proxy's).
+  client certificate (shared between requests of the same caller: read it, never modify
+  it). It changes no header (``x-forwarded-client-cert`` is the proxy's).
 """
 
 from wardgate.filters.peer.filter import PeerConfig, PeerFilter, compile

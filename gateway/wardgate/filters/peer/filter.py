@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from wardgate.config.jwt import StringMatcherSpec
 from wardgate.config.peer import PeerSpec, PrincipalSpec
@@ -139,13 +141,7 @@ class PeerFilter(HttpFilter):
             if reply is not None:
                 return reply
         if peer is not None:
-            request.metadata[METADATA_KEY] = {
-                "principal": peer.principal,
-                "uriSans": list(peer.uri_sans),
-                "dnsSans": list(peer.dns_sans),
-                "subject": peer.subject,
-                "sha256": peer.sha256,
-            }
+            request.metadata[METADATA_KEY] = _metadata(peer)
         return None
 
     def _check_rules(self, request: HttpRequest, peer: PeerIdentity | None) -> LocalReply | None:
@@ -174,6 +170,19 @@ class PeerFilter(HttpFilter):
                     f"caller {peer.principal!r} is not one of: {rule.accepted}",
                 )
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _metadata(peer: PeerIdentity) -> dict[str, Any]:
+    """``request.metadata["peer"]``, built once per identity and shared: read it, never
+    modify it."""
+    return {
+        "principal": peer.principal,
+        "uriSans": list(peer.uri_sans),
+        "dnsSans": list(peer.dns_sans),
+        "subject": peer.subject,
+        "sha256": peer.sha256,
+    }
 
 
 def _refuse(
