@@ -128,7 +128,8 @@ def panels() -> list[Panel]:
         ),
         timeseries(
             9, "Upstream failures by response flag",
-            [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}")], "reqps", 0, 20,
+            [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}"),
+             (rate("wardgate_upstream_protocol_errors_total"), "protocol errors (retired)")], "reqps", 0, 20,
             "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset.",
         ),
         timeseries(
@@ -179,6 +180,25 @@ def panels() -> list[Panel]:
               "{{signature}} {{action}}")], "reqps", 0, 52,
             "Upstream responses with SQL errors, stack traces or directory listings; block: "
             "replaced by a generic 502. A steady rate is a bug in the service, not an attack.",
+        ),
+        timeseries(
+            18, "TLS handshakes and upstream TLS failures",
+            [(rate("wardgate_tls_handshakes_total", 'result="failure"', by="reason"), "refused {{reason}}"),
+             (rate("wardgate_tls_handshakes_total", 'result="success"'), "accepted"),
+             (rate("wardgate_upstream_tls_failures_total"), "upstream TLS failure (503 UF)")],
+            "reqps", 12, 52,
+            "Refused handshakes by reason (unknown_ca, expired, no_client_certificate, "
+            "old_protocol, sni_mismatch, timeout...). closed is mostly TCP health checks.",
+        ),
+        timeseries(
+            19, "TLS certificate: time to expiry and reloads",
+            [(f"min by (namespace, pod) (wardgate_tls_certificate_expiry_timestamp_seconds{{{SEL}}}) - time()",
+              "expires in {{namespace}}/{{pod}}"),
+             (f"sum by (result) (increase(wardgate_tls_certificate_reloads_total{{{SEL}}}[5m]))",
+              "reloads {{result}}")],
+            "s", 0, 60,
+            "A failed reload keeps the last good certificate; a falling time to expiry means "
+            "renewals do not arrive (cert-manager, Secret mount).",
         ),
     ]  # fmt: skip
 

@@ -529,3 +529,21 @@ async def test_client_ca_rotation_applies_to_new_handshakes(
     except (ssl.SSLError, ConnectionError):
         refused = b""
     assert refused == b""
+
+
+async def test_no_session_tickets_under_mutual_tls(
+    gateway: GatewayFactory, upstream: str, pki: dict[str, Any]
+) -> None:
+    mutual = _port(await _start(gateway, upstream, pki, client_ca=pki["ca_file"]))
+    plain = _port(await _start(gateway, upstream, pki))
+
+    def session_ticket(port: int) -> bool:
+        ctx = client_context(pki["ca_file"], pki["client"])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                tls.recv(65536)  # tickets, when sent, arrive before the response
+                return tls.session is not None and tls.session.has_ticket
+
+    assert not await asyncio.to_thread(session_ticket, mutual)
+    assert await asyncio.to_thread(session_ticket, plain)  # the control: tickets otherwise

@@ -193,6 +193,12 @@ def load_server_tls(files: ServerTlsFiles, alpn: tuple[str, ...] = DEFAULT_ALPN)
                 f"{files.client_ca}: cannot load the CA bundle: {_ssl_problem(exc)}"
             ) from None
         ctx.verify_mode = ssl.CERT_REQUIRED
+        # No session tickets with client certificates: a resumed session is not verified
+        # again, so a client whose CA was rotated out (or whose certificate expired) could
+        # go on resuming for the ticket's lifetime. (TLS 1.2 session-ID resumption from
+        # OpenSSL's server cache stays possible for its 300 s; Python cannot turn it off.)
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
     uris, dns = subject_alt_names(leaf)
     dns_names = tuple(name.lower() for name in dns)
     ctx.sni_callback = _sni_checker(dns_names)
