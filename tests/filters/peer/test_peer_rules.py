@@ -205,3 +205,19 @@ def test_a_baseline_makes_mutual_tls_mandatory() -> None:
     assert outcome.effective.peer.require_client_certificate
     assert len(outcome.effective.peer.rules) == len(RULES)
     assert [f.kind for f in outcome.findings] == ["violation"]
+
+
+async def test_explain_offline_with_a_described_peer() -> None:
+    from wardgate.runtime.explain import explain, parse_request_description
+
+    policy = _policy({"peer": {"rules": RULES}})
+    allowed = parse_request_description(
+        b"method: GET\npath: /orders\nheaders: {x-forwarded-client-cert: By=forged}\n"
+        b"peer: {uri: ['spiffe://cluster.local/ns/shop/sa/billing'], subject: CN=billing}\n"
+    )
+    result = await explain(policy, allowed)
+    assert result["decision"] == "allow"
+    xfcc = result["upstreamHeaders"]["x-forwarded-client-cert"]
+    assert "URI=spiffe://cluster.local/ns/shop/sa/billing" in xfcc and "forged" not in xfcc
+    refused = await explain(policy, parse_request_description(b"path: /orders\n"))
+    assert (refused["decision"], refused["reason"]) == ("deny", "no_client_certificate")
