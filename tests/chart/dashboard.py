@@ -129,8 +129,11 @@ def panels() -> list[Panel]:
         timeseries(
             9, "Upstream failures by response flag",
             [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}"),
-             (rate("wardgate_upstream_protocol_errors_total"), "protocol errors (retired)")], "reqps", 0, 20,
-            "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset.",
+             (rate("wardgate_upstream_protocol_errors_total", by="kind"), "protocol error {{kind}}")],
+            "reqps", 0, 20,
+            "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset, "
+            "UPE protocol error (a response head over the limits). Protocol errors by kind: "
+            "excess_data (bytes after a whole response), response_headers_too_large.",
         ),
         timeseries(
             10, "Detections (detect mode, let through)",
@@ -182,21 +185,34 @@ def panels() -> list[Panel]:
             "replaced by a generic 502. A steady rate is a bug in the service, not an attack.",
         ),
         timeseries(
-            18, "TLS handshakes and upstream TLS failures",
+            18, "Client connections and overload",
+            [(f"sum by (namespace, pod) (wardgate_downstream_cx_active{{{SEL}}})",
+              "open {{namespace}}/{{pod}}"),
+             (rate("wardgate_downstream_cx_overflow_total"), "refused 503 (at maxConnections)"),
+             (rate("wardgate_downstream_cx_idle_closed_total"), "idle closed for room"),
+             (rate("wardgate_downstream_timeouts_total", by="kind"), "timeout {{kind}}"),
+             (rate("wardgate_downstream_protocol_errors_total", by="kind"), "refused {{kind}}")],
+            "short", 12, 52,
+            "Refusals at the connection cap mean proxy.maxConnections (or the descriptor limit) "
+            "is too low for the traffic, or a flood; timeouts are clients too slow with their "
+            "headers or body (docs/gateway.md, slow clients and overload).",
+        ),
+        timeseries(
+            19, "TLS handshakes and upstream TLS failures",
             [(rate("wardgate_tls_handshakes_total", 'result="failure"', by="reason"), "refused {{reason}}"),
              (rate("wardgate_tls_handshakes_total", 'result="success"'), "accepted"),
              (rate("wardgate_upstream_tls_failures_total"), "upstream TLS failure (503 UF)")],
-            "reqps", 12, 52,
+            "reqps", 0, 60,
             "Refused handshakes by reason (unknown_ca, expired, no_client_certificate, "
             "old_protocol, sni_mismatch, timeout...). closed is mostly TCP health checks.",
         ),
         timeseries(
-            19, "TLS certificate: time to expiry and reloads",
+            20, "TLS certificate: time to expiry and reloads",
             [(f"min by (namespace, pod) (wardgate_tls_certificate_expiry_timestamp_seconds{{{SEL}}}) - time()",
               "expires in {{namespace}}/{{pod}}"),
              (f"sum by (result) (increase(wardgate_tls_certificate_reloads_total{{{SEL}}}[5m]))",
               "reloads {{result}}")],
-            "s", 0, 60,
+            "s", 12, 60,
             "A failed reload keeps the last good certificate; a falling time to expiry means "
             "renewals do not arrive (cert-manager, Secret mount).",
         ),

@@ -21,11 +21,14 @@ from multiprocessing.process import BaseProcess
 from aiohttp import web
 
 from wardgate.admin.app import admin_app
+from wardgate.admin.guard import warn_if_exposed
 from wardgate.admin.state import GatewayState
 from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
+from wardgate.proxy.downstream import ProxyServer
 from wardgate.proxy.handler import ProxyHandler
+from wardgate.proxy.overload import connection_budget, raise_nofile_limit
 from wardgate.proxy.tls import TlsConfigError, TlsOptions, make_site, server_tls
 from wardgate.proxy.upstream import Upstream
 from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_compiled
@@ -33,9 +36,11 @@ from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_
 log = logging.getLogger("wardgate.server")
 
 # Parser ceilings, above every limit a policy can set: the limits filter answers 414/431
-# with the policy's own numbers; these only stop what no policy could allow.
+# with the policy's own numbers; these only stop what no policy could allow (answered
+# 414/431 too, by wardgate.proxy.downstream, which tells them apart by their different
+# values).
 MAX_LINE_BYTES = 65536
-MAX_FIELD_BYTES = 65536
+MAX_FIELD_BYTES = 64512
 MAX_HEADERS = 1024
 
 
@@ -120,8 +125,10 @@ class GatewayProcess:
 
     async def start(self, reuse_port: bool = False) -> None:
         handler = ProxyHandler(self.holder, self.upstream, self.access_log)
-        server = web.Server(
+        server = ProxyServer(
             handler,
+            self.holder,
+            connection_budget(raise_nofile_limit()),
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_FIELD_BYTES,
             max_headers=MAX_HEADERS,
@@ -173,6 +180,7 @@ class GatewayProcess:
             admin_app(state, drain, quit_, reload), access_log=None, shutdown_timeout=1.0
         )
         await self._admin_runner.setup()
+        warn_if_exposed(self.options.admin_host)
         site = web.TCPSite(self._admin_runner, self.options.admin_host, self.options.admin_port)
         await site.start()
         state.admin = _bound_address(self._admin_runner)
