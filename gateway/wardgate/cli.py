@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway in front of an upstream")
     run.add_argument("--upstream", required=True, help="upstream base URL, http://host:port")
     _add_serving_options(run, default_listen="127.0.0.1:8080")
+    _add_tls_options(run)
     run.add_argument(
         "--ext-authz-grpc",
         metavar="HOST:PORT",
@@ -171,8 +172,50 @@ def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> N
     cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def _add_tls_options(cmd: argparse.ArgumentParser) -> None:
+    group = cmd.add_argument_group("TLS (see docs/gateway.md)")
+    group.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM chain")
+    group.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    group.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates chaining to this PEM bundle (mutual TLS)",
+    )
+    group.add_argument(
+        "--tls-handshake-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a client that has not completed the TLS handshake by then is dropped",
+    )
+    group.add_argument(
+        "--upstream-ca", metavar="FILE", help="verify the https upstream against this bundle"
+    )
+    group.add_argument(
+        "--upstream-sni", metavar="NAME", help="SNI and verified name (default: URL host)"
+    )
+    group.add_argument("--upstream-cert", metavar="FILE", help="client certificate for upstream")
+    group.add_argument("--upstream-key", metavar="FILE", help="key of --upstream-cert")
+
+
+def _tls_options(args: argparse.Namespace) -> object:
+    from wardgate.proxy.tls import TlsOptions
+
+    return TlsOptions(
+        cert=getattr(args, "tls_cert", None),
+        key=getattr(args, "tls_key", None),
+        client_ca=getattr(args, "tls_client_ca", None),
+        handshake_timeout=getattr(args, "tls_handshake_timeout", 10.0),
+        upstream_ca=getattr(args, "upstream_ca", None),
+        upstream_sni=getattr(args, "upstream_sni", None),
+        upstream_cert=getattr(args, "upstream_cert", None),
+        upstream_key=getattr(args, "upstream_key", None),
+    )
+
+
 def _run_options(args: argparse.Namespace, upstream: str) -> object:
     from wardgate.proxy.server import RunOptions, parse_host_port
+    from wardgate.proxy.tls import TlsOptions
 
     listen_host, listen_port = parse_host_port(args.listen, "--listen")
     admin_host, admin_port = parse_host_port(args.admin, "--admin")
@@ -181,6 +224,8 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
     )
     if args.workers < 1 or args.workers > 64:
         raise ValueError("--workers must be between 1 and 64")
+    tls = _tls_options(args)
+    assert isinstance(tls, TlsOptions)
     return RunOptions(
         upstream=upstream,
         policy_path=args.policy,
@@ -194,20 +239,22 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
         access_log=args.access_log,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
+        tls=tls,
     )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from wardgate.proxy.server import RunOptions, run
+    from wardgate.proxy.tls import TlsConfigError
     from wardgate.proxy.upstream import Upstream
 
     try:
-        Upstream(args.upstream)
         options = _run_options(args, args.upstream)
-    except ValueError as exc:
+        assert isinstance(options, RunOptions)
+        Upstream(args.upstream, options.tls)
+    except (ValueError, TlsConfigError) as exc:
         print(f"wardgate run: {exc}", file=sys.stderr)
         return 2
-    assert isinstance(options, RunOptions)
     if args.ext_authz_grpc or args.ext_authz_http:
         return _run_beside_ext_authz(options, args)
     return run(options)

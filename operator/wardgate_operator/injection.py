@@ -285,6 +285,84 @@ def sidecar_container(
     return container
 
 
+# --- TLS (issue 14): a cert-manager Secret and a client CA bundle ------------------------
+
+ANNOTATION_TLS_SECRET = "wardgate.dev/tls-secret"  # noqa: S105 - an annotation key
+ANNOTATION_TLS_CLIENT_CA = "wardgate.dev/tls-client-ca"
+TLS_VOLUME = "wardgate-tls"
+TLS_DIR = "/etc/wardgate/tls"
+CLIENT_CA_VOLUME = "wardgate-client-ca"
+CLIENT_CA_DIR = "/etc/wardgate/client-ca"
+_RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRequest:
+    """What a pod's TLS annotations ask for.
+
+    * ``wardgate.dev/tls-secret: <name>``: serve HTTPS with a ``kubernetes.io/tls`` Secret
+      (``tls.crt``, ``tls.key``; what a cert-manager ``Certificate`` writes), mounted
+      read-only; a renewal reaches the sidecar through the kubelet's ``..data`` swap and is
+      picked up without a restart.
+    * ``wardgate.dev/tls-client-ca``: require client certificates (mutual TLS) chaining to
+      ``ca.crt`` of that same Secret (``secret``, cert-manager CA issuers fill it) or of a
+      ConfigMap (``configmap/<name>``, e.g. a trust-manager ``Bundle``).
+    """
+
+    secret: str
+    client_ca_configmap: str | None
+    client_ca_from_secret: bool
+
+
+def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
+    """The TLS the pod asks for (``None``: plain HTTP). :class:`InjectionError` when the
+    annotations cannot work (a client CA without a certificate, a bad name)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    secret = annotations.get(ANNOTATION_TLS_SECRET)
+    client_ca = annotations.get(ANNOTATION_TLS_CLIENT_CA)
+    if secret is None:
+        if client_ca is not None:
+            raise InjectionError(f"{ANNOTATION_TLS_CLIENT_CA} needs {ANNOTATION_TLS_SECRET}")
+        return None
+    if not isinstance(secret, str) or not _RESOURCE_NAME.match(secret):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_SECRET}: not a Secret name")
+    configmap: str | None = None
+    from_secret = False
+    if client_ca == "secret":
+        from_secret = True
+    elif isinstance(client_ca, str) and client_ca.startswith("configmap/"):
+        configmap = client_ca.removeprefix("configmap/")
+        if not _RESOURCE_NAME.match(configmap):
+            raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a ConfigMap name")
+    elif client_ca is not None:
+        raise InjectionError(
+            f"annotation {ANNOTATION_TLS_CLIENT_CA}: use 'secret' or 'configmap/<name>'"
+        )
+    return TlsRequest(secret, configmap, from_secret)
+
+
+def add_tls(container: dict[str, Any], volumes: list[dict[str, Any]], tls: TlsRequest) -> None:
+    """Mount the certificate (and client CA) into the sidecar, read-only, and pass the
+    ``--tls-*`` options. Only the sidecar mounts the Secret (the app container never sees
+    the key); the volume keeps the default file mode so the non-root sidecar can read it
+    without a pod-wide ``fsGroup``."""
+    container["args"] += [
+        "--tls-cert",
+        f"{TLS_DIR}/tls.crt",
+        "--tls-key",
+        f"{TLS_DIR}/tls.key",
+    ]
+    mounts = [{"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}]
+    volumes.append({"name": TLS_VOLUME, "secret": {"secretName": tls.secret}})
+    if tls.client_ca_from_secret:
+        container["args"] += ["--tls-client-ca", f"{TLS_DIR}/ca.crt"]
+    elif tls.client_ca_configmap is not None:
+        container["args"] += ["--tls-client-ca", f"{CLIENT_CA_DIR}/ca.crt"]
+        mounts.append({"name": CLIENT_CA_VOLUME, "mountPath": CLIENT_CA_DIR, "readOnly": True})
+        volumes.append({"name": CLIENT_CA_VOLUME, "configMap": {"name": tls.client_ca_configmap}})
+    container["volumeMounts"] += mounts
+
+
 def template_hash(template: SidecarConfig, request: PodRequest) -> str:
     """A short hash of what was injected, recorded in ``wardgate.dev/injected``."""
     doc = json.dumps([template.model_dump(mode="json"), request.__repr__()], sort_keys=True)
@@ -326,6 +404,7 @@ def inject(
     containers: list[Any] = spec["containers"]
     patch: JsonPatch = []
     container = sidecar_container(request, template, notes, ceiling)
+    tls = read_tls_request(pod)
 
     if request.mode == "native":
         if spec.get("initContainers"):
@@ -341,6 +420,8 @@ def inject(
         {"name": POLICY_VOLUME, "configMap": {"name": configmap_name(request.microgateway)}},
         {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
     ]
+    if tls is not None:
+        add_tls(container, volumes, tls)
     if spec.get("volumes"):
         patch.extend({"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes)
     else:

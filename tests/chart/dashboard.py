@@ -197,6 +197,25 @@ def panels() -> list[Panel]:
             "is too low for the traffic, or a flood; timeouts are clients too slow with their "
             "headers or body (docs/gateway.md, slow clients and overload).",
         ),
+        timeseries(
+            19, "TLS handshakes and upstream TLS failures",
+            [(rate("wardgate_tls_handshakes_total", 'result="failure"', by="reason"), "refused {{reason}}"),
+             (rate("wardgate_tls_handshakes_total", 'result="success"'), "accepted"),
+             (rate("wardgate_upstream_tls_failures_total"), "upstream TLS failure (503 UF)")],
+            "reqps", 0, 60,
+            "Refused handshakes by reason (unknown_ca, expired, no_client_certificate, "
+            "old_protocol, sni_mismatch, timeout...). closed is mostly TCP health checks.",
+        ),
+        timeseries(
+            20, "TLS certificate: time to expiry and reloads",
+            [(f"min by (namespace, pod) (wardgate_tls_certificate_expiry_timestamp_seconds{{{SEL}}}) - time()",
+              "expires in {{namespace}}/{{pod}}"),
+             (f"sum by (result) (increase(wardgate_tls_certificate_reloads_total{{{SEL}}}[5m]))",
+              "reloads {{result}}")],
+            "s", 12, 60,
+            "A failed reload keeps the last good certificate; a falling time to expiry means "
+            "renewals do not arrive (cert-manager, Secret mount).",
+        ),
     ]  # fmt: skip
 
 

@@ -83,6 +83,7 @@ def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action)
                     "workers": state.workers,
                 },
                 "workers": state.worker_pids,
+                "tls": state.tls_info() if state.tls_info is not None else None,
             }
         )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from wardgate.runtime import PolicyHolder, PolicyReloader
 
@@ -31,6 +33,8 @@ class GatewayState:
     health_check_failed: bool = False
     draining: bool = False
     worker_pids: list[int] = field(default_factory=list)
+    tls_info: Callable[[], dict[str, Any]] | None = None
+    """The listener's TLS state for ``/server_info`` (``None``: plain HTTP)."""
 
     @property
     def state(self) -> ServerState:

@@ -186,6 +186,14 @@ class JwtFloorSpec(SpecModel):
     one provider (the baseline's ``defaults`` may supply it)."""
 
 
+class PeerFloorSpec(SpecModel):
+    """Floors for the ``peer`` section (mutual TLS)."""
+
+    require_client_certificate: bool = False
+    """Mutual TLS is mandatory: ``peer.requireClientCertificate`` is forced to ``true``
+    (a ``peer`` section is added when the app has none); the app's rules still apply."""
+
+
 class LimitsCeilingSpec(SpecModel):
     """Maximum values for the ``limits`` section. Unset: no ceiling."""
 
@@ -270,6 +278,9 @@ class SecurityBaselineSpec(SpecModel):
 
     jwt: JwtFloorSpec = JwtFloorSpec()
     """JWT floors: mandatory authentication."""
+
+    peer: PeerFloorSpec = PeerFloorSpec()
+    """Caller identity floors: mandatory mutual TLS."""
 
     limits: LimitsCeilingSpec = LimitsCeilingSpec()
     """Maximum request limits."""
@@ -428,6 +439,8 @@ def clamp_document(
                 "the baseline sets WAF floors but this gateway has no waf section",
             )
         )
+    if baseline.peer.require_client_certificate:
+        _require_mutual_tls(doc, note)
     if baseline.jwt.required and not jwt_present(doc.get("jwt")):
         findings.append(
             Finding(
@@ -442,6 +455,17 @@ def clamp_document(
 
 Note = Callable[[Sequence[str], str], None]
 """Records one finding: the field path and the message."""
+
+
+def _require_mutual_tls(doc: dict[str, Any], note: Note) -> None:
+    """Force ``peer.requireClientCertificate: true`` (adding the section if needed)."""
+    peer = doc.get("peer")
+    if not isinstance(peer, dict):
+        doc["peer"] = {"requireClientCertificate": True, "rules": []}
+        note(("peer", "requireClientCertificate"), "mutual TLS is mandatory; set to true")
+    elif peer.get("requireClientCertificate") is not True:
+        peer["requireClientCertificate"] = True
+        note(("peer", "requireClientCertificate"), "mutual TLS is mandatory; set to true")
 
 
 def _clamp_limits(

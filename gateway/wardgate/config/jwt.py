@@ -27,7 +27,8 @@ _NAME = r"^[A-Za-z0-9_.:-]{1,128}$"
 _NO_CONTROL = r"^[^\r\n\x00]*$"
 
 
-def _exactly_one(model: SpecModel, fields: tuple[str, ...], what: str) -> None:
+def exactly_one(model: SpecModel, fields: tuple[str, ...], what: str) -> None:
+    """Raise ``ValueError`` unless exactly one of ``fields`` is set (names the aliases)."""
     present = [f for f in fields if getattr(model, f) is not None]
     if len(present) != 1:
         camel = ", ".join(type(model).model_fields[f].alias or f for f in fields)
@@ -59,7 +60,7 @@ class StringMatcherSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        _exactly_one(self, ("exact", "prefix", "suffix", "contains", "safe_regex"), "a matcher")
+        exactly_one(self, ("exact", "prefix", "suffix", "contains", "safe_regex"), "a matcher")
         return self
 
 
@@ -105,6 +106,35 @@ class AsyncFetchSpec(SpecModel):
     """After a failed fetch, wait this long before trying again."""
 
 
+class TrustedCaSpec(SpecModel):
+    """Envoy's ``CertificateValidationContext.trusted_ca`` (a ``DataSource``): the CA
+    bundle (PEM) a remote JWKS server's certificate must chain to, instead of the system
+    trust store. A file is read on every fetch, so a rotated bundle is picked up."""
+
+    filename: Annotated[str, Field(min_length=1)] | None = None
+    """Path of a PEM bundle (a mounted ConfigMap or Secret); relative to the policy file."""
+    inline_string: Annotated[str, Field(min_length=1, max_length=1048576)] | None = None
+    """The PEM bundle itself (public certificates: not redacted)."""
+
+    @field_validator("filename")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        exactly_one(self, ("filename", "inline_string"), "trustedCa")
+        return self
+
+
+def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
+    """A relative path resolved against the policy file's directory."""
+    if value is None or Path(value).is_absolute():
+        return value
+    base = (info.context or {}).get(POLICY_DIR_CONTEXT)
+    return str((Path(base) if base is not None else Path.cwd()) / value)
+
+
 class RemoteJwksSpec(SpecModel):
     """A JWKS fetched over HTTP(S) and cached (Envoy's ``RemoteJwks``)."""
 
@@ -125,6 +155,12 @@ class RemoteJwksSpec(SpecModel):
     """Wardgate: a token whose ``kid`` is not in the cached set triggers at most one refetch
     per this interval (shared by concurrent requests); then it is refused."""
 
+    trusted_ca: TrustedCaSpec | None = None
+    """Verify the ``https`` JWKS server against this CA bundle only (Envoy sets it on the
+    cluster's ``UpstreamTlsContext``; Wardgate has no clusters). Unset: the system trust
+    store. Either way ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment
+    apply."""
+
 
 class LocalJwksSpec(SpecModel):
     """A JWKS given with the policy (Envoy's ``DataSource``): inline text, or a file such as
@@ -142,14 +178,11 @@ class LocalJwksSpec(SpecModel):
     @field_validator("filename")
     @classmethod
     def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or Path(value).is_absolute():
-            return value
-        base = (info.context or {}).get(POLICY_DIR_CONTEXT)
-        return str((Path(base) if base is not None else Path.cwd()) / value)
+        return _resolve_path(value, info)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        _exactly_one(self, ("inline_string", "filename"), "localJwks")
+        exactly_one(self, ("inline_string", "filename"), "localJwks")
         return self
 
 
@@ -234,7 +267,7 @@ class JwtProviderSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_jwks(self) -> Self:
-        _exactly_one(self, ("remote_jwks", "local_jwks"), "a provider")
+        exactly_one(self, ("remote_jwks", "local_jwks"), "a provider")
         return self
 
 
@@ -283,7 +316,7 @@ class JwtRequirementSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        _exactly_one(
+        exactly_one(
             self,
             (
                 "provider_name",
@@ -316,7 +349,7 @@ class HeaderMatcherSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        _exactly_one(self, ("string_match", "present_match", "exact_match"), "a header matcher")
+        exactly_one(self, ("string_match", "present_match", "exact_match"), "a header matcher")
         return self
 
 
@@ -346,7 +379,7 @@ class RouteMatchSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_path(self) -> Self:
-        _exactly_one(
+        exactly_one(
             self,
             ("prefix", "path", "path_separated_prefix", "path_template", "safe_regex"),
             "a match",

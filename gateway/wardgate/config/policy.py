@@ -12,6 +12,7 @@ from wardgate.config.headers import HeadersSpec
 from wardgate.config.jwt import JwtSpec
 from wardgate.config.limits import LimitsSpec
 from wardgate.config.openapi import OpenApiSectionSpec
+from wardgate.config.peer import PeerSpec
 from wardgate.config.proxy import ProxySpec
 from wardgate.config.waf import WafSpec
 
@@ -28,6 +29,10 @@ class PolicySpec(SpecModel):
 
     headers: HeadersSpec = HeadersSpec()
     """Header changes on requests and responses."""
+
+    peer: PeerSpec | None = None
+    """Which calling workloads (client certificate identities, mutual TLS) may use which
+    routes. Absent: no caller identity checks."""
 
     jwt: JwtSpec | None = None
     """JWT authentication (Envoy jwt_authn). Absent: no JWT checks."""

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from multidict import CIMultiDict
 
@@ -30,6 +31,7 @@ from wardgate.filters.api import HttpRequest, LocalReply
 from wardgate.observability import metrics
 from wardgate.runtime import CompiledPolicy, RequestPipeline
 from wardgate.runtime.forwarding import strip_hop_by_hop
+from wardgate.runtime.identity import identity_from_pem
 
 log = logging.getLogger("wardgate.envoy")
 
@@ -59,6 +61,10 @@ class CheckInput:
     body: bytes | None = None
     body_partial: bool = False
     size: int = -1
+    peer_certificate: str = ""
+    """The downstream client certificate Envoy verified (``source.certificate``, URL-encoded
+    PEM; Envoy sends it with ``include_peer_certificate: true``): the ``peer`` filter's
+    caller identity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,7 @@ def build_request(check: CheckInput) -> HttpRequest:
         version=check.protocol or "HTTP/1.1",
         client_address=check.client_address,
         request_id=request_id,
+        peer=identity_from_pem(unquote(check.peer_certificate)) if check.peer_certificate else None,
     )
 
 

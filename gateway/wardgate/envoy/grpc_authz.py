@@ -71,6 +71,7 @@ def check_input(request: Any) -> CheckInput:
         body=body,
         body_partial=partial,
         size=http.size,
+        peer_certificate=attributes.source.certificate,
     )
 
 

@@ -39,6 +39,8 @@ from typing import Any, ClassVar
 
 from multidict import CIMultiDict
 
+from wardgate.filters.identity import PeerIdentity
+
 
 @dataclass(frozen=True, slots=True)
 class Violation:
@@ -120,7 +122,8 @@ class HttpRequest:
     target exactly as the client sent it. ``metadata`` is Envoy's dynamic metadata: each
     filter writes under its own name (``jwt_authn`` puts verified claims there) so later
     filters can use results without importing each other. ``findings`` collects
-    violations seen in detect mode (logged, not refused)."""
+    violations seen in detect mode (logged, not refused). ``peer`` is the identity from
+    the client's verified TLS certificate (mutual TLS), ``None`` without one."""
 
     method: str
     raw_target: str
@@ -135,6 +138,7 @@ class HttpRequest:
     body_complete: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
     findings: list[Violation] = field(default_factory=list)
+    peer: PeerIdentity | None = None
 
 
 @dataclass(slots=True)

@@ -50,6 +50,8 @@ class AccessRecord:
     policy_digest: str
     policy_generation: int
     findings: tuple[str, ...] = ()
+    client_certificate: dict[str, object] | None = None
+    """ECS ``tls.client.*`` fields of the verified client certificate (mutual TLS)."""
 
 
 def _iso(ts: float) -> str:
@@ -95,6 +97,10 @@ def ecs_access(record: AccessRecord) -> str:
         doc["wardgate"]["upstream_service_time_ms"] = record.upstream_service_time_ms
     if record.findings:
         doc["wardgate"]["detected"] = list(record.findings)
+    if record.client_certificate is not None:
+        doc["tls.established"] = True
+        for key, value in record.client_certificate.items():
+            doc[f"tls.client.{key}"] = value
     return json.dumps(doc, separators=(",", ":"))
 
 

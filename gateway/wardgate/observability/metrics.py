@@ -114,6 +114,31 @@ POLICY_GENERATION = Gauge(
 )
 
 
+TLS_HANDSHAKES = Counter(
+    "wardgate_tls_handshakes",
+    "Downstream TLS handshakes by result (success, failure) and reason (ok, unknown_ca, "
+    "expired, not_yet_valid, bad_key_usage, no_client_certificate, old_protocol, "
+    "sni_mismatch, plain_http, timeout, closed, other).",
+    ["result", "reason"],
+)
+TLS_RELOADS = Counter(
+    "wardgate_tls_certificate_reloads",
+    "Reloads of the listener's certificate, key and client CA by result: success, failure "
+    "(the last good certificate stays in use).",
+    ["result"],
+)
+UPSTREAM_TLS_FAILURES = Counter(
+    "wardgate_upstream_tls_failures",
+    "Upstream connections refused because the TLS handshake or certificate verification "
+    "failed (answered 503 UF).",
+)
+TLS_CERT_NOT_AFTER = Gauge(
+    "wardgate_tls_certificate_expiry_timestamp_seconds",
+    "notAfter of the listener certificate in use, as a Unix time.",
+    multiprocess_mode="livemin",
+)
+
+
 _REQUEST_COUNTERS: dict[tuple[str, str], Any] = {}
 
 

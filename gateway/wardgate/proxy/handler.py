@@ -20,6 +20,7 @@ from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessRecord
 from wardgate.proxy.timeouts import BodyClock
+from wardgate.proxy.tls import peer_of
 from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, upstream_failure
 from wardgate.proxy.upstream_client import (
     InvalidHeaderValue,
@@ -33,6 +34,7 @@ from wardgate.runtime.forwarding import (
     ensure_request_id,
     strip_hop_by_hop,
 )
+from wardgate.runtime.identity import XFCC, client_certificate_fields, set_client_cert_header
 
 log = logging.getLogger("wardgate.proxy")
 
@@ -142,6 +144,7 @@ class ProxyHandler:
         remote = peer[0] if peer else ""
         scheme = "https" if transport and transport.get_extra_info("sslcontext") else "http"
         client = apply_forwarded_headers(headers, proxy, remote, scheme)
+        headers.popall(XFCC, None)  # a client's own x-forwarded-client-cert never passes
         version = request.version
         raw_target = request.raw_path
         path, _, query = raw_target.partition("?")
@@ -155,6 +158,7 @@ class ProxyHandler:
             version=_VERSIONS.get(version) or f"HTTP/{version.major}.{version.minor}",
             client_address=client,
             request_id=request_id,
+            peer=peer_of(transport) if scheme == "https" else None,
         )
 
     async def _handle(
@@ -176,6 +180,8 @@ class ProxyHandler:
         reply = await pipeline.decode_headers()
         if reply is not None:
             return await self._local(request, pipeline, exchange, reply, close=True)
+        if http_request.peer is not None:
+            set_client_cert_header(http_request.headers, http_request.peer)
         if _is_websocket(request):
             from wardgate.proxy.websocket import tunnel
 
@@ -265,7 +271,9 @@ class ProxyHandler:
             try:
                 conn = await pool.acquire(timeouts.connect)
             except UpstreamError as exc:
-                return await self._upstream_failed(request, pipeline, exchange, exc.flag)
+                return await self._upstream_failed(
+                    request, pipeline, exchange, exc.flag, exc.reason
+                )
         if has_body:
             return await self._forward_streaming(
                 request, pipeline, exchange, conn, head, prefix, chunked, upstream_start, clock
@@ -397,10 +405,15 @@ class ProxyHandler:
         )
 
     async def _upstream_failed(
-        self, request: web.BaseRequest, pipeline: RequestPipeline, exchange: Exchange, flag: str
+        self,
+        request: web.BaseRequest,
+        pipeline: RequestPipeline,
+        exchange: Exchange,
+        flag: str,
+        reason: str = "",
     ) -> web.StreamResponse:
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
-        return await self._local(request, pipeline, exchange, upstream_failure(flag))
+        return await self._local(request, pipeline, exchange, upstream_failure(flag, reason))
 
     async def _respond(
         self,
@@ -559,6 +572,7 @@ class ProxyHandler:
                 policy_digest=policy.short_digest,
                 policy_generation=policy.generation,
                 findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
+                client_certificate=client_certificate_fields(http_request.peer),
             )
         )
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_ga
 from wardgate.proxy.downstream import ProxyServer
 from wardgate.proxy.handler import ProxyHandler
 from wardgate.proxy.overload import connection_budget, raise_nofile_limit
+from wardgate.proxy.tls import TlsConfigError, TlsOptions, make_site, server_tls
 from wardgate.proxy.upstream import Upstream
 from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_compiled
 
@@ -61,6 +62,8 @@ class RunOptions:
     drain_timeout: float = 20.0
     reload_interval: float = 1.0
     log_level: str = "info"
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    """Downstream TLS / mutual TLS and upstream TLS (:mod:`wardgate.proxy.tls`)."""
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -104,7 +107,8 @@ class GatewayProcess:
             else None
         )
         metrics.POLICY_GENERATION.set(policy.generation)
-        self.upstream = Upstream(options.upstream)
+        self.upstream = Upstream(options.upstream, options.tls)
+        self.tls = server_tls(options.tls, options.reload_interval)
         self.serve_admin = serve_admin
         self.stopping = asyncio.Event()
         self.state = GatewayState(
@@ -115,7 +119,9 @@ class GatewayProcess:
             admin=f"{options.admin_host}:{options.admin_port}",
             workers=options.workers,
         )
-        self._site: web.TCPSite | None = None
+        if self.tls is not None:
+            self.state.tls_info = self.tls.describe
+        self._site: web.BaseSite | None = None
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._status_runner: web.AppRunner | None = None
@@ -134,14 +140,17 @@ class GatewayProcess:
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=self.options.drain_timeout)
         await self._runner.setup()
-        self._site = web.TCPSite(
+        self._site = make_site(
             self._runner,
             self.options.listen_host,
             self.options.listen_port,
+            self.tls,
             reuse_port=reuse_port or None,
             backlog=1024,
         )
         await self._site.start()
+        if self.tls is not None:
+            self._tasks.append(asyncio.create_task(self.tls.watch()))
         self.state.listen = _bound_address(self._runner)
         if self.serve_admin and self.options.admin_port is not None:
             await self.start_admin(self.state, self.drain, self.quit, self.reload)
@@ -240,7 +249,12 @@ def _load_or_exit(options: RunOptions) -> CompiledPolicy:
 
 async def _serve(options: RunOptions, serve_admin: bool, reuse_port: bool) -> None:
     policy = _load_or_exit(options)
-    process = GatewayProcess(options, policy, serve_admin)
+    try:
+        process = GatewayProcess(options, policy, serve_admin)
+    except TlsConfigError as exc:
+        log.error("invalid TLS files: refusing to start", extra={"wardgate": {"error": str(exc)}})
+        print(f"wardgate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     process.install_signals()
     await process.start(reuse_port=reuse_port)
     await process.run_until_stopped()
@@ -281,6 +295,11 @@ class Supervisor:
 
     def run(self) -> int:
         policy = _load_or_exit(self.options)
+        try:
+            server_tls(self.options.tls)  # refuse to start rather than respawn failing workers
+        except TlsConfigError as exc:
+            print(f"wardgate: {exc}", file=sys.stderr)
+            return 1
         metrics_dir = tempfile.mkdtemp(prefix="wardgate-metrics-")
         # Set before the workers start: prometheus_client picks its multi-process value
         # store at import time, in each (spawned) worker.
@@ -350,6 +369,8 @@ class Supervisor:
         reload_task = (
             asyncio.create_task(front.reloader.watch()) if front.reloader is not None else None
         )
+        # The supervisor reads the same TLS files as its workers: /server_info tells.
+        tls_task = asyncio.create_task(front.tls.watch()) if front.tls is not None else None
         log.info(
             "supervising workers",
             extra={
@@ -379,6 +400,8 @@ class Supervisor:
         front.state.draining = True
         if reload_task is not None:
             reload_task.cancel()
+        if tls_task is not None:
+            tls_task.cancel()
         self._signal_workers(signal.SIGTERM)
         deadline = time.monotonic() + self.options.drain_timeout + 5
         while any(p.is_alive() for p in self.workers.values()) and time.monotonic() < deadline:

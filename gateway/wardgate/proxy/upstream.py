@@ -11,6 +11,7 @@ import aiohttp
 from yarl import URL
 
 from wardgate.filters.api import LocalReply
+from wardgate.proxy.tls import TlsOptions, upstream_tls
 from wardgate.proxy.upstream_client import UpstreamPool
 
 UPSTREAM_FILTER = "upstream"
@@ -19,8 +20,9 @@ UPSTREAM_FILTER = "upstream"
 _CONNECT_FAILURE = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
-def upstream_failure(flag: str) -> LocalReply:
-    """The local reply for an upstream failure with Envoy's status, body and flag."""
+def upstream_failure(flag: str, reason: str = "") -> LocalReply:
+    """The local reply for an upstream failure with Envoy's status, body and flag;
+    ``reason`` replaces the flag's own reason code when given (``tls_handshake_failed``)."""
     status, text = {
         "UF": (503, _CONNECT_FAILURE + "connection failure"),
         "UH": (503, "no healthy upstream"),
@@ -31,7 +33,8 @@ def upstream_failure(flag: str) -> LocalReply:
     return LocalReply(
         status=status,
         filter=UPSTREAM_FILTER,
-        reason={
+        reason=reason
+        or {
             "UF": "connect_failure",
             "UH": "no_healthy_upstream",
             "UT": "timeout",
@@ -67,7 +70,7 @@ class Upstream:
     redirects: the upstream receives what the client sent, the client what the upstream
     sent."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: TlsOptions | None = None) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"upstream must be an http(s)://host[:port] URL, not {url!r}")
@@ -76,10 +79,11 @@ class Upstream:
         self.base = f"{parsed.scheme}://{parsed.raw_authority}"
         self.host_port = f"{parsed.host}:{parsed.port}"
         assert parsed.host is not None and parsed.port is not None
+        tls = tls or TlsOptions()
+        self.tls_context: ssl.SSLContext | None = upstream_tls(tls, parsed.scheme)
+        self.server_hostname = tls.upstream_sni or parsed.host
         self.pool = UpstreamPool(
-            parsed.host,
-            parsed.port,
-            ssl.create_default_context() if parsed.scheme == "https" else None,
+            parsed.host, parsed.port, self.tls_context, server_hostname=self.server_hostname
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -88,7 +92,11 @@ class Upstream:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=0, keepalive_timeout=60.0, ttl_dns_cache=10, enable_cleanup_closed=True
+                    limit=0,
+                    keepalive_timeout=60.0,
+                    ttl_dns_cache=10,
+                    enable_cleanup_closed=True,
+                    ssl=self.tls_context if self.tls_context is not None else True,
                 ),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),

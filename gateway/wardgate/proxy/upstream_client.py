@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
 import ssl
 import time
@@ -35,6 +36,8 @@ import httptools
 from multidict import CIMultiDict
 
 from wardgate.observability import metrics
+
+log = logging.getLogger("wardgate.upstream")
 
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -47,8 +50,10 @@ MAX_RESPONSE_HEADERS = 100  # Envoy's max_headers_count default
 class UpstreamError(Exception):
     """An upstream failure; ``flag`` is Envoy's response flag for it."""
 
-    def __init__(self, flag: str, detail: str = "") -> None:
+    def __init__(self, flag: str, detail: str = "", reason: str = "") -> None:
         self.flag = flag
+        self.reason = reason
+        """A more precise local-reply reason than the flag's (``tls_handshake_failed``)."""
         super().__init__(f"{flag}: {detail}" if detail else flag)
 
 
@@ -366,13 +371,37 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
 
+_tls_logged_at = 0.0
+
+
+def _log_tls_failure(host: str, port: int, detail: str) -> None:
+    """Log an upstream TLS failure with OpenSSL's reason, at most once a second (every
+    request fails the same way while the upstream is misconfigured)."""
+    global _tls_logged_at  # noqa: PLW0603 - a per-process rate limit
+    now = time.monotonic()
+    if now - _tls_logged_at < 1.0:
+        return
+    _tls_logged_at = now
+    log.error(
+        "upstream TLS handshake failed; request refused (503 UF)",
+        extra={"wardgate": {"upstream": f"{host}:{port}", "tls": {"error": detail[:200]}}},
+    )
+
+
 class UpstreamPool:
     """Keep-alive connections to one ``host:port`` (most recently used first)."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        self.server_hostname = server_hostname or host
         self._idle: list[UpstreamConnection] = []
 
     def take_idle(self) -> UpstreamConnection | None:
@@ -399,12 +428,18 @@ class UpstreamPool:
                     self.host,
                     self.port,
                     ssl=self.tls,
-                    server_hostname=self.host if self.tls else None,
+                    server_hostname=self.server_hostname if self.tls else None,
                 )
         except socket.gaierror as exc:
             raise UpstreamError("UH", f"cannot resolve {self.host}: {exc.strerror}") from None
         except TimeoutError:
             raise UpstreamError("UF", "connect timeout") from None
+        except ssl.SSLError as exc:
+            # Fail closed: an upstream that cannot prove who it is gets no request.
+            detail = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+            metrics.UPSTREAM_TLS_FAILURES.inc()
+            _log_tls_failure(self.host, self.port, str(detail))
+            raise UpstreamError("UF", f"TLS: {detail}", "tls_handshake_failed") from None
         except OSError as exc:
             raise UpstreamError("UF", exc.strerror or type(exc).__name__) from None
         return protocol

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 from wardgate.config.policy import PolicySpec
 from wardgate.config.proxy import ProxySpec
-from wardgate.filters import headers, jwt_authn, limits, openapi, response_waf, waf
+from wardgate.filters import headers, jwt_authn, limits, openapi, peer, response_waf, waf
 from wardgate.filters.api import FilterCompileError, FilterConfig
 
 FilterCompiler = Callable[[PolicySpec], FilterConfig | None]
 
 FILTER_CHAIN: tuple[FilterCompiler, ...] = (
     limits.compile,
+    peer.compile,  # the calling workload (mutual TLS), before the end user (JWT)
     jwt_authn.compile,
     openapi.compile,
     waf.compile,

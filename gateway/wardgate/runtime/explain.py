@@ -1,7 +1,9 @@
 """Offline decisions: run a described request through a policy, no network involved.
 
 The request is a YAML/JSON mapping (``method``, ``path`` with its query, ``headers``,
-``body``, ``client``) or a raw HTTP/1.1 request. The same chain as the gateway runs it
+``body``, ``client``, ``peer``: the names of the client certificate a mutual-TLS
+connection would have verified, ``{uri: [...], dns: [...], subject: "CN=..."}``) or a raw
+HTTP/1.1 request. The same chain as the gateway runs it
 (decode phases), so the answer is the gateway's answer for that request."""
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import yaml
 from multidict import CIMultiDict
 
 from wardgate.filters.api import HttpRequest, LocalReply
+from wardgate.filters.identity import PeerIdentity
 from wardgate.runtime.chain import RequestPipeline
 from wardgate.runtime.compiled import CompiledPolicy
 from wardgate.runtime.forwarding import (
@@ -21,6 +24,7 @@ from wardgate.runtime.forwarding import (
     ensure_request_id,
     strip_hop_by_hop,
 )
+from wardgate.runtime.identity import XFCC, set_client_cert_header
 
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 
@@ -36,6 +40,7 @@ class RequestDescription:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     client: str = "127.0.0.1"
+    peer: PeerIdentity | None = None
 
 
 def parse_request_description(raw: bytes) -> RequestDescription:
@@ -49,7 +54,7 @@ def parse_request_description(raw: bytes) -> RequestDescription:
         raise RequestDescriptionError(f"not a raw HTTP request nor YAML/JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise RequestDescriptionError("the request description must be a mapping")
-    unknown = set(data) - {"method", "path", "headers", "body", "client"}
+    unknown = set(data) - {"method", "path", "headers", "body", "client", "peer"}
     if unknown:
         raise RequestDescriptionError(f"unknown fields: {', '.join(sorted(map(str, unknown)))}")
     headers: list[tuple[str, str]] = []
@@ -71,7 +76,27 @@ def parse_request_description(raw: bytes) -> RequestDescription:
         headers=tuple(headers),
         body=body.encode(),
         client=str(data.get("client") or "127.0.0.1"),
+        peer=_peer(data.get("peer")),
     )
+
+
+def _peer(data: object) -> PeerIdentity | None:
+    """``peer: {uri: [...], dns: [...], subject: ...}``: a verified client certificate."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise RequestDescriptionError("peer must be a mapping (uri, dns, subject)")
+    unknown = set(data) - {"uri", "dns", "subject"}
+    if unknown:
+        listed = ", ".join(sorted(map(str, unknown)))
+        raise RequestDescriptionError(f"unknown peer fields: {listed}")
+
+    def names(key: str) -> tuple[str, ...]:
+        value = data.get(key) or []
+        values = value if isinstance(value, list) else [value]
+        return tuple(str(v) for v in values)
+
+    return PeerIdentity(names("uri"), names("dns"), str(data.get("subject") or ""), "0" * 64)
 
 
 def _parse_raw_http(raw: bytes) -> RequestDescription:
@@ -99,6 +124,7 @@ def build_request(
         headers["content-length"] = str(len(desc.body))
     request_id = ensure_request_id(headers, policy.proxy)
     client = apply_forwarded_headers(headers, policy.proxy, desc.client, scheme)
+    headers.popall(XFCC, None)  # as the gateway: a client's own value never passes
     return HttpRequest(
         method=desc.method,
         raw_target=desc.target,
@@ -108,6 +134,7 @@ def build_request(
         scheme=scheme,
         client_address=client,
         request_id=request_id,
+        peer=desc.peer,
     )
 
 
@@ -131,6 +158,8 @@ async def explain(policy: CompiledPolicy, desc: RequestDescription) -> dict[str,
     }
     if reply is None:
         result["decision"] = "allow"
+        if request.peer is not None:
+            set_client_cert_header(request.headers, request.peer)
         result["upstreamHeaders"] = {
             name: ("[redacted]" if name.lower() in SENSITIVE_HEADERS else value)
             for name, value in request.headers.items()

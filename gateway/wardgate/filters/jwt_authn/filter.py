@@ -19,9 +19,10 @@ from wardgate.filters.api import (
 from wardgate.filters.jwt_authn import stats
 from wardgate.filters.jwt_authn.claims import ClaimChecks
 from wardgate.filters.jwt_authn.extract import remove
-from wardgate.filters.jwt_authn.matching import RequestPredicate, normalise_path, route_matcher
+from wardgate.filters.jwt_authn.matching import RequestPredicate, route_matcher
 from wardgate.filters.jwt_authn.provider import Failure, Provider
 from wardgate.filters.jwt_authn.requirements import Context, Node, compile_requirement
+from wardgate.filters.matching import first_rule
 
 NAME = "jwt_authn"
 METADATA_KEY = "jwt_authn"
@@ -106,18 +107,11 @@ class JwtAuthnConfig(FilterConfig):
     def select_rule(self, request: HttpRequest) -> Rule | str | None:
         """The first rule covering ``request``; ``None`` when none does; ``"ambiguous"``
         when decoding the path would select a different rule."""
-        plain = normalise_path(request.path, decode=False)
-        decoded = normalise_path(request.path, decode=True)
-        first = self._first(request, plain)
-        if decoded != plain and self._first(request, decoded) is not first:
-            return "ambiguous"
-        return first
+        return first_rule(self.rules, _rule_match, request)
 
-    def _first(self, request: HttpRequest, path: str) -> Rule | None:
-        for rule in self.rules:
-            if rule.match(request, path):
-                return rule
-        return None
+
+def _rule_match(rule: Rule) -> RequestPredicate:
+    return rule.match
 
 
 class JwtAuthnFilter(HttpFilter):

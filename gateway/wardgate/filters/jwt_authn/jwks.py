@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -56,6 +57,19 @@ class FetchSettings:
     retries: int
     backoff_base: float
     backoff_max: float
+    ca_file: str | None = None
+    """``trustedCa.filename``: verify the server against this bundle (read per fetch)."""
+    ca_data: str | None = None
+    """``trustedCa.inlineString``."""
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """The TLS verification for a fetch: always on; only the given CA when set.
+        Raises ``OSError``/``ssl.SSLError`` when the bundle cannot be used."""
+        if self.ca_file is None and self.ca_data is None:
+            return True  # aiohttp's default: the system trust store, verified
+        ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
 
 
 class LocalKeys:
@@ -241,10 +255,15 @@ class RemoteJwks:
         result, problem = "invalid", ""
         try:
             timeout = aiohttp.ClientTimeout(total=settings.timeout)
+            verify = settings.ssl_context()
+            # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as every HTTP client honours.
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
+                aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
                 session.get(
-                    settings.uri, allow_redirects=False, headers={"accept": "application/json"}
+                    settings.uri,
+                    allow_redirects=False,
+                    headers={"accept": "application/json"},
+                    ssl=verify,
                 ) as response,
             ):
                 if response.status != 200:
@@ -257,6 +276,12 @@ class RemoteJwks:
                         return parse_jwks(body, allow_symmetric=False, source=uri)
         except TimeoutError:
             result, problem = "timeout", f"no answer within {settings.timeout}s"
+        except aiohttp.ClientConnectorCertificateError as exc:
+            result, problem = "tls_error", str(exc.certificate_error)[:200]
+        except aiohttp.ClientSSLError as exc:
+            result, problem = "tls_error", type(exc).__name__
+        except ssl.SSLError as exc:
+            result, problem = "tls_error", f"trustedCa: {exc.reason or type(exc).__name__}"
         except aiohttp.ClientError as exc:
             result, problem = "connect_error", type(exc).__name__
         except JwksError as exc:

@@ -5,6 +5,7 @@ verified tokens."""
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,6 +28,16 @@ from wardgate.filters.jwt_authn.jwks import (
 )
 from wardgate.filters.jwt_authn.keys import JwksError, parse_jwks
 from wardgate.filters.jwt_authn.matching import string_matcher
+
+
+def _check_ca(filename: str | None, data: str | None, where: str) -> None:
+    """Refuse at compile time a CA bundle that cannot be used (fail fast in CI)."""
+    try:
+        ssl.create_default_context(cafile=filename, cadata=data)
+    except OSError as exc:
+        field = "filename" if filename is not None else "inlineString"
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise FilterCompileError([f"{where}.{field}: not a usable CA bundle: {reason}"]) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,9 @@ class Provider:
             assert remote is not None
             retry = remote.retry_policy
             async_fetch = remote.async_fetch
+            trusted = remote.trusted_ca
+            if trusted is not None:
+                _check_ca(trusted.filename, trusted.inline_string, f"{where}.remoteJwks.trustedCa")
             self.keys = remote_jwks(
                 FetchSettings(
                     uri=remote.http_uri.uri,
@@ -122,6 +136,8 @@ class Provider:
                         if retry
                         else 2.0
                     ),
+                    ca_file=trusted.filename if trusted else None,
+                    ca_data=trusted.inline_string if trusted else None,
                 )
             )
 

@@ -16,7 +16,8 @@ DECISIONS = Counter(
 )
 JWKS_FETCHES = Counter(
     "wardgate_jwt_jwks_fetches",
-    "Remote JWKS fetches by result (success, timeout, connect_error, http_status, invalid).",
+    "Remote JWKS fetches by result (success, timeout, connect_error, tls_error, http_status, "
+    "invalid).",
     ["result"],
 )
 JWKS_STALE = Counter(
