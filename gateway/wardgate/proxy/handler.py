@@ -472,12 +472,7 @@ class ProxyHandler:
     ) -> web.StreamResponse:
         """Send a local reply (with the response header policy applied)."""
         response = pipeline.local_response(reply)
-        exchange.status = reply.status
-        exchange.replied_by = reply.filter if reply.filter != UPSTREAM_FILTER else "gateway"
-        exchange.reason = reply.reason
-        exchange.flag = reply.response_flag or exchange.flag
-        exchange.rule_ids = tuple(v.rule_id for v in reply.violations)
-        exchange.locations = tuple(v.location for v in reply.violations)
+        note_local_reply(exchange, reply)
         headers: CIMultiDict[str] = response.headers
         headers.setdefault("server", SERVER_HEADER)
         headers["x-request-id"] = pipeline.request.request_id
@@ -496,41 +491,75 @@ class ProxyHandler:
         policy: CompiledPolicy,
         exchange: Exchange,
     ) -> None:
-        duration = time.monotonic() - exchange.start
-        metrics.REQUEST_DURATION.observe(duration)
-        metrics.count_request(exchange.status, exchange.replied_by)
-        if http_request.findings:
-            metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
-        if not self.access_log.enabled:
-            return
         headers = request.headers
-        self.access_log.write(
-            AccessRecord(
-                start=exchange.wall_start,
-                method=request.method,
-                path=http_request.path,
-                protocol=http_request.version,
-                status=exchange.status,
-                response_flags=exchange.flag if exchange.flag != "413" else "",
-                bytes_received=exchange.bytes_received,
-                bytes_sent=exchange.bytes_sent,
-                duration_ms=int(duration * 1000),
-                upstream_service_time_ms=exchange.upstream_ms,
-                forwarded_for=http_request.headers.get("x-forwarded-for", ""),
-                user_agent=headers.get("user-agent", ""),
-                request_id=http_request.request_id,
-                authority=headers.get("host", ""),
-                upstream_host=self.upstream.host_port if exchange.upstream_ms is not None else "",
-                client_address=http_request.client_address,
-                replied_by=exchange.replied_by,
-                reason=exchange.reason,
-                rule_ids=exchange.rule_ids,
-                locations=exchange.locations,
-                policy_digest=policy.short_digest,
-                policy_generation=policy.generation,
-                findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
-            )
+        record_exchange(
+            self.access_log,
+            self.upstream.host_port,
+            request.method,
+            headers.get("user-agent", ""),
+            headers.get("host", ""),
+            http_request,
+            policy,
+            exchange,
         )
+
+
+def note_local_reply(exchange: Exchange, reply: LocalReply) -> None:
+    """Book a local reply on the exchange (status, who answered, why) for log and metrics."""
+    exchange.status = reply.status
+    exchange.replied_by = reply.filter if reply.filter != UPSTREAM_FILTER else "gateway"
+    exchange.reason = reply.reason
+    exchange.flag = reply.response_flag or exchange.flag
+    exchange.rule_ids = tuple(v.rule_id for v in reply.violations)
+    exchange.locations = tuple(v.location for v in reply.violations)
+
+
+def record_exchange(
+    access_log: AccessLog,
+    upstream_host: str,
+    method: str,
+    user_agent: str,
+    authority: str,
+    http_request: HttpRequest,
+    policy: CompiledPolicy,
+    exchange: Exchange,
+) -> None:
+    """Metrics and the access-log record of one finished exchange, whatever the client's
+    protocol (HTTP/1.1 here, HTTP/2 in :mod:`wardgate.proxy.h2`)."""
+    duration = time.monotonic() - exchange.start
+    metrics.REQUEST_DURATION.observe(duration)
+    metrics.count_request(exchange.status, exchange.replied_by)
+    if http_request.findings:
+        metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
+    if not access_log.enabled:
+        return
+    access_log.write(
+        AccessRecord(
+            start=exchange.wall_start,
+            method=method,
+            path=http_request.path,
+            protocol=http_request.version,
+            status=exchange.status,
+            response_flags=exchange.flag if exchange.flag != "413" else "",
+            bytes_received=exchange.bytes_received,
+            bytes_sent=exchange.bytes_sent,
+            duration_ms=int(duration * 1000),
+            upstream_service_time_ms=exchange.upstream_ms,
+            forwarded_for=http_request.headers.get("x-forwarded-for", ""),
+            user_agent=user_agent,
+            request_id=http_request.request_id,
+            authority=authority,
+            upstream_host=upstream_host if exchange.upstream_ms is not None else "",
+            client_address=http_request.client_address,
+            replied_by=exchange.replied_by,
+            reason=exchange.reason,
+            rule_ids=exchange.rule_ids,
+            locations=exchange.locations,
+            policy_digest=policy.short_digest,
+            policy_generation=policy.generation,
+            findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
+        )
+    )
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

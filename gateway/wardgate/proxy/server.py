@@ -25,6 +25,9 @@ from wardgate.admin.state import GatewayState
 from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
+from wardgate.proxy.h2.detect import DetectingServer
+from wardgate.proxy.h2.exchange import H2Gateway
+from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.handler import ProxyHandler
 from wardgate.proxy.upstream import Upstream
 from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_compiled
@@ -53,6 +56,8 @@ class RunOptions:
     drain_timeout: float = 20.0
     reload_interval: float = 1.0
     log_level: str = "info"
+    http2: H2Settings = dataclasses.field(default_factory=H2Settings)
+    """HTTP/2 settings, attack limits and the upstream protocol."""
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -114,8 +119,13 @@ class GatewayProcess:
 
     async def start(self, reuse_port: bool = False) -> None:
         handler = ProxyHandler(self.holder, self.upstream, self.access_log)
-        server = web.Server(
+        # HTTP/1.1 goes to aiohttp as before; HTTP/2 (preface or ALPN h2) to the h2 stack.
+        server = DetectingServer(
             handler,
+            stream_handler=H2Gateway(
+                self.holder, self.upstream, self.access_log, self.options.http2
+            ),
+            h2_settings=self.options.http2,
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_FIELD_BYTES,
             max_headers=MAX_HEADERS,

@@ -11,6 +11,7 @@ import aiohttp
 from yarl import URL
 
 from wardgate.filters.api import LocalReply
+from wardgate.proxy.h2.client import H2UpstreamPool
 from wardgate.proxy.upstream_client import UpstreamPool
 
 UPSTREAM_FILTER = "upstream"
@@ -79,6 +80,8 @@ class Upstream:
             parsed.port,
             ssl.create_default_context() if parsed.scheme == "https" else None,
         )
+        # HTTP/2 (h2c) to the same address, used when ``--upstream-protocol`` says so.
+        self.h2_pool = H2UpstreamPool(self.pool.host, self.pool.port, self.pool.tls)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -107,6 +110,7 @@ class Upstream:
 
     async def close(self) -> None:
         self.pool.close()
+        self.h2_pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
