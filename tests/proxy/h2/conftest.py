@@ -106,11 +106,18 @@ class RawH2:
     """A blocking HTTP/2 client over a raw socket, driven frame by frame with ``h2``: for
     the abuse cases no well-behaved client produces."""
 
-    def __init__(self, address: str, **settings: int) -> None:
+    def __init__(
+        self, address: str, validate: bool = True, settings: dict[int, int] | None = None
+    ) -> None:
         host, _, port = address.rpartition(":")
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding="utf-8",
+                validate_outbound_headers=validate,
+                normalize_outbound_headers=validate,
+            )
         )
         self.conn.initiate_connection()
         if settings:

@@ -30,6 +30,9 @@ log = logging.getLogger("wardgate.h2")
 
 StreamHandler = Callable[["DownstreamStream"], Awaitable[None]]
 
+LINGER_SECONDS = 1.0
+"""How long a connection closed for a violation stays half-open so its GOAWAY is read."""
+
 _SETTINGS = h2.settings.SettingCodes
 _ERR = h2.errors.ErrorCodes
 
@@ -240,6 +243,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.h2 = h2.connection.H2Connection(config=config)
         self.streams: dict[int, DownstreamStream] = {}
         self.closing = False
+        self.abandoned = False
         self._write_paused = False
         self._drained = asyncio.Event()
         self._drained.set()
@@ -285,12 +289,18 @@ class H2ServerConnection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.abandoned:
             return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.DenialOfServiceError:
             self._abandon(_ERR.ENHANCE_YOUR_CALM, "header_list_too_large")
+            return
+        except h2.exceptions.TooManyStreamsError:
+            # Over the advertised SETTINGS_MAX_CONCURRENT_STREAMS: h2 stops before
+            # decoding the header block, so the HPACK state is lost with it.
+            metrics.H2_REFUSED_STREAMS.inc()
+            self._abandon(_ERR.PROTOCOL_ERROR, "too_many_streams")
             return
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or _ERR.PROTOCOL_ERROR
@@ -376,6 +386,12 @@ class H2ServerConnection(asyncio.Protocol):
             # a rapid-reset client cannot make the gateway work on more than the limit.
             metrics.H2_REFUSED_STREAMS.inc()
             self._reset(stream_id, _ERR.REFUSED_STREAM)
+            # A refused stream counts as one that ended early: a client that keeps
+            # opening streams faster than its resets are worked off is treated as one
+            # that resets them (the ratio judged in ``_judge_resets``).
+            self._opened += 1
+            self._premature += 1
+            self._judge_resets()
             return
         self._opened += 1
         stream = DownstreamStream(self, stream_id, list(event.headers or ()))
@@ -420,6 +436,9 @@ class H2ServerConnection(asyncio.Protocol):
         stream._lost()
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
+        self._judge_resets()
+
+    def _judge_resets(self) -> None:
         s = self.settings
         if self._opened >= s.premature_reset_min_streams and (
             self._premature > self._opened * s.premature_reset_ratio
@@ -445,7 +464,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.abandoned:
             return
         data = self.h2.data_to_send()
         if data:
@@ -492,8 +511,25 @@ class H2ServerConnection(asyncio.Protocol):
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(error_code=code)
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close so that the GOAWAY arrives: closing a socket with unread input makes the
+        kernel send a reset, which can destroy the GOAWAY before the peer reads it. So:
+        stop reading into ``h2``, send FIN after the queued bytes, close a moment later."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.abandoned:
+            return
+        self.abandoned = True
+        for stream in self.streams.values():
+            stream._lost()
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
+        else:
+            transport.close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
