@@ -219,3 +219,57 @@ async def test_upstream_down_is_unavailable(gateway, unused_tcp_port):
             await method(channel, "unary_unary", "Unary")(b"x")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert gw.access_records()[-1]["wardgate"]["response_flags"] == "UF"
+
+
+def _openapi_policy(paths: dict) -> str:  # type: ignore[type-arg]
+    import json
+
+    spec = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": paths}
+    return json.dumps({"openapi": {"inline": spec}})
+
+
+async def test_openapi_does_not_describe_grpc_and_fails_closed(gateway, grpc_upstream):
+    """An OpenAPI allow-list cannot describe a gRPC call: it is refused (404 ->
+    UNIMPLEMENTED) unless the spec lists its path, and validate says so."""
+    listed = {
+        "/test.Echo/Unary": {
+            "post": {
+                "requestBody": {"content": {"application/grpc": {}}},
+                "responses": {"200": {"description": "ok"}},
+            }
+        }
+    }
+    gw = await _gateway(
+        gateway,
+        grpc_upstream,
+        _openapi_policy({"/health": {"get": {"responses": {"200": {"description": "ok"}}}}}),
+    )
+    async with _channel(gw) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(channel, "unary_unary", "Unary")(b"x")
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    gw2 = await _gateway(gateway, grpc_upstream, _openapi_policy(listed))
+    async with _channel(gw2) as channel:
+        assert await method(channel, "unary_unary", "Unary")(b"x") == b"x"
+    notes = gw2.process.holder.current.limitations()
+    assert any("does not apply to gRPC" in n for n in notes)
+
+
+async def test_wardgate_run_upstream_protocol_auto_end_to_end(gateway_process, grpc_upstream):
+    """The real command line: HTTP/2 clients follow to an h2c upstream with ``auto``."""
+    proc = gateway_process("--upstream", grpc_upstream.url, "--upstream-protocol", "auto")
+    async with grpc.aio.insecure_channel(proc.listen, options=CHANNEL_OPTIONS) as channel:
+        assert await method(channel, "unary_unary", "Unary")(b"via-cli") == b"via-cli"
+    assert proc.stop() == 0
+
+
+def test_validate_reports_that_openapi_does_not_apply_to_grpc(tmp_path):
+    from tests.conftest import run_wardgate
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        _openapi_policy({"/health": {"get": {"responses": {"200": {"description": "ok"}}}}})
+    )
+    result = run_wardgate("validate", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert "does not apply to gRPC" in result.stdout

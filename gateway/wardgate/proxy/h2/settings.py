@@ -61,6 +61,8 @@ class H2Settings:
     connection_idle_timeout: float = 3600.0
     """A connection without streams for this long is closed with ``GOAWAY(NO_ERROR)``."""
 
-    upstream_protocol: UpstreamProtocol = "auto"
-    """``http1``: HTTP/1.1 to the upstream; ``h2c``: HTTP/2 with prior knowledge; ``auto``:
-    the client's protocol (Envoy's ``use_downstream_protocol_config``)."""
+    upstream_protocol: UpstreamProtocol = "http1"
+    """``http1`` (default, as an Envoy cluster without ``http2_protocol_options``):
+    HTTP/1.1 to the upstream whatever the client spoke; ``h2c``: HTTP/2 with prior
+    knowledge; ``auto``: the client's protocol (Envoy's ``use_downstream_protocol_config``).
+    gRPC needs ``auto`` or ``h2c``."""
