@@ -85,6 +85,43 @@ def _framing_error(request: web.BaseRequest) -> str | None:
     return None
 
 
+def _split_absolute_form(target: str) -> tuple[str, str, str] | None:
+    """``(scheme, authority, origin-form target)`` of an absolute-form request target
+    (``http://other.example/a?b``), ``None`` for any other form."""
+    if target[:1] == "/" or target == "*":
+        return None
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    origin = rest[end:]
+    if not origin.startswith("/"):
+        origin = "/" + origin
+    return scheme.lower(), rest[:end], origin
+
+
+def _same_authority(host: str, authority: str, scheme: str) -> bool:
+    default = ":443" if scheme == "https" else ":80"
+    a, b = host.strip().lower(), authority.lower()
+    return a.removesuffix(default) == b.removesuffix(default)
+
+
+def _absolute_form_error(request: web.BaseRequest) -> str | None:
+    """An absolute-form target (RFC 9112 3.2.2) whose authority is not the ``Host`` the
+    request carries: the target would win at the upstream's discretion, filters would
+    have checked the other name. Refused rather than guessed."""
+    parts = _split_absolute_form(request.raw_path)
+    if parts is None:
+        return None
+    scheme, authority, _ = parts
+    hosts = request.headers.getall("host", ())
+    if not authority or "@" in authority:
+        return "the absolute-form request target has no valid authority"
+    if len(hosts) > 1 or (hosts and not _same_authority(hosts[0], authority, scheme)):
+        return "the request target names another host than the Host header"
+    return None
+
+
 class ProxyHandler:
     """An aiohttp low-level handler (``web.Server(handler)``)."""
 
@@ -142,6 +179,14 @@ class ProxyHandler:
         client = apply_forwarded_headers(headers, proxy, remote, scheme)
         version = request.version
         raw_target = request.raw_path
+        absolute = _split_absolute_form(raw_target)
+        if absolute is not None:
+            # Forwarded in origin form with the target's authority as Host (checked equal
+            # to any Host sent, see _absolute_form_error), so that filters and the
+            # upstream see one name and one path.
+            raw_target = absolute[2]
+            if "host" not in headers and absolute[1]:
+                headers["host"] = absolute[1]
         path, _, query = raw_target.partition("?")
         return HttpRequest(
             method=request.method,
@@ -162,7 +207,7 @@ class ProxyHandler:
         pipeline: RequestPipeline,
         exchange: Exchange,
     ) -> web.StreamResponse:
-        framing = _framing_error(request)
+        framing = _framing_error(request) or _absolute_form_error(request)
         if framing is not None:
             return await self._local(
                 request,
