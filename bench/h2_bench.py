@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gateway")]
 
 from bench.run import (  # noqa: E402
-    BIN,
+    PIDS,
     RESULTS,
     CpuLayout,
     cpu_seconds,
+    envoy_proxy,
     free_port,
     pinned,
     process,
@@ -185,57 +186,6 @@ def run_load(
 
 
 @contextlib.contextmanager
-def envoy_h2(workdir: Path, upstream: int, cpus: str) -> Iterator[tuple[int, int]]:
-    port, admin = free_port(), free_port()
-    conf = workdir / "envoy-h2.yaml"
-    conf.write_text(f"""
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          codec_type: AUTO
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}
-""")
-    envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
-    cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
-    with process(pinned(cmd, cpus)) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        yield port, proc.pid
-
-
-@contextlib.contextmanager
 def wardgate(upstream: int, protocol: str, cpus: str) -> Iterator[tuple[int, int]]:
     port, admin = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
@@ -299,14 +249,14 @@ def main() -> int:
         wait_port(grpc_port)
         wait_port(http_port)
         with (
-            envoy_h2(Path(tmp), grpc_port, cpus.proxy) as (envoy, envoy_pid),
+            envoy_proxy(Path(tmp), grpc_port, cpus.proxy, http2_upstream=True) as envoy,
             wardgate(grpc_port, "auto", cpus.proxy) as (wg_grpc, wg_grpc_pid),
             wardgate(http_port, "http1", cpus.proxy) as (wg_http, wg_http_pid),
         ):
             suites = {
                 "gRPC unary": {
                     "direct": ("grpc", f"127.0.0.1:{grpc_port}", None),
-                    "envoy": ("grpc", f"127.0.0.1:{envoy}", envoy_pid),
+                    "envoy": ("grpc", f"127.0.0.1:{envoy}", PIDS[envoy]),
                     "wardgate": ("grpc", f"127.0.0.1:{wg_grpc}", wg_grpc_pid),
                 },
                 "GET": {

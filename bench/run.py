@@ -160,9 +160,22 @@ http {{
 
 
 @contextlib.contextmanager
-def envoy_proxy(workdir: Path, upstream_port: int, cpus: str = "") -> Iterator[int]:
+def envoy_proxy(
+    workdir: Path, upstream_port: int, cpus: str = "", http2_upstream: bool = False
+) -> Iterator[int]:
+    """Envoy as a plain reverse proxy (HTTP/1.1 and HTTP/2 clients: ``codec_type`` AUTO);
+    to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC)."""
     port, admin = free_port(), free_port()
-    conf = workdir / "envoy.yaml"
+    conf = workdir / ("envoy-h2.yaml" if http2_upstream else "envoy.yaml")
+    protocol = (
+        """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}"""
+        if http2_upstream
+        else ""
+    )
     conf.write_text(f"""
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
@@ -176,6 +189,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          codec_type: AUTO
           route_config:
             virtual_hosts:
             - name: all
@@ -190,7 +204,7 @@ static_resources:
   clusters:
   - name: upstream
     type: STATIC
-    connect_timeout: 2s
+    connect_timeout: 2s{protocol}
     load_assignment:
       cluster_name: upstream
       endpoints:

@@ -1,0 +1,103 @@
+"""Real Envoy 1.40 on either side of Wardgate over HTTP/2: as the HTTP/2 client in front
+of it (Envoy's cluster speaks h2c to Wardgate), and as the HTTP/2 upstream behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.envoy.harness import free_port, start_envoy
+from tests.proxy.h2.conftest import CHANNEL_OPTIONS, method
+from wardgate.proxy.h2.settings import H2Settings
+
+pytestmark = pytest.mark.slow
+
+
+def _envoy_config(tmp: Path, listen: int, admin: int, upstream: int) -> Path:
+    path = tmp / f"envoy-h2-{listen}.yaml"
+    path.write_text(f"""
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream, timeout: 10s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 2s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}
+""")
+    return path
+
+
+async def _exercise(target: str, grpc_upstream) -> None:  # type: ignore[no-untyped-def]
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        call = method(channel, "unary_unary", "Unary")(b"through-envoy", metadata=(("x-m", "1"),))
+        assert await call == b"through-envoy"
+        assert dict(await call.trailing_metadata())["x-trailer"] == "t1"
+        bidi = method(channel, "stream_stream", "Bidi")()
+        for i in range(3):
+            await bidi.write(b"%d" % i)
+            assert await bidi.read() == b"echo:%d" % i
+        await bidi.done_writing()
+        assert await bidi.code() == grpc.StatusCode.OK
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(channel, "unary_unary", "Unary")(b"fail")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert grpc_upstream.metadata[0]["x-m"] == "1"
+
+
+async def test_envoy_as_http2_client_in_front_of_wardgate(tmp_path, gateway, grpc_upstream):
+    gw = await gateway(grpc_upstream.url, "", http2=H2Settings(upstream_protocol="auto"))
+    wardgate_port = int(gw.process.state.listen.rsplit(":", 1)[1])
+    listen, admin = free_port(), free_port()
+    envoy = await start_envoy(_envoy_config(tmp_path, listen, admin, wardgate_port), listen, admin)
+    try:
+        await _exercise(f"127.0.0.1:{listen}", grpc_upstream)
+        # Wardgate saw HTTP/2 from Envoy.
+        assert {r["http.version"] for r in gw.access_records()} == {"2"}
+    finally:
+        envoy.stop()
+
+
+async def test_envoy_as_http2_upstream_behind_wardgate(tmp_path, gateway, grpc_upstream):
+    grpc_port = int(grpc_upstream.address.rsplit(":", 1)[1])
+    listen, admin = free_port(), free_port()
+    envoy = await start_envoy(_envoy_config(tmp_path, listen, admin, grpc_port), listen, admin)
+    try:
+        gw = await gateway(
+            f"http://127.0.0.1:{listen}", "", http2=H2Settings(upstream_protocol="h2c")
+        )
+        await _exercise(gw.process.state.listen, grpc_upstream)
+    finally:
+        envoy.stop()
