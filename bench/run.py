@@ -159,14 +159,9 @@ http {{
         yield port
 
 
-@contextlib.contextmanager
-def envoy_proxy(
-    workdir: Path, upstream_port: int, cpus: str = "", http2_upstream: bool = False
-) -> Iterator[int]:
+def envoy_proxy_config(port: int, admin: int, upstream_port: int, http2_upstream: bool) -> str:
     """Envoy as a plain reverse proxy (HTTP/1.1 and HTTP/2 clients: ``codec_type`` AUTO);
     to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC)."""
-    port, admin = free_port(), free_port()
-    conf = workdir / ("envoy-h2.yaml" if http2_upstream else "envoy.yaml")
     protocol = (
         """
     typed_extension_protocol_options:
@@ -176,7 +171,7 @@ def envoy_proxy(
         if http2_upstream
         else ""
     )
-    conf.write_text(f"""
+    return f"""
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
 static_resources:
@@ -211,7 +206,17 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
-""")
+"""
+
+
+@contextlib.contextmanager
+def envoy_proxy(
+    workdir: Path, upstream_port: int, cpus: str = "", http2_upstream: bool = False
+) -> Iterator[int]:
+    """Envoy 1.40, one worker, pinned to ``cpus`` (:func:`envoy_proxy_config`)."""
+    port, admin = free_port(), free_port()
+    conf = workdir / ("envoy-h2.yaml" if http2_upstream else "envoy.yaml")
+    conf.write_text(envoy_proxy_config(port, admin, upstream_port, http2_upstream))
     envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
     cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
     with process(pinned(cmd, cpus)) as proc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from bench.run import envoy_proxy_config
 
 from tests.envoy.harness import free_port, start_envoy
 from tests.proxy.h2.conftest import CHANNEL_OPTIONS, method
@@ -16,47 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def _envoy_config(tmp: Path, listen: int, admin: int, upstream: int) -> Path:
+    """The benchmark's Envoy (a plain reverse proxy), with an HTTP/2 upstream cluster."""
     path = tmp / f"envoy-h2-{listen}.yaml"
-    path.write_text(f"""
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          codec_type: AUTO
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream, timeout: 10s}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}
-""")
+    path.write_text(envoy_proxy_config(listen, admin, upstream, http2_upstream=True))
     return path
 
 
