@@ -8,7 +8,7 @@ import email.utils
 import http
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -123,14 +123,30 @@ def _absolute_form_error(request: web.BaseRequest) -> str | None:
 
 
 class ProxyHandler:
-    """An aiohttp low-level handler (``web.Server(handler)``)."""
+    """An aiohttp low-level handler (``web.Server(handler)``). With ``over_h2`` (the
+    upstream speaks h2c), well-framed requests other than WebSocket upgrades are handed to
+    it with their origin-form target."""
 
-    def __init__(self, holder: PolicyHolder, upstream: Upstream, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        holder: PolicyHolder,
+        upstream: Upstream,
+        access_log: AccessLog,
+        over_h2: Callable[[web.BaseRequest, str], Awaitable[web.StreamResponse]] | None = None,
+    ) -> None:
         self.holder = holder
         self.upstream = upstream
         self.access_log = access_log
+        self.over_h2 = over_h2
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if (
+            self.over_h2 is not None
+            and not _is_websocket(request)
+            and (_framing_error(request) or _absolute_form_error(request)) is None
+        ):
+            absolute = _split_absolute_form(request.raw_path)
+            return await self.over_h2(request, absolute[2] if absolute else request.raw_path)
         exchange = Exchange(start=time.monotonic(), wall_start=time.time())
         policy = self.holder.current  # read once: this request keeps this generation
         http_request = self._build_request(request, policy)
@@ -226,7 +242,7 @@ class ProxyHandler:
         prefix = b""
         policy = pipeline.policy
         if request.body_exists:
-            await _send_continue(request)
+            await send_continue(request)
             if pipeline.needs_request_body:
                 limit = policy.request_body_limit or 0
                 try:
@@ -613,7 +629,7 @@ def _is_websocket(request: web.BaseRequest) -> bool:
     )
 
 
-async def _send_continue(request: web.BaseRequest) -> None:
+async def send_continue(request: web.BaseRequest) -> None:
     """Answer ``Expect: 100-continue`` only once the request headers passed every check, so
     a refused client never uploads its body."""
     if request.headers.get("expect", "").lower() == "100-continue" and request.version >= (1, 1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
 from wardgate.proxy.h2.detect import DetectingServer
 from wardgate.proxy.h2.exchange import H2Gateway
+from wardgate.proxy.h2.http1 import forward_http1_over_h2
 from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.handler import ProxyHandler
 from wardgate.proxy.upstream import Upstream
@@ -118,13 +120,17 @@ class GatewayProcess:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, reuse_port: bool = False) -> None:
-        handler = ProxyHandler(self.holder, self.upstream, self.access_log)
+        h2_gateway = H2Gateway(self.holder, self.upstream, self.access_log, self.options.http2)
+        over_h2 = (
+            functools.partial(forward_http1_over_h2, h2_gateway)
+            if self.options.http2.upstream_protocol == "h2c"
+            else None
+        )
+        handler = ProxyHandler(self.holder, self.upstream, self.access_log, over_h2)
         # HTTP/1.1 goes to aiohttp as before; HTTP/2 (preface or ALPN h2) to the h2 stack.
         server = DetectingServer(
             handler,
-            stream_handler=H2Gateway(
-                self.holder, self.upstream, self.access_log, self.options.http2
-            ),
+            stream_handler=h2_gateway,
             h2_settings=self.options.http2,
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_FIELD_BYTES,

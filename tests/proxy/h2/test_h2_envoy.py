@@ -64,3 +64,50 @@ async def test_envoy_as_http2_upstream_behind_wardgate(tmp_path, gateway, grpc_u
         await _exercise(gw.process.state.listen, grpc_upstream)
     finally:
         envoy.stop()
+
+
+async def test_http1_clients_over_an_h2c_upstream_share_one_connection(tmp_path, gateway, upstream):
+    """``--upstream-protocol h2c`` with HTTP/1.1 clients: Envoy (speaking h2c, in front of
+    the demo service) sees every request, multiplexed on one HTTP/2 connection."""
+    import asyncio
+    import hashlib
+    import json
+
+    import aiohttp
+
+    demo_port = int(upstream.rsplit(":", 1)[1])
+    listen, admin = free_port(), free_port()
+    path = tmp_path / "envoy-h1-upstream.yaml"
+    path.write_text(envoy_proxy_config(listen, admin, demo_port, http2_upstream=False))
+    envoy = await start_envoy(path, listen, admin)
+    try:
+        gw = await gateway(
+            f"http://127.0.0.1:{listen}", "", http2=H2Settings(upstream_protocol="h2c")
+        )
+        body = b"x" * 300_000
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> dict:  # type: ignore[type-arg]
+                async with session.post(
+                    f"{gw.url}/echo?i={i}", data=body, headers={"x-i": str(i)}
+                ) as resp:
+                    assert resp.status == 200
+                    return await resp.json()
+
+            echoes = await asyncio.gather(*(one(i) for i in range(10)))
+            async with session.get(
+                f"{envoy.admin_url}/stats?filter=downstream_cx_http2_total"
+            ) as resp:
+                stats = await resp.text()
+        for i, echo in enumerate(echoes):
+            assert echo["query"] == f"i={i}"
+            assert echo["bodySha256"] == hashlib.sha256(body).hexdigest()
+            seen = {n.lower(): v for n, v in echo["headers"]}
+            assert seen["x-i"] == str(i)
+        assert "http.ingress.downstream_cx_http2_total: 1" in stats, stats
+        records = gw.access_records()
+        assert {r["http.version"] for r in records} == {"1.1"}
+        assert json.dumps(records[-1])  # one record per request, like any other
+        assert len(records) == 10
+    finally:
+        envoy.stop()

@@ -147,7 +147,17 @@ class DownstreamStream:
 
     # -- the response ---------------------------------------------------------------------
 
-    def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
+    version = "HTTP/2"
+
+    @property
+    def tls(self) -> bool:
+        return self.conn.tls
+
+    @property
+    def peer(self) -> str:
+        return self.conn.peer
+
+    async def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
         """Send the response head (``:status`` first) or, after data, the trailers."""
         if self.gone:
             raise StreamGone
@@ -200,7 +210,7 @@ class DownstreamStream:
         if end_stream:
             self.response_ended = True
 
-    def end(self) -> None:
+    async def end(self) -> None:
         """End the response without trailers."""
         if self.gone or self.response_ended:
             return

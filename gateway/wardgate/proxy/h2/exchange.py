@@ -22,7 +22,7 @@ from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog
 from wardgate.proxy.h2 import grpc
-from wardgate.proxy.h2.connection import DownstreamStream, StreamGone, StreamStalled
+from wardgate.proxy.h2.connection import StreamGone, StreamStalled
 from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.handler import SERVER_HEADER, Exchange, note_local_reply, record_exchange
 from wardgate.proxy.upstream import Upstream, upstream_failure
@@ -42,13 +42,49 @@ from wardgate.runtime.forwarding import (
 
 log = logging.getLogger("wardgate.h2")
 
-VERSION = "HTTP/2"
-
 
 class _BodyTooLarge(Exception):
     def __init__(self, reply: LocalReply) -> None:
         self.reply = reply
         super().__init__(reply.reason)
+
+
+class Downstream(Protocol):
+    """The client's side of one exchange: an HTTP/2 stream
+    (:class:`~wardgate.proxy.h2.connection.DownstreamStream`), or an HTTP/1.1 request
+    when HTTP/1.1 clients are forwarded over h2c (:mod:`wardgate.proxy.h2.http1`)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def authority(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def peer(self) -> str: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def trailers(self) -> list[tuple[str, str]]: ...
+    @property
+    def bytes_received(self) -> int: ...
+    @property
+    def response_started(self) -> bool: ...
+    @property
+    def has_body(self) -> bool: ...
+    async def read(self, idle: float) -> bytes: ...
+    async def send_headers(
+        self, headers: list[tuple[str, str]], end_stream: bool = False
+    ) -> None: ...
+    async def send_data(self, data: bytes, idle: float, end_stream: bool = False) -> None: ...
+    async def end(self) -> None: ...
+    def reset(self, code: int = ...) -> None: ...
 
 
 class UpstreamCall(Protocol):
@@ -140,7 +176,7 @@ class H1Call:
 class _Call:
     """One stream's state on its way through."""
 
-    stream: DownstreamStream
+    stream: Downstream
     request: HttpRequest
     pipeline: RequestPipeline
     exchange: Exchange
@@ -177,7 +213,7 @@ class H2Gateway:
         which is HTTP/2 here)."""
         return self.settings.upstream_protocol != "http1"
 
-    async def __call__(self, stream: DownstreamStream) -> None:
+    async def __call__(self, stream: Downstream) -> None:
         exchange = Exchange(start=time.monotonic(), wall_start=time.time())
         policy = self.holder.current  # read once: this stream keeps this generation
         request, te_trailers = self._build_request(stream, policy.proxy)
@@ -237,9 +273,7 @@ class H2Gateway:
                 exchange,
             )
 
-    def _build_request(
-        self, stream: DownstreamStream, proxy: ProxySpec
-    ) -> tuple[HttpRequest, bool]:
+    def _build_request(self, stream: Downstream, proxy: ProxySpec) -> tuple[HttpRequest, bool]:
         raw: CIMultiDict[str] = CIMultiDict(stream.headers)
         te_trailers = any(v.strip().lower() == "trailers" for v in raw.getall("te", ()))
         headers = strip_hop_by_hop(raw)
@@ -247,8 +281,8 @@ class H2Gateway:
             # What the upstream and the filters know as Host (Envoy does the same).
             headers["host"] = stream.authority
         request_id = ensure_request_id(headers, proxy)
-        scheme = "https" if stream.conn.tls else "http"
-        client = apply_forwarded_headers(headers, proxy, stream.conn.peer, scheme)
+        scheme = "https" if stream.tls else "http"
+        client = apply_forwarded_headers(headers, proxy, stream.peer, scheme)
         path, _, query = stream.path.partition("?")
         return (
             HttpRequest(
@@ -258,7 +292,7 @@ class H2Gateway:
                 query=query,
                 headers=headers,
                 scheme=scheme,
-                version=VERSION,
+                version=stream.version,
                 client_address=client,
                 request_id=request_id,
             ),
@@ -502,9 +536,9 @@ class H2Gateway:
         exchange.status = response.status
         out = [(":status", str(response.status)), *headers.items()]
         if up.head_ended:
-            stream.send_headers(out, end_stream=True)
+            await stream.send_headers(out, end_stream=True)
             return
-        stream.send_headers(out)
+        await stream.send_headers(out)
         try:
             if prefix:
                 await stream.send_data(prefix, idle)
@@ -528,9 +562,9 @@ class H2Gateway:
                 stream.reset()
                 return
         if up.trailers:
-            stream.send_headers(up.trailers, end_stream=True)
+            await stream.send_headers(up.trailers, end_stream=True)
         else:
-            stream.end()
+            await stream.end()
 
     async def _upstream_failed(self, call: _Call, flag: str) -> None:
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
@@ -563,21 +597,21 @@ class H2Gateway:
             out = grpc.local_reply_headers(reply.status, reply.reason, reply.detail, headers)
             if grpc_status is not None:
                 out = [(n, str(grpc_status) if n == "grpc-status" else v) for n, v in out]
-            stream.send_headers(out, end_stream=True)
+            await stream.send_headers(out, end_stream=True)
             return
         body = response.body or b""
         if call.request.method == "HEAD":
             body = b""
         headers["content-length"] = str(len(response.body or b""))
         out = [(":status", str(response.status)), *headers.items()]
-        stream.send_headers(out, end_stream=not body)
+        await stream.send_headers(out, end_stream=not body)
         if body:
             await stream.send_data(body, call.pipeline.policy.proxy.timeouts.idle, end_stream=True)
             call.exchange.bytes_sent = len(body)
 
 
 async def _read_prefix(
-    stream: DownstreamStream, limit: int, idle: float, scanner: grpc.MessageScanner | None
+    stream: Downstream, limit: int, idle: float, scanner: grpc.MessageScanner | None
 ) -> tuple[bytes, bool]:
     """Up to ``limit + 1`` body bytes for the filters' body phase, and whether that is the
     whole body.
