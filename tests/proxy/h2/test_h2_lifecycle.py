@@ -9,15 +9,12 @@ import ssl
 import subprocess
 from pathlib import Path
 
-import h2.events
-import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.proxy.h2.conftest import RawH2
 from tests.proxy.h2.test_h2_downstream import needs_curl
 from wardgate.proxy.h2.connection import DownstreamStream
 from wardgate.proxy.h2.detect import ALPN_PROTOCOLS, DetectingServer, protocol_for_alpn
