@@ -273,3 +273,52 @@ def test_validate_reports_that_openapi_does_not_apply_to_grpc(tmp_path):
     result = run_wardgate("validate", str(policy))
     assert result.returncode == 0, result.stderr
     assert "does not apply to gRPC" in result.stdout
+
+
+async def test_a_deadline_longer_than_the_route_timeout_is_honoured(gateway, grpc_upstream):
+    """grpc-timeout, not proxy.timeouts.request, bounds a gRPC call's wait: a slow call
+    with a 3 s deadline survives a 1 s route timeout."""
+    gw = await _gateway(gateway, grpc_upstream, "proxy: {timeouts: {request: 1s}}")
+
+    async def release_later() -> None:
+        await asyncio.sleep(1.5)
+        grpc_upstream.release.set()
+
+    releaser = asyncio.ensure_future(release_later())
+    async with _channel(gw) as channel:
+        assert await method(channel, "unary_unary", "Slow")(b"x", timeout=3) == b"late"
+    await releaser
+
+
+async def test_calls_cancelled_after_a_while_are_not_rapid_resets(gateway, grpc_upstream):
+    """Calls the client cancels after they ran a while (deadlines, user cancels) never
+    close the connection as a rapid-reset attack would."""
+    from wardgate.proxy.h2.settings import H2Settings as Settings
+
+    gw = await gateway(
+        grpc_upstream.url,
+        "",
+        http2=Settings(
+            upstream_protocol="h2c", premature_reset_min_streams=4, premature_reset_max_lifetime=0.1
+        ),
+    )
+    client = await asyncio.to_thread(RawH2, gw.process.state.listen)
+    grpc_head = [("content-type", "application/grpc"), ("te", "trailers")]
+    for _ in range(6):
+        sid = client.request("/test.Echo/Slow", "POST", end=False, extra=grpc_head)
+        client.conn.send_data(sid, b"\x00\x00\x00\x00\x01x", end_stream=True)
+        client.flush()
+        await asyncio.to_thread(client.pump, 0.3)
+        client.conn.reset_stream(sid, 8)
+        client.flush()
+    sid = client.request("/test.Echo/Unary", "POST", end=False, extra=grpc_head)
+    client.conn.send_data(sid, b"\x00\x00\x00\x00\x02ok", end_stream=True)
+    client.flush()
+    events = await asyncio.to_thread(
+        client.pump,
+        5,
+        lambda ev: any(type(e).__name__ == "StreamEnded" and e.stream_id == sid for e in ev),
+    )
+    client.close()
+    assert client.goaway() is None
+    assert any(type(e).__name__ == "DataReceived" and e.stream_id == sid for e in events)

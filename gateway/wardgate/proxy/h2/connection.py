@@ -96,6 +96,7 @@ class DownstreamStream:
         self.response_started = False
         self.response_ended = False
         self.bytes_received = 0
+        self.opened_at = time.monotonic()
         self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
         self._readable: asyncio.Future[None] | None = None
         self._window = asyncio.Event()
@@ -453,7 +454,10 @@ class H2ServerConnection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is None:
             return
-        if not stream.response_ended:
+        lifetime = time.monotonic() - stream.opened_at
+        if not stream.response_ended and lifetime < self.settings.premature_reset_max_lifetime:
+            # Reset before its response and soon after it opened: a cancelled call that
+            # ran for a while (a gRPC deadline) is not what rapid reset looks like.
             self._premature += 1
             metrics.H2_PREMATURE_RESETS.inc()
         stream._lost()

@@ -368,9 +368,9 @@ class H2Gateway:
         pipeline = call.pipeline
         timeouts = pipeline.policy.proxy.timeouts
         has_body = bool(prefix) or stream.has_body
-        timeout = timeouts.request
-        if call.grpc_timeout is not None:
-            timeout = min(timeout, call.grpc_timeout)
+        # A gRPC deadline replaces the route timeout: a client-streaming call gets its
+        # response headers only at the end, and its client said how long it will wait.
+        timeout = call.grpc_timeout if call.grpc_timeout is not None else timeouts.request
         try:
             _check_values(request.headers)
         except InvalidHeaderValue as exc:
@@ -410,11 +410,7 @@ class H2Gateway:
                 return
             except TimeoutError:
                 up.abort()
-                if (
-                    call.is_grpc
-                    and call.grpc_timeout is not None
-                    and call.grpc_timeout <= timeouts.request
-                ):
+                if call.grpc_timeout is not None:
                     await self._grpc_deadline(call)
                 else:
                     await self._upstream_failed(call, "UT")

@@ -49,6 +49,11 @@ class H2Settings:
     premature_reset_min_streams: int = 100
     """Streams a connection opens before the premature-reset ratio is judged."""
 
+    premature_reset_max_lifetime: float = 1.0
+    """A stream reset by the client within this many seconds of opening, before its
+    response was complete, is a premature reset (Envoy's
+    ``premature_reset_min_stream_lifetime_seconds``)."""
+
     premature_reset_ratio: float = 0.5
     """When more than this share of a connection's streams were reset by the client before
     their response was complete, the connection is closed with ``GOAWAY(ENHANCE_YOUR_CALM)``
