@@ -14,6 +14,21 @@ from wardgate.config.base import POLICY_DIR_CONTEXT
 from wardgate.config.policy import PolicySpec
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
+MAX_NESTING_DEPTH = 64
+"""Deepest nesting of mappings and sequences a policy may use (real policies stay below 15).
+Checked on the token stream before parsing: the YAML composer recurses once per level."""
+MAX_DOCUMENT_NODES = 200_000
+"""Most values a parsed document may hold once aliases are expanded: a YAML alias is a
+reference, so a few kilobytes of nested aliases can stand for billions of values, which
+validation would then walk."""
+
+_OPENING_TOKENS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSING_TOKENS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
 class PolicyError(Exception):
@@ -55,18 +70,72 @@ _StrictLoader.add_constructor(
 )
 
 
-def parse_document(text: str, source: str) -> Mapping[str, Any]:
+def parse_document(text: str, source: str, allow_empty: bool = True) -> Mapping[str, Any]:
     """Parse YAML (a superset of JSON) into a mapping, or raise :class:`PolicyError`.
-    An empty document is an empty mapping (the default policy)."""
+    An empty document (nothing but whitespace and comments) is an empty mapping, the
+    default policy, when ``allow_empty``; otherwise it is an error (a reload must never read
+    a file caught between truncation and rewrite as "no checks"). Nesting deeper than
+    :data:`MAX_NESTING_DEPTH` and documents expanding to more than
+    :data:`MAX_DOCUMENT_NODES` values are refused before they are built or validated."""
     try:
+        _check_nesting(text, source)
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(source, [f"not valid YAML: {_one_line(str(exc))}"]) from None
     if data is None:
+        if not allow_empty:
+            raise PolicyError(
+                source,
+                [
+                    "the document is empty; an empty policy means the built-in default only "
+                    "at start, a reload refuses it (a file being rewritten is empty for a "
+                    "moment), so the current policy stays. Write `{}` for the default on "
+                    "purpose"
+                ],
+            )
         return {}
+    _check_size(data, source)
     if not isinstance(data, Mapping):
         raise PolicyError(source, [f"the document must be a mapping, not {type(data).__name__}"])
     return data
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse documents nested deeper than :data:`MAX_NESTING_DEPTH`. The scanner is
+    iterative, so this cannot itself run out of stack."""
+    depth = 0
+    for token in yaml.scan(text, Loader=_StrictLoader):
+        if isinstance(token, _OPENING_TOKENS):
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                raise PolicyError(
+                    source, [f"the document is nested deeper than {MAX_NESTING_DEPTH} levels"]
+                )
+        elif isinstance(token, _CLOSING_TOKENS):
+            depth -= 1
+
+
+def _check_size(data: object, source: str) -> None:
+    """Refuse documents that hold more than :data:`MAX_DOCUMENT_NODES` values with aliases
+    expanded (an iterative walk that stops as soon as the budget is spent)."""
+    budget = MAX_DOCUMENT_NODES
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise PolicyError(
+                source,
+                [
+                    f"the document holds more than {MAX_DOCUMENT_NODES} values once its "
+                    "aliases are expanded"
+                ],
+            )
+        if isinstance(node, Mapping):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def validate_document(
@@ -107,16 +176,19 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 def load_policy_text(
-    text: str, source: str = "<policy>", base_dir: str | Path | None = None
+    text: str,
+    source: str = "<policy>",
+    base_dir: str | Path | None = None,
+    allow_empty: bool = True,
 ) -> PolicySpec:
     """Parse and validate a policy document given as text (relative file references
     resolve against ``base_dir``, by default the working directory)."""
-    return validate_document(parse_document(text, source), source, base_dir)
+    return validate_document(parse_document(text, source, allow_empty), source, base_dir)
 
 
-def load_policy_file(path: str | Path) -> PolicySpec:
+def load_policy_file(path: str | Path, allow_empty: bool = True) -> PolicySpec:
     """Read, parse and validate a policy file. Unreadable, oversized, non-UTF-8 or invalid
-    files raise :class:`PolicyError`."""
+    files raise :class:`PolicyError`, and so does an empty one unless ``allow_empty``."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -128,7 +200,7 @@ def load_policy_file(path: str | Path) -> PolicySpec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(source, [f"not UTF-8 text (byte {exc.start})"]) from None
-    return load_policy_text(text, source, Path(path).absolute().parent)
+    return load_policy_text(text, source, Path(path).absolute().parent, allow_empty)
 
 
 def _one_line(text: str) -> str:

@@ -14,10 +14,13 @@ def default_policy_spec() -> PolicySpec:
     return PolicySpec.model_validate({})
 
 
-def load_compiled(path: str | Path | None, generation: int = 1) -> CompiledPolicy:
+def load_compiled(
+    path: str | Path | None, generation: int = 1, allow_empty: bool = True
+) -> CompiledPolicy:
     """Load and compile ``path`` (``None``: the built-in default). Raises
-    :class:`PolicyError` with every problem, schema and compile errors alike."""
-    spec = default_policy_spec() if path is None else load_policy_file(path)
+    :class:`PolicyError` with every problem, schema and compile errors alike; an empty file
+    is the built-in default when ``allow_empty`` (at start), an error otherwise (reload)."""
+    spec = default_policy_spec() if path is None else load_policy_file(path, allow_empty)
     try:
         return compile_policy(spec, generation)
     except PolicyCompileError as exc:

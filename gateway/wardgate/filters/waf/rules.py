@@ -10,7 +10,7 @@ One file per family::
       - id: "942100"
         paranoiaLevel: 1            # 1-4
         severity: critical          # critical 5 | error 4 | warning 3 | notice 2
-        operator: detectSQLi        # rx | pm | detectSQLi | detectXSS
+        operator: detectSQLi        # see wardgate.filters.waf.operators
         prefilter: "['\\"`;#(]"    # optional rx: run the operator only where it matches
         message: SQL injection (libinjection)
         references: [CWE-89]
@@ -36,13 +36,13 @@ from typing import Any
 import yaml
 
 from wardgate.config.waf import WafFamily
+from wardgate.filters.waf.operators import OPERATORS
 from wardgate.filters.waf.targets import KINDS
 from wardgate.filters.waf.transforms import TRANSFORMS
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 SEVERITY_SCORES = {"critical": 5, "error": 4, "warning": 3, "notice": 2, "condition": 0}
-OPERATORS = frozenset({"rx", "pm", "detectSQLi", "detectXSS"})
 _FIELDS = frozenset(
     {
         "id",
@@ -168,10 +168,11 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
         raise RuleError(f"{where}: operator must be one of {sorted(OPERATORS)}")
     pattern = str(data.get("pattern", ""))
     phrases = tuple(str(p) for p in data.get("phrases", ()))
-    if operator == "rx" and not pattern:
-        raise RuleError(f"{where}: rx needs a pattern")
-    if operator == "pm" and (not phrases or not all(phrases)):
-        raise RuleError(f"{where}: pm needs non-empty phrases")
+    argument = OPERATORS[operator].argument
+    if argument == "pattern" and not pattern:
+        raise RuleError(f"{where}: {operator} needs a pattern")
+    if argument == "phrases" and (not phrases or not all(phrases)):
+        raise RuleError(f"{where}: {operator} needs non-empty phrases")
     transformations = tuple(data.get("transformations", ()))
     for transformation in transformations:
         if transformation not in TRANSFORMS:

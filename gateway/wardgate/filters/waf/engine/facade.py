@@ -1,0 +1,164 @@
+"""The :class:`Engine` facade: a compiled :class:`~.plan.Plan`, a memo, and the choice of
+scan strategy per target; :func:`engine_for` keeps the engines of recent rule selections."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from wardgate.filters.waf.engine.batch import BATCH_MIN_TARGETS, rules_batched
+from wardgate.filters.waf.engine.databases import Scratches
+from wardgate.filters.waf.engine.memo import Memo
+from wardgate.filters.waf.engine.plan import Plan, compile_plan
+from wardgate.filters.waf.engine.single import rules_each
+from wardgate.filters.waf.rules import Rule
+from wardgate.filters.waf.targets import Target
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule that matched a target. Carries the location, never the value."""
+
+    rule: Rule
+    location: str
+    kind: str
+
+
+class Engine:
+    """Compiled rules. :meth:`scan` returns every rule that matched, with its location.
+
+    The plan is immutable. The only state that changes is the memo of recent answers
+    (:class:`~.memo.Memo`, safe to share between threads) and Hyperscan scratch space, which
+    is per thread; so one engine serves every thread and every policy generation that
+    selects the same rules."""
+
+    __slots__ = ("_memo", "_own", "_scratches", "plan", "rules")
+
+    def __init__(self, rules: Sequence[Rule], *, split: bool = True) -> None:
+        """Compile ``rules`` (raises :class:`~wardgate.filters.api.FilterCompileError`).
+        ``split``: give kinds that few rules look at an engine of their own (see
+        :meth:`~.plan.Plan.own_kinds`)."""
+        self.rules = tuple(rules)
+        self.plan: Plan = compile_plan(self.rules)
+        self._scratches = Scratches(self.plan.databases())
+        self._memo = Memo()
+        self._own: dict[str, Engine] = (
+            {kind: Engine(own, split=False) for kind, own in self.plan.own_kinds().items()}
+            if split
+            else {}
+        )
+
+    def forget(self) -> None:
+        """Empty the memo: the next scans work everything out again (tests and the cold
+        benchmark use it)."""
+        self._memo.forget()
+        for engine in self._own.values():
+            engine.forget()
+
+    def scan(self, targets: Iterable[Target]) -> list[Match]:
+        """Every (rule, target) match, in target order; a rule matching several targets
+        appears once per target. A value seen recently with the same kind and name is
+        answered from the memo; kinds with many unseen targets are scanned batched (one
+        buffer per kind and pipeline), the rest one by one; all three give the same answer."""
+        listed = targets if isinstance(targets, list) else list(targets)
+        matches: list[Match] = []
+        for target, answer in zip(listed, self._answers(listed), strict=True):
+            if answer:
+                location, kind = target.location, target.kind
+                matches.extend(Match(rule, location, kind) for rule in answer)
+        return matches
+
+    def _answers(self, listed: list[Target]) -> list[tuple[Rule, ...] | None]:
+        """The rules that match each target (``None`` or empty: none)."""
+        answers: list[tuple[Rule, ...] | None] = [None] * len(listed)
+        kinds = self.plan.kinds
+        own = self._own
+        remembered = self._memo.get
+        unseen: dict[str, list[int]] = {}
+        delegated: dict[str, list[int]] | None = None
+        for position, target in enumerate(listed):
+            value = target.value
+            if not value or target.kind not in kinds:
+                answers[position] = ()
+                continue
+            if target.kind in own:
+                if delegated is None:
+                    delegated = {}
+                delegated.setdefault(target.kind, []).append(position)
+                continue
+            known = remembered(target.kind, target.name, value)
+            if known is not None:
+                answers[position] = known
+                continue
+            unseen.setdefault(target.kind, []).append(position)
+        if unseen:
+            self._scan_unseen(listed, unseen, answers)
+        if delegated is not None:
+            for kind, positions in delegated.items():
+                found_own = own[kind]._answers([listed[i] for i in positions])
+                for position, answer in zip(positions, found_own, strict=True):
+                    answers[position] = answer
+        return answers
+
+    def _scan_unseen(
+        self,
+        listed: list[Target],
+        unseen: dict[str, list[int]],
+        answers: list[tuple[Rule, ...] | None],
+    ) -> None:
+        """Fill ``answers`` at the ``unseen`` positions (by kind) and remember them."""
+        # libinjection answers by (operator, value): repeated values (the same text in
+        # every element of a JSON array) are judged once per request.
+        verdicts: dict[tuple[str, str], bool] = {}
+        scratches = self._scratches.get()
+        kinds = self.plan.kinds
+        single: list[int] = []
+        for kind, positions in unseen.items():
+            batched = positions
+            named = kinds[kind].named
+            if named:
+                single.extend(p for p in positions if listed[p].name.lower() in named)
+                batched = [p for p in positions if listed[p].name.lower() not in named]
+            found = None
+            if len(batched) >= BATCH_MIN_TARGETS:
+                batch = [listed[i] for i in batched]
+                found = rules_batched(self.plan, kind, batch, verdicts, scratches)
+            if found is None:
+                single.extend(batched)
+                continue
+            for position, rules in zip(batched, found, strict=True):
+                answers[position] = tuple(rules)
+        if single:
+            each = rules_each(self.plan, [listed[i] for i in single], verdicts, scratches)
+            for position, rules in zip(single, each, strict=True):
+                answers[position] = tuple(rules)
+        memo = self._memo
+        memo.make_room()
+        for positions in unseen.values():
+            for position in positions:
+                target = listed[position]
+                memo.put(target.kind, target.name, target.value, answers[position] or ())
+
+
+_CACHE: OrderedDict[tuple[str, ...], Engine] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def engine_for(rules: Sequence[Rule]) -> Engine:
+    """The compiled engine for exactly these rules (cached: rule objects are immutable and
+    come from the package, so equal id selections compile to equal engines)."""
+    key = tuple(rule.id for rule in rules)
+    with _CACHE_LOCK:
+        engine = _CACHE.get(key)
+        if engine is not None:
+            _CACHE.move_to_end(key)
+            return engine
+    engine = Engine(rules)
+    with _CACHE_LOCK:
+        _CACHE[key] = engine
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return engine
