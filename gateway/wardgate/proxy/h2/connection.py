@@ -128,6 +128,13 @@ class DownstreamStream:
     def has_body(self) -> bool:
         return bool(self._chunks) or not self.body_ended
 
+    @property
+    def complete_body_bytes(self) -> int | None:
+        """Bytes of the body not yet read when all of it has arrived, else ``None``."""
+        if not self.body_ended or self.gone:
+            return None
+        return sum(len(data) for data, _ in self._chunks)
+
     async def read(self, idle: float) -> bytes:
         """The next body chunk, ``b""`` at the end of the body. :class:`StreamGone` when the
         client reset the stream, :class:`TimeoutError` after ``idle`` seconds of silence."""

@@ -43,6 +43,12 @@ from wardgate.runtime.forwarding import (
 log = logging.getLogger("wardgate.h2")
 
 
+INLINE_BODY_BYTES = 16384
+"""A request body already received whole and at most this long is sent to the upstream
+before waiting for its answer, without a task of its own (within any flow-control
+window HTTP/2 allows)."""
+
+
 class _BodyTooLarge(Exception):
     def __init__(self, reply: LocalReply) -> None:
         self.reply = reply
@@ -78,6 +84,10 @@ class Downstream(Protocol):
     def response_started(self) -> bool: ...
     @property
     def has_body(self) -> bool: ...
+    @property
+    def complete_body_bytes(self) -> int | None:
+        """Bytes of a request body already received whole; ``None`` while more may come."""
+
     async def read(self, idle: float) -> bytes: ...
     async def send_headers(
         self, headers: list[tuple[str, str]], end_stream: bool = False
@@ -392,14 +402,20 @@ class H2Gateway:
             await self._upstream_failed(call, exc.flag)
             return
         sender: asyncio.Task[None] | None = None
-        if has_body:
+        # A body already whole and small (most unary calls) goes up right here; a body
+        # still arriving streams from a task while the response is awaited.
+        pending = stream.complete_body_bytes
+        inline = has_body and pending is not None and pending + len(prefix) <= INLINE_BODY_BYTES
+        if has_body and not inline:
             sender = asyncio.ensure_future(
                 self._send_body(call, up, prefix, scanner, idle=timeouts.idle)
             )
-        head = asyncio.ensure_future(up.head())
         try:
             try:
-                await self._await_head(head, sender, timeout)
+                async with asyncio.timeout(timeout):
+                    if inline:
+                        await self._send_body(call, up, prefix, scanner, idle=timeouts.idle)
+                    await _await_head(up, sender)
             except _BodyTooLarge as exc:
                 up.abort()
                 await self._local(call, exc.reply)
@@ -417,23 +433,9 @@ class H2Gateway:
                 return
             await self._respond(call, up, upstream_start, sender)
         finally:
-            if not head.done():
-                head.cancel()
             if sender is not None and not sender.done():
                 sender.cancel()
             up.release()
-
-    async def _await_head(
-        self, head: asyncio.Future[None], sender: asyncio.Task[None] | None, limit: float
-    ) -> None:
-        """The response headers within ``limit`` seconds; while waiting, the body goes up, and
-        an error sending it (too large, client gone) wins over waiting."""
-        async with asyncio.timeout(limit):
-            if sender is not None:
-                await asyncio.wait((head, sender), return_when=asyncio.FIRST_COMPLETED)
-                if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                    raise sender.exception()  # type: ignore[misc]
-            await head
 
     async def _send_body(
         self,
@@ -604,6 +606,23 @@ class H2Gateway:
         if body:
             await stream.send_data(body, call.pipeline.policy.proxy.timeouts.idle, end_stream=True)
             call.exchange.bytes_sent = len(body)
+
+
+async def _await_head(up: UpstreamCall, sender: asyncio.Task[None] | None) -> None:
+    """The response headers; while waiting, the body goes up, and an error sending it
+    (too large, client gone) wins over waiting."""
+    if sender is None:
+        await up.head()
+        return
+    head = asyncio.ensure_future(up.head())
+    try:
+        await asyncio.wait((head, sender), return_when=asyncio.FIRST_COMPLETED)
+        if sender.done() and not sender.cancelled() and sender.exception() is not None:
+            raise sender.exception()  # type: ignore[misc]
+        await head
+    finally:
+        if not head.done():
+            head.cancel()
 
 
 async def _read_prefix(

@@ -44,6 +44,10 @@ class Http1Downstream:
     def has_body(self) -> bool:
         return not self._ended
 
+    @property
+    def complete_body_bytes(self) -> int | None:
+        return None  # read from aiohttp's stream as it comes
+
     async def read(self, idle: float) -> bytes:
         if self._ended:
             return b""
