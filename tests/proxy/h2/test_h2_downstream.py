@@ -173,3 +173,38 @@ async def test_host_and_authority_that_disagree_are_refused(recording_upstream, 
     client.close()
     assert any(isinstance(e, h2.events.ResponseReceived) for e in events)
     assert [s[1] for s in seen] == ["/a"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("x-a", "1\r\nx-injected: 1")],
+        [("transfer-encoding", "chunked")],
+        [("connection", "keep-alive")],
+        [("content-length", "5")],  # with a 3-byte body: the length lies
+        [("x-a", "v\x00")],
+    ],
+    ids=["crlf-in-value", "transfer-encoding", "connection", "content-length-mismatch", "nul"],
+)
+async def test_http2_requests_that_would_smuggle_into_http1_never_reach_it(
+    recording_upstream, gateway, extra
+):
+    """HTTP/2 to HTTP/1.1 translation is where request smuggling lives (the 2019-2021
+    desync research): field values with line breaks, framing headers, lying lengths."""
+    url, seen = recording_upstream
+    gw = await gateway(url, "", http2=HTTP1)
+    client = await asyncio.to_thread(RawH2, gw.process.state.listen, False)
+    sid = client.request("/smuggle", "POST", end=False, extra=extra)
+    client.conn.send_data(sid, b"abc", end_stream=True)
+    client.flush()
+    events = await asyncio.to_thread(
+        client.pump,
+        5,
+        lambda ev: any(isinstance(e, h2.events.StreamEnded | h2.events.StreamReset) for e in ev),
+    )
+    client.close()
+    heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert not heads or heads[0][":status"] != "200"
+    assert seen == []
+    await asyncio.sleep(0.1)
+    assert seen == []
