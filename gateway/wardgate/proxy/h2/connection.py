@@ -339,8 +339,8 @@ class H2ServerConnection(asyncio.Protocol):
             return
         for event in events:
             self._event(event)
-            if self.transport.is_closing():
-                return
+            if self.abandoned or self.transport.is_closing():
+                return  # the rest of the batch is not acted on: no new streams, no work
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -546,7 +546,10 @@ class H2ServerConnection(asyncio.Protocol):
 
     def _abandon(self, code: int, reason: str) -> None:
         """Close the connection on a protocol violation or an attack: ``GOAWAY`` with
-        ``code``, then close (streams in flight are cancelled)."""
+        ``code``, then close (streams in flight are cancelled). Once per connection."""
+        if self.abandoned:
+            return
+        self.closing = True
         metrics.H2_CONNECTIONS_ABANDONED.labels(reason=reason).inc()
         log.warning(
             "HTTP/2 connection closed", extra={"wardgate": {"reason": reason, "peer": self.peer}}
@@ -594,6 +597,8 @@ class H2ServerConnection(asyncio.Protocol):
             self.start_shutdown()
 
     def _close_if_idle(self) -> None:
+        if self.abandoned:
+            return  # closing on the linger timer, so that the GOAWAY is read first
         if self.closing and not self.streams and self.transport is not None:
             self._flush_now()
             self.transport.close()
