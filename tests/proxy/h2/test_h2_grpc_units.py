@@ -15,7 +15,9 @@ def test_parse_timeout(value, seconds):
     assert grpc.parse_timeout(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", [None, "", "S", "1", "1s", "-1S", "123456789S", "\u0661S", "1.5S"])
+@pytest.mark.parametrize(
+    "value", [None, "", "S", "1", "1s", "-1S", "123456789S", "\u0661S", "1.5S"]
+)
 def test_malformed_timeouts_are_ignored(value):
     assert grpc.parse_timeout(value) is None
 
