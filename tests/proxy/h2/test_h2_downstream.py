@@ -208,3 +208,24 @@ async def test_http2_requests_that_would_smuggle_into_http1_never_reach_it(
     assert seen == []
     await asyncio.sleep(0.1)
     assert seen == []
+
+
+async def test_policy_header_limits_apply_to_http2(recording_upstream, gateway):
+    url, seen = recording_upstream
+    gw = await gateway(url, "limits: {maxHeadersCount: 20, maxUrlBytes: 100}", http2=HTTP1)
+    client = await asyncio.to_thread(RawH2, gw.process.state.listen)
+    many = client.request("/a", extra=[(f"x-h{i}", "v") for i in range(30)])
+    long = client.request("/" + "a" * 200)
+    events = await asyncio.to_thread(
+        client.pump,
+        5,
+        lambda ev: len([e for e in ev if isinstance(e, h2.events.StreamEnded)]) == 2,
+    )
+    client.close()
+    status = {
+        e.stream_id: dict(e.headers)[":status"]
+        for e in events
+        if isinstance(e, h2.events.ResponseReceived)
+    }
+    assert status == {many: "431", long: "414"}
+    assert seen == []
