@@ -80,8 +80,14 @@ class Upstream:
             parsed.port,
             ssl.create_default_context() if parsed.scheme == "https" else None,
         )
-        # HTTP/2 (h2c) to the same address, used when ``--upstream-protocol`` says so.
-        self.h2_pool = H2UpstreamPool(self.pool.host, self.pool.port, self.pool.tls)
+        # HTTP/2 to the same address, used when ``--upstream-protocol`` says so: clear
+        # text with prior knowledge (h2c), or over TLS with ALPN h2 for https upstreams
+        # (a context of its own: the HTTP/1.1 pool's must not offer h2).
+        h2_tls = None
+        if parsed.scheme == "https":
+            h2_tls = ssl.create_default_context()
+            h2_tls.set_alpn_protocols(["h2"])
+        self.h2_pool = H2UpstreamPool(parsed.host, parsed.port, h2_tls)
         self._session: aiohttp.ClientSession | None = None
 
     @property

@@ -478,7 +478,7 @@ class H2Gateway:
         authority = headers.get("host", call.stream.authority)
         out = [
             (":method", request.method),
-            (":scheme", "http"),
+            (":scheme", "https" if self.h2_pool.tls is not None else "http"),
             (":authority", authority),
             (":path", request.raw_target),
         ]
