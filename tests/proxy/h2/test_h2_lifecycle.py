@@ -9,6 +9,7 @@ import ssl
 import subprocess
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -134,3 +135,29 @@ async def test_graceful_shutdown_lets_streams_in_flight_finish(upstream, tmp_pat
     await asyncio.wait_for(process.run_until_stopped(), 10)
     out, err = await curl.communicate()
     assert out.decode() == "2 200", err.decode()
+
+
+@pytest.mark.parametrize("split", [1, 3, 10, 23])
+async def test_preface_and_http1_requests_split_anywhere(upstream, gateway, split):
+    """The protocol is decided by the first bytes however they are cut into segments: a
+    request line sharing a prefix with the preface (``P``, ``PO``...) stays HTTP/1.1."""
+    gw = await gateway(upstream)
+    host, port = gw.process.state.listen.rsplit(":", 1)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(preface[:split])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(preface[split:])
+    head = await asyncio.wait_for(reader.readexactly(9), 5)
+    assert head[3] == 0x04  # the server's SETTINGS frame: HTTP/2
+    writer.close()
+    request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request[:split])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(request[split:])
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200")
