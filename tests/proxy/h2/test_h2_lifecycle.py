@@ -161,3 +161,16 @@ async def test_preface_and_http1_requests_split_anywhere(upstream, gateway, spli
     response = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert response.startswith(b"HTTP/1.1 200")
+
+
+async def test_idle_connections_get_goaway_then_close(upstream, gateway):
+    from tests.proxy.h2.conftest import RawH2
+
+    gw = await gateway(upstream, "", http2=H2Settings(connection_idle_timeout=0.5))
+    client = await asyncio.to_thread(RawH2, gw.process.state.listen)
+    sid = client.request("/echo")
+    await asyncio.to_thread(client.pump, 3)
+    client.close()
+    goaway = client.goaway()
+    assert goaway is not None and goaway.error_code == 0 and goaway.last_stream_id == sid
+    assert client.closed  # the gateway closed after the GOAWAY, not the test's timeout
