@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench verify docs clean waf-eval
+.PHONY: install run test lint bench soak verify docs clean waf-eval
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# The issue 19 probe run: reload under load, soak, slow clients (about two minutes;
+# durations as SOAK_ARGS, e.g. SOAK_ARGS="--soak-seconds 360").
+soak: $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 WAF_CORPUS ?= $(firstword $(wildcard ../shared/waf-corpus/crs-regression.jsonl ../../shared/waf-corpus/crs-regression.jsonl) ../shared/waf-corpus/crs-regression.jsonl)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -185,7 +186,13 @@ def gateway_process() -> Iterator[Callable[..., GatewaySubprocess]]:
     """Start ``wardgate run`` as a real process; waits until it logs that it listens."""
     started: list[GatewaySubprocess] = []
 
-    def start(*args: str, marker: str = '"listening"', wait: bool = True) -> GatewaySubprocess:
+    def start(
+        *args: str, marker: str = '"listening"', wait: bool = True, limit_fds: int | None = None
+    ) -> GatewaySubprocess:
+        def limit() -> None:  # runs in the child: caps soft and hard descriptor limits
+            if limit_fds is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
+
         popen = subprocess.Popen(
             [
                 sys.executable,
@@ -202,6 +209,7 @@ def gateway_process() -> Iterator[Callable[..., GatewaySubprocess]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=ROOT,
+            preexec_fn=limit if limit_fds is not None else None,  # noqa: PLW1509 - no threads use it
         )
         ready = threading.Event()
         found: list[dict[str, Any]] = []

@@ -128,8 +128,12 @@ def panels() -> list[Panel]:
         ),
         timeseries(
             9, "Upstream failures by response flag",
-            [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}")], "reqps", 0, 20,
-            "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset.",
+            [(rate("wardgate_upstream_failures_total", by="flag"), "{{flag}}"),
+             (rate("wardgate_upstream_protocol_errors_total", by="kind"), "protocol error {{kind}}")],
+            "reqps", 0, 20,
+            "Envoy response flags: UF connection failure, UH no healthy upstream, UT timeout, UC reset, "
+            "UPE protocol error (a response head over the limits). Protocol errors by kind: "
+            "excess_data (bytes after a whole response), response_headers_too_large.",
         ),
         timeseries(
             10, "Detections (detect mode, let through)",
@@ -179,6 +183,19 @@ def panels() -> list[Panel]:
               "{{signature}} {{action}}")], "reqps", 0, 52,
             "Upstream responses with SQL errors, stack traces or directory listings; block: "
             "replaced by a generic 502. A steady rate is a bug in the service, not an attack.",
+        ),
+        timeseries(
+            18, "Client connections and overload",
+            [(f"sum by (namespace, pod) (wardgate_downstream_cx_active{{{SEL}}})",
+              "open {{namespace}}/{{pod}}"),
+             (rate("wardgate_downstream_cx_overflow_total"), "refused 503 (at maxConnections)"),
+             (rate("wardgate_downstream_cx_idle_closed_total"), "idle closed for room"),
+             (rate("wardgate_downstream_timeouts_total", by="kind"), "timeout {{kind}}"),
+             (rate("wardgate_downstream_protocol_errors_total", by="kind"), "refused {{kind}}")],
+            "short", 12, 52,
+            "Refusals at the connection cap mean proxy.maxConnections (or the descriptor limit) "
+            "is too low for the traffic, or a flood; timeouts are clients too slow with their "
+            "headers or body (docs/gateway.md, slow clients and overload).",
         ),
     ]  # fmt: skip
 

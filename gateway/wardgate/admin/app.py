@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from wardgate import __version__
+from wardgate.admin.guard import refusal
 from wardgate.admin.state import GatewayState
 from wardgate.observability import metrics
 
 Action = Callable[[], Awaitable[None]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _POST_ONLY = (
     "/healthcheck/fail",
@@ -40,8 +42,19 @@ def _duration(seconds: float) -> str:
 
 def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action) -> web.Application:
     """Build the admin application. ``drain`` stops the listeners (in-flight requests
-    finish), ``quit_`` shuts the gateway down gracefully, ``reload`` re-reads the policy."""
-    app = web.Application()
+    finish), ``quit_`` shuts the gateway down gracefully, ``reload`` re-reads the policy.
+    Requests that change something are refused with 403 when they come from a browser page
+    of another origin or through a DNS name (:mod:`wardgate.admin.guard`)."""
+
+    @web.middleware
+    async def browser_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        bind_host = state.admin.rpartition(":")[0]
+        problem = refusal(request.method, request.headers, bind_host)
+        if problem is not None:
+            return _text(f"{problem}\n", 403)
+        return await handler(request)
+
+    app = web.Application(middlewares=[browser_guard])
 
     async def ready(_: web.Request) -> web.Response:
         current = state.state

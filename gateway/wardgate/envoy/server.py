@@ -15,6 +15,7 @@ import grpc
 from aiohttp import web
 
 from wardgate.admin.app import admin_app
+from wardgate.admin.guard import warn_if_exposed
 from wardgate.admin.state import GatewayState, ServerState
 from wardgate.envoy import ext_proc, grpc_authz
 from wardgate.envoy.decision import decide, internal_error
@@ -206,6 +207,7 @@ class ExtAuthzServer:
             admin_app(self.state, drain, quit_, reload), access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
+        warn_if_exposed(host)
         await web.TCPSite(runner, host, port).start()
         self._admin = runner
         address = runner.addresses[-1]

@@ -55,13 +55,41 @@ UPSTREAM_DURATION = Histogram(
 )
 UPSTREAM_FAILURES = Counter(
     "wardgate_upstream_failures",
-    "Upstream failures by Envoy response flag (UF, UH, UT, UC).",
+    "Upstream failures by Envoy response flag (UF, UH, UT, UC, UPE).",
     ["flag"],
 )
 UPSTREAM_PROTOCOL_ERRORS = Counter(
     "wardgate_upstream_protocol_errors",
     "Upstream connections closed for a protocol violation, by kind (excess_data: bytes "
-    "after a complete response, which are discarded, never served to the next request).",
+    "after a complete response, which are discarded, never served to the next request; "
+    "response_headers_too_large: a response head over the policy's size or field count).",
+    ["kind"],
+)
+DOWNSTREAM_CX_ACTIVE = Gauge(
+    "wardgate_downstream_cx_active",
+    "Client connections open on the proxy listener.",
+    multiprocess_mode="livesum",
+)
+DOWNSTREAM_CX_OVERFLOW = Counter(
+    "wardgate_downstream_cx_overflow",
+    "Client connections refused with 503 because the worker was at proxy.maxConnections "
+    "(Envoy's downstream_cx_overflow).",
+)
+DOWNSTREAM_CX_IDLE_CLOSED = Counter(
+    "wardgate_downstream_cx_idle_closed",
+    "Idle keep-alive client connections closed to make room for a new one at proxy.maxConnections.",
+)
+DOWNSTREAM_TIMEOUTS = Counter(
+    "wardgate_downstream_timeouts",
+    "Client connections closed because the client was too slow, by kind (request_headers: "
+    "proxy.timeouts.requestHeaders; request_body: requestBody and minRequestBodyRate; "
+    "stream_idle: a request body silent for proxy.timeouts.idle).",
+    ["kind"],
+)
+DOWNSTREAM_PROTOCOL_ERRORS = Counter(
+    "wardgate_downstream_protocol_errors",
+    "Client requests the HTTP parser refused (answered 400, 414 or 431 and closed), by "
+    "kind (the reply's reason): bad_request, url_too_long, headers_too_large, too_many_headers.",
     ["kind"],
 )
 FILTER_ERRORS = Counter(

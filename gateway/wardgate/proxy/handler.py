@@ -15,9 +15,11 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from wardgate.config.proxy import ProxySpec
 from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessRecord
+from wardgate.proxy.timeouts import BodyClock
 from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream, upstream_failure
 from wardgate.proxy.upstream_client import (
     InvalidHeaderValue,
@@ -241,18 +243,18 @@ class ProxyHandler:
             return await tunnel(request, http_request, self.upstream, exchange)
         prefix = b""
         policy = pipeline.policy
+        clock: BodyClock | None = None
         if request.body_exists:
             await send_continue(request)
+            clock = BodyClock(policy.proxy)
             if pipeline.needs_request_body:
                 limit = policy.request_body_limit or 0
                 try:
-                    prefix, complete = await _read_prefix(
-                        request, limit, policy.proxy.timeouts.idle
-                    )
+                    prefix, complete = await _read_prefix(request, limit, clock)
                 except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError):
                     exchange.flag = "DC"
                     return await self._body_read_failed(
-                        request, pipeline, exchange, response_flag="DPE"
+                        request, pipeline, exchange, response_flag="DPE", clock=clock
                     )
                 reply = await pipeline.decode_body(prefix[:limit], complete)
                 if reply is not None:
@@ -267,7 +269,7 @@ class ProxyHandler:
             reply = await pipeline.decode_body(b"", True)
             if reply is not None:
                 return await self._local(request, pipeline, exchange, reply)
-        return await self._forward(request, http_request, pipeline, exchange, prefix)
+        return await self._forward(request, http_request, pipeline, exchange, prefix, clock)
 
     async def _forward(
         self,
@@ -276,11 +278,15 @@ class ProxyHandler:
         pipeline: RequestPipeline,
         exchange: Exchange,
         prefix: bytes,
+        clock: BodyClock | None,
     ) -> web.StreamResponse:
         policy = pipeline.policy
         timeouts = policy.proxy.timeouts
         cap = policy.max_request_body_bytes
         has_body = request.body_exists
+        if clock is None:
+            # Allocated only for requests with a body: most have none.
+            clock = BodyClock(policy.proxy) if has_body else _NO_BODY
         chunked = has_body and "content-length" not in http_request.headers
         try:
             head = build_head(
@@ -304,10 +310,10 @@ class ProxyHandler:
             if declared <= SMALL_BODY_BYTES:
                 # Small bodies of declared length go out with the head in one write.
                 try:
-                    rest = await _read_small_body(request, declared - len(prefix), timeouts.idle)
+                    rest = await _read_small_body(request, declared - len(prefix), clock)
                 except ClientBodyError:
                     exchange.flag = "DC"
-                    return await self._body_read_failed(request, pipeline, exchange)
+                    return await self._body_read_failed(request, pipeline, exchange, clock=clock)
                 exchange.bytes_received = declared
                 if cap is not None and declared > cap:
                     return await self._body_too_large(request, pipeline, exchange, cap)
@@ -323,12 +329,15 @@ class ProxyHandler:
                 return await self._upstream_failed(request, pipeline, exchange, exc.flag)
         if has_body:
             return await self._forward_streaming(
-                request, pipeline, exchange, conn, head, prefix, chunked, upstream_start
+                request, pipeline, exchange, conn, head, prefix, chunked, upstream_start, clock
             )
         # The common case: the whole request is in ``head``. One write, then the response
         # headers, bounded by the request timeout (a timer on the connection).
         headers_done = conn.begin(
-            head_request=http_request.method == "HEAD", timeout=timeouts.request
+            head_request=http_request.method == "HEAD",
+            timeout=timeouts.request,
+            max_head_bytes=policy.proxy.max_response_headers_kb * 1024,
+            max_headers=policy.proxy.max_response_headers_count,
         )
         try:
             conn.write(head)
@@ -357,6 +366,7 @@ class ProxyHandler:
         prefix: bytes,
         chunked: bool,
         upstream_start: float,
+        clock: BodyClock,
     ) -> web.StreamResponse:
         """Send the head, then stream the body (bounded memory, counted against the cap)
         while waiting for the response: an upstream may answer before the body ends."""
@@ -364,9 +374,13 @@ class ProxyHandler:
         timeouts = policy.proxy.timeouts
         cap = policy.max_request_body_bytes
         pool = self.upstream.pool
-        headers_done = conn.begin(head_request=request.method == "HEAD")
+        headers_done = conn.begin(
+            head_request=request.method == "HEAD",
+            max_head_bytes=policy.proxy.max_response_headers_kb * 1024,
+            max_headers=policy.proxy.max_response_headers_count,
+        )
         sender = asyncio.ensure_future(
-            _send_body(conn, request, prefix, cap, timeouts.idle, exchange, chunked)
+            _send_body(conn, request, prefix, cap, clock, exchange, chunked)
         )
         try:
             conn.write(head)
@@ -380,7 +394,7 @@ class ProxyHandler:
             return await self._body_too_large(request, pipeline, exchange, cap)
         except ClientBodyError:
             conn.close()
-            return await self._body_read_failed(request, pipeline, exchange)
+            return await self._body_read_failed(request, pipeline, exchange, clock=clock)
         except UpstreamError as exc:
             conn.close()
             return await self._upstream_failed(request, pipeline, exchange, exc.flag)
@@ -411,8 +425,24 @@ class ProxyHandler:
         pipeline: RequestPipeline,
         exchange: Exchange,
         response_flag: str = "DC",
+        clock: BodyClock | None = None,
     ) -> web.StreamResponse:
-        """400 ``body_read_failed`` and close: the client's body could not be read."""
+        """400 ``body_read_failed`` and close: the client's body could not be read; 408
+        ``request_body_timeout`` when it did not arrive in time (the body clock ran out)."""
+        if clock is not None and clock.timed_out:
+            return await self._local(
+                request,
+                pipeline,
+                exchange,
+                LocalReply(
+                    408,
+                    "gateway",
+                    "request_body_timeout",
+                    "the request body did not arrive in time",
+                    response_flag="SI",
+                ),
+                close=True,
+            )
         return await self._local(
             request,
             pipeline,
@@ -636,7 +666,9 @@ async def send_continue(request: web.BaseRequest) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def _read_prefix(request: web.BaseRequest, limit: int, idle: float) -> tuple[bytes, bool]:
+async def _read_prefix(
+    request: web.BaseRequest, limit: int, clock: BodyClock
+) -> tuple[bytes, bool]:
     """Read up to ``limit + 1`` body bytes. Returns what was read (all of it goes upstream)
     and whether the whole body fit in ``limit`` (the one extra byte tells, without waiting
     for an end-of-stream marker that a slow client may send late)."""
@@ -644,8 +676,7 @@ async def _read_prefix(request: web.BaseRequest, limit: int, idle: float) -> tup
     parts: list[bytes] = []
     size = 0
     while size <= limit:
-        async with asyncio.timeout(idle):
-            chunk = await content.read(limit + 1 - size)
+        chunk = await clock.read(content.read(limit + 1 - size))
         if not chunk:
             break
         parts.append(chunk)
@@ -653,11 +684,14 @@ async def _read_prefix(request: web.BaseRequest, limit: int, idle: float) -> tup
     return b"".join(parts), size <= limit
 
 
+_NO_BODY = BodyClock(ProxySpec())  # never read from: stands in when there is no body
+
+
 class ClientBodyError(Exception):
     """The client's request body could not be read (timeout, reset, bad chunking)."""
 
 
-async def _read_small_body(request: web.BaseRequest, size: int, idle: float) -> bytes:
+async def _read_small_body(request: web.BaseRequest, size: int, clock: BodyClock) -> bytes:
     """The next ``size`` bytes of a body of declared length, all of them or
     :class:`ClientBodyError`. When the parser already holds the whole body (it usually came
     in the same read as the head) they are taken without suspending: no timeout context,
@@ -670,8 +704,7 @@ async def _read_small_body(request: web.BaseRequest, size: int, idle: float) -> 
             if len(body) != size:
                 raise ClientBodyError(f"{len(body)} body bytes instead of {size}")
             return body
-        async with asyncio.timeout(idle):
-            return await content.readexactly(size)
+        return await clock.read(content.readexactly(size), expect=size)
     except (
         TimeoutError,
         asyncio.IncompleteReadError,
@@ -682,7 +715,11 @@ async def _read_small_body(request: web.BaseRequest, size: int, idle: float) -> 
 
 
 async def _body_stream(
-    request: web.BaseRequest, prefix: bytes, cap: int | None, idle: float, exchange: Exchange
+    request: web.BaseRequest,
+    prefix: bytes,
+    cap: int | None,
+    clock: BodyClock,
+    exchange: Exchange,
 ) -> AsyncIterator[bytes]:
     """The request body for the upstream: the buffered prefix, then the rest as it arrives,
     counted against ``cap``."""
@@ -694,8 +731,7 @@ async def _body_stream(
     content = request.content
     while True:
         try:
-            async with asyncio.timeout(idle):
-                chunk = await content.readany()
+            chunk = await clock.read(content.readany())
         except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError) as exc:
             exchange.flag = "DC"
             raise ClientBodyError from exc
@@ -713,12 +749,12 @@ async def _send_body(
     request: web.BaseRequest,
     prefix: bytes,
     cap: int | None,
-    idle: float,
+    clock: BodyClock,
     exchange: Exchange,
     chunked: bool,
 ) -> None:
     """Stream the request body to the upstream, re-chunked when the client chunked it."""
-    async for chunk in _body_stream(request, prefix, cap, idle, exchange):
+    async for chunk in _body_stream(request, prefix, cap, clock, exchange):
         if chunked:
             conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:

@@ -22,24 +22,29 @@ from multiprocessing.process import BaseProcess
 from aiohttp import web
 
 from wardgate.admin.app import admin_app
+from wardgate.admin.guard import warn_if_exposed
 from wardgate.admin.state import GatewayState
 from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
+from wardgate.proxy.downstream import ProxyServer
 from wardgate.proxy.h2.detect import DetectingServer
 from wardgate.proxy.h2.exchange import H2Gateway
 from wardgate.proxy.h2.http1 import forward_http1_over_h2
 from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.handler import ProxyHandler
+from wardgate.proxy.overload import connection_budget, raise_nofile_limit
 from wardgate.proxy.upstream import Upstream
 from wardgate.runtime import CompiledPolicy, PolicyHolder, PolicyReloader, load_compiled
 
 log = logging.getLogger("wardgate.server")
 
 # Parser ceilings, above every limit a policy can set: the limits filter answers 414/431
-# with the policy's own numbers; these only stop what no policy could allow.
+# with the policy's own numbers; these only stop what no policy could allow (answered
+# 414/431 too, by wardgate.proxy.downstream, which tells them apart by their different
+# values).
 MAX_LINE_BYTES = 65536
-MAX_FIELD_BYTES = 65536
+MAX_FIELD_BYTES = 64512
 MAX_HEADERS = 1024
 
 
@@ -82,6 +87,15 @@ def _bound_address(runner: web.BaseRunner) -> str:
     addresses = runner.addresses
     host, port = addresses[-1][0], addresses[-1][1]
     return f"{host}:{port}"
+
+
+class ListenerServer(DetectingServer, ProxyServer):
+    """The proxy listener: protocol detection (:class:`DetectingServer`) in front of the
+    guarded HTTP/1.1 server (:class:`ProxyServer`: connection cap, header timeout). A
+    connection must show its protocol within the request-header timeout too."""
+
+    def first_bytes_timeout(self) -> float:
+        return self.holder.current.proxy.timeouts.request_headers
 
 
 class GatewayProcess:
@@ -127,9 +141,12 @@ class GatewayProcess:
             else None
         )
         handler = ProxyHandler(self.holder, self.upstream, self.access_log, over_h2)
-        # HTTP/1.1 goes to aiohttp as before; HTTP/2 (preface or ALPN h2) to the h2 stack.
-        server = DetectingServer(
+        # HTTP/1.1 goes to the guarded aiohttp server as before; HTTP/2 (preface or ALPN
+        # h2) to the h2 stack.
+        server = ListenerServer(
             handler,
+            holder=self.holder,
+            fd_budget=connection_budget(raise_nofile_limit()),
             stream_handler=h2_gateway,
             h2_settings=self.options.http2,
             max_line_size=MAX_LINE_BYTES,
@@ -180,6 +197,7 @@ class GatewayProcess:
             admin_app(state, drain, quit_, reload), access_log=None, shutdown_timeout=1.0
         )
         await self._admin_runner.setup()
+        warn_if_exposed(self.options.admin_host)
         site = web.TCPSite(self._admin_runner, self.options.admin_host, self.options.admin_port)
         await site.start()
         state.admin = _bound_address(self._admin_runner)

@@ -27,6 +27,7 @@ def upstream_failure(flag: str) -> LocalReply:
         "UH": (503, "no healthy upstream"),
         "UT": (504, "upstream request timeout"),
         "UC": (503, _CONNECT_FAILURE + "connection termination"),
+        "UPE": (502, _CONNECT_FAILURE + "protocol error"),
     }[flag]
     return LocalReply(
         status=status,
@@ -36,6 +37,7 @@ def upstream_failure(flag: str) -> LocalReply:
             "UH": "no_healthy_upstream",
             "UT": "timeout",
             "UC": "connection_termination",
+            "UPE": "protocol_error",
         }[flag],
         detail=text,
         body=text.encode(),

@@ -15,7 +15,12 @@ end of that response (a second response, a body longer than its ``Content-Length
 on an idle pooled connection) would otherwise be read as the *next* request's response
 (response queue poisoning): they are discarded, the connection is closed and never pooled
 again, and ``wardgate_upstream_protocol_errors_total`` counts it. The response that was
-already whole is delivered as it was."""
+already whole is delivered as it was.
+
+A response head (status line and header fields) is bounded in size and in number of fields
+(Envoy's 60 KiB and 100 by default, from the policy): bytes are counted as they arrive and
+the parser is never fed more than the limit, so an endless header costs at most that much
+memory. Beyond it the exchange fails with ``UPE`` (502, Envoy's upstream protocol error)."""
 
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 MAX_IDLE_CONNECTIONS = 256
 IDLE_CONNECTION_SECONDS = 55.0  # below the usual 60 s server keep-alive timeouts
+MAX_RESPONSE_HEAD_BYTES = 60 * 1024  # Envoy's max_response_headers_kb default
+MAX_RESPONSE_HEADERS = 100  # Envoy's max_headers_count default
 
 
 class UpstreamError(Exception):
@@ -47,6 +54,10 @@ class UpstreamError(Exception):
 
 class _ExcessData(Exception):
     """Raised inside a parser callback when bytes follow the end of the expected response."""
+
+
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback when the response has too many header fields."""
 
 
 class InvalidHeaderValue(ValueError):
@@ -91,6 +102,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self.keep_alive = True
         self.status = 0
+        # The response head still being received, and how many more bytes it may take.
+        self._head_open = False
+        self._head_room = MAX_RESPONSE_HEAD_BYTES
+        self._max_headers = MAX_RESPONSE_HEADERS
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -104,15 +119,41 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete or self._headers_done is None:
             self._discard_excess()  # idle in the pool, or the response is already whole
             return
+        if self._head_open:
+            if len(data) > self._head_room:
+                self._feed_past_head_limit(data)
+                return
+            self._head_room -= len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("UC", "unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
-            if self._complete or isinstance(exc.__context__, _ExcessData):
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._head_too_large("too many response header fields")
+            elif self._complete or isinstance(exc.__context__, _ExcessData):
                 self._discard_excess()
             else:
                 self._fail(UpstreamError("UC", f"invalid response: {exc}"))
+
+    def _feed_past_head_limit(self, data: bytes) -> None:
+        """``data`` is more than the head may still take: feed only what fits; unless the
+        head ends within it, fail without buffering the rest (the body may follow in the
+        same read, then it is fed normally)."""
+        fits, rest = data[: self._head_room], data[self._head_room :]
+        self.data_received(fits)
+        if self._error is not None or self.closed:
+            return
+        if self._head_open:
+            self._head_too_large("response headers too large")
+            return
+        self.data_received(rest)
+
+    def _head_too_large(self, detail: str) -> None:
+        metrics.UPSTREAM_PROTOCOL_ERRORS.labels(kind="response_headers_too_large").inc()
+        self._headers = []
+        self.keep_alive = False
+        self._fail(UpstreamError("UPE", detail))
 
     def _discard_excess(self) -> None:
         """The upstream sent more than one response: keep the whole response already
@@ -157,6 +198,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= self._max_headers:
+            raise _HeadTooLarge
         self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
@@ -164,6 +207,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200:
             return  # interim responses (103 Early Hints...) are not forwarded
         self.status = status
+        self._head_open = False
         self.keep_alive = self._parser.should_keep_alive()
         self._length_delimited = any(
             n.lower() in ("content-length", "transfer-encoding") for n, _ in self._headers
@@ -207,13 +251,23 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def begin(self, head_request: bool, timeout: float | None = None) -> asyncio.Future[None]:
+    def begin(
+        self,
+        head_request: bool,
+        timeout: float | None = None,
+        max_head_bytes: int = MAX_RESPONSE_HEAD_BYTES,
+        max_headers: int = MAX_RESPONSE_HEADERS,
+    ) -> asyncio.Future[None]:
         """Prepare for a new exchange; returns the future of the response headers. With
         ``timeout`` (seconds) the future fails with :class:`TimeoutError` when the headers
         have not arrived by then: one loop timer, cheaper than ``asyncio.timeout`` (a
         context object, a task cancellation and its undoing) on the path every request
-        takes."""
+        takes. A response head (interim 1xx heads included) over ``max_head_bytes`` bytes
+        or ``max_headers`` fields fails it with :class:`UpstreamError` ``UPE``."""
         self._stop_headers_timer()
+        self._head_open = True
+        self._head_room = max_head_bytes
+        self._max_headers = max_headers
         self._head_request = head_request
         self._headers = []
         self._chunks.clear()

@@ -23,7 +23,8 @@ ALPN_PROTOCOLS = ["h2", "http/1.1"]
 """What a TLS listener offers, preferred first (as Envoy's default ``alpn_protocols``)."""
 
 FIRST_BYTES_TIMEOUT = 60.0
-"""A connection that sends nothing that decides its protocol for this long is closed."""
+"""A connection that sends nothing that decides its protocol for this long is closed
+(silently, as for a request head that never came)."""
 
 
 def protocol_for_alpn(alpn: str | None) -> Literal["h2", "http/1.1"] | None:
@@ -45,9 +46,11 @@ class ProtocolSelector(asyncio.Protocol):
         self,
         http1: Callable[[], asyncio.Protocol],
         http2: Callable[[], asyncio.Protocol],
+        timeout: float = 60.0,
     ) -> None:
         self._http1 = http1
         self._http2 = http2
+        self._timeout = timeout
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -61,7 +64,7 @@ class ProtocolSelector(asyncio.Protocol):
             if chosen is not None:
                 self._select(self._http2() if chosen == "h2" else self._http1(), b"")
                 return
-        self._timer = asyncio.get_running_loop().call_later(FIRST_BYTES_TIMEOUT, self._expired)
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
 
     def data_received(self, data: bytes) -> None:
         if self.selected is not None:  # only when set_protocol is not honoured
@@ -118,9 +121,10 @@ class ProtocolSelector(asyncio.Protocol):
 
 class DetectingServer(web.Server):
     """aiohttp's low-level server whose connections start with a :class:`ProtocolSelector`:
-    HTTP/1.1 connections get aiohttp's own handler (nothing changes for them), HTTP/2
-    connections an :class:`H2ServerConnection` running ``stream_handler`` per stream.
-    Graceful shutdown covers both kinds."""
+    HTTP/1.1 connections get the protocol the next server class in the MRO makes
+    (aiohttp's own handler, or the guarded one of ``wardgate.proxy.downstream``: nothing
+    changes for them), HTTP/2 connections an :class:`H2ServerConnection` running
+    ``stream_handler`` per stream. Graceful shutdown covers both kinds."""
 
     def __init__(
         self,
@@ -130,6 +134,8 @@ class DetectingServer(web.Server):
         h2_settings: H2Settings,
         **kwargs: Any,
     ) -> None:
+        # Cooperative: in front of another web.Server subclass (the guarded proxy server)
+        # the remaining keyword arguments are its own.
         super().__init__(handler, **kwargs)
         self.stream_handler = stream_handler
         self.h2_settings = h2_settings
@@ -138,8 +144,19 @@ class DetectingServer(web.Server):
     def _new_h2(self) -> asyncio.Protocol:
         return H2ServerConnection(self.stream_handler, self.h2_settings, self.h2_connections)
 
-    def __call__(self) -> ProtocolSelector:  # type: ignore[override]
-        return ProtocolSelector(super().__call__, self._new_h2)
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        # The HTTP/1.1 protocol is made at accept time, so that the server's own admission
+        # (the connection cap) decides before any byte is read; it only starts if the
+        # connection turns out to be HTTP/1.1.
+        http1 = super().__call__()
+        if not isinstance(http1, web.RequestHandler):
+            return http1  # a refusal protocol (over the connection cap): it speaks first
+        return ProtocolSelector(lambda: http1, self._new_h2, self.first_bytes_timeout())
+
+    def first_bytes_timeout(self) -> float:
+        """Seconds a new connection has to show its protocol (overridden by the proxy
+        listener with the policy's request-header timeout)."""
+        return FIRST_BYTES_TIMEOUT
 
     def pre_shutdown(self) -> None:
         super().pre_shutdown()
