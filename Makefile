@@ -38,6 +38,7 @@ WAF_CORPUS ?= $(firstword $(wildcard ../shared/waf-corpus/crs-regression.jsonl .
 
 waf-eval: $(STAMP)
 	$(PY) -m wardgate.filters.waf.corpus $(WAF_CORPUS)
+	$(PY) -m wardgate.filters.waf.precision $(WAF_CORPUS)
 
 docs: $(STAMP)
 	mkdir -p docs

@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="request file: YAML/JSON description or raw HTTP; - for stdin",
     )
+    tune = sub.add_parser(
+        "tune",
+        help="propose the narrowest WAF exceptions from access logs of a detect-mode rollout",
+    )
+    tune.add_argument("logs", nargs="+", metavar="LOG", help="ECS access-log files; - for stdin")
+    tune.add_argument(
+        "--min-hits", type=int, default=1, help="leave out groups with fewer hits (default 1)"
+    )
     imp = sub.add_parser(
         "import-envoy",
         help="convert an Envoy jwt_authn filter config (YAML/JSON) into a Wardgate policy",
@@ -407,6 +415,28 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0 if result["decision"] == "allow" else 1
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from wardgate.filters.waf.tuning import propose, read_hits, render_patch
+
+    lines: list[str] = []
+    for name in args.logs:
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"wardgate tune: cannot read {name}: {exc}", file=sys.stderr)
+            return 2
+        lines.extend(text.splitlines())
+    reading = read_hits(lines)
+    proposals = propose(reading.hits, args.min_hits)
+    print(
+        f"wardgate tune: {reading.lines} log lines, {reading.skipped} skipped, "
+        f"{len(reading.hits)} WAF matches, {len(proposals)} proposed exceptions",
+        file=sys.stderr,
+    )
+    sys.stdout.write(render_patch(proposals))
+    return 0
+
+
 def _cmd_import_envoy(args: argparse.Namespace) -> int:
     """Policy YAML on stdout (or ``--output``); unsupported fields and notes on stderr.
     Exit 0: fully converted; 1: some fields could not be converted (named); 2: bad input."""
@@ -472,6 +502,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "explain": _cmd_explain,
+    "tune": _cmd_tune,
     "import-envoy": _cmd_import_envoy,
     "ext-authz": _cmd_ext_authz,
 }

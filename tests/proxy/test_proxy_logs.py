@@ -99,3 +99,42 @@ def test_client_text_cannot_forge_log_lines():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert json.loads(lines[1])["url.path"] == "/a\\nfake"
+
+
+def test_envoy_wardgate_format_carries_the_reason_and_rules():
+    record = AccessRecord(
+        start=0,
+        method="GET",
+        path="/search",
+        protocol="HTTP/1.1",
+        status=403,
+        response_flags="UAEX",
+        bytes_received=0,
+        bytes_sent=10,
+        duration_ms=1,
+        upstream_service_time_ms=None,
+        forwarded_for="",
+        user_agent="ua",
+        request_id="r",
+        authority="h",
+        upstream_host="",
+        client_address="1.2.3.4",
+        replied_by="waf",
+        reason="attack_detected",
+        rule_ids=("waf.942100", "waf.942190"),
+        locations=("query:q", 'header:x-"odd"\nname'),
+        policy_digest="d",
+        policy_generation=1,
+        findings=("waf.931100@query:next",),
+    )
+    stream = io.StringIO()
+    AccessLog("envoy-wardgate", stream).write(record)
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert line.rstrip("\n").endswith(
+        '"waf" "attack_detected" "waf.942100,waf.942190" '
+        '"query:q,header:x-%22odd%22\\nname" "waf.931100@query:next"'
+    )
+    stream = io.StringIO()
+    AccessLog("envoy", stream).write(record)
+    assert "attack_detected" not in stream.getvalue()  # the default format stays Envoy's

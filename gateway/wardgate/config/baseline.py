@@ -36,6 +36,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from wardgate.config.base import SpecModel
 from wardgate.config.loading import PolicyError, format_validation_errors
 from wardgate.config.policy import PolicySpec
+from wardgate.config.waf import bare_rule_id
 
 WafFamily = Literal[
     "sqli",
@@ -607,13 +608,14 @@ def exception_delegated(
     exception: Mapping[str, Any], delegable: Sequence[DelegableExceptionSpec]
 ) -> bool:
     """Whether one baseline's ``delegable`` list covers a WAF exception (document form)."""
-    rule_ids = set(exception.get("ruleIds") or ())
+    rule_ids = {bare_rule_id(str(r)) for r in exception.get("ruleIds") or ()}
     families = set(exception.get("families") or ())
     paths = list(exception.get("paths") or ())
     if not rule_ids and not families:
         return False
     for entry in delegable:
-        if not rule_ids <= set(entry.rule_ids) or not families <= set(entry.families):
+        delegated_ids = {bare_rule_id(r) for r in entry.rule_ids}
+        if not rule_ids <= delegated_ids or not families <= set(entry.families):
             continue
         if entry.paths and (
             not paths or not all(any(p.startswith(pre) for pre in entry.paths) for p in paths)

@@ -11,6 +11,16 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from wardgate.config.base import SpecModel
 
 
+def bare_rule_id(value: str) -> str:
+    """``waf.942100`` -> ``942100`` (a refusal's ``ruleId`` names the filter, rules do not);
+    anything else unchanged."""
+    return value.removeprefix("waf.")
+
+
+def _bare_rule_id(value: object) -> object:
+    return bare_rule_id(value) if isinstance(value, str) else value
+
+
 class WafMode(StrEnum):
     """What a rule match does: ``enforce`` refuses the request (403) once the anomaly
     score reaches the threshold, ``detect`` only logs and counts it, ``off`` skips it."""
@@ -98,8 +108,11 @@ class WafExceptionSpec(SpecModel):
     places. Narrow by construction: it names rules or families, and at least one location
     or path prefix (turning a family off everywhere is ``families.<key>.mode: off``)."""
 
-    rule_ids: tuple[Annotated[str, Field(pattern=r"^[0-9]{6}$")], ...] = ()
-    """Rule ids (``942100``) the exception covers."""
+    rule_ids: tuple[
+        Annotated[str, Field(pattern=r"^(waf\.)?[0-9]{6}$"), BeforeValidator(_bare_rule_id)], ...
+    ] = ()
+    """Rule ids the exception covers: ``942100``, or ``waf.942100`` as a refusal's ``ruleId``
+    says it (pasted as is; stored without the prefix)."""
 
     families: tuple[WafFamily, ...] = ()
     """Whole families the exception covers."""

@@ -20,7 +20,7 @@ from wardgate import __version__
 
 ECS_VERSION = "8.11.0"
 
-AccessLogFormat = Literal["ecs", "envoy", "off"]
+AccessLogFormat = Literal["ecs", "envoy", "envoy-wardgate", "off"]
 
 
 @dataclass(slots=True)
@@ -116,13 +116,33 @@ def envoy_access(record: AccessRecord) -> str:
     )
 
 
+def envoy_wardgate_access(record: AccessRecord) -> str:
+    """Envoy's default line followed by what Envoy would print for
+    ``"%DYNAMIC_METADATA(wardgate:replied_by)%" "%DYNAMIC_METADATA(wardgate:reason)%"
+    "%DYNAMIC_METADATA(wardgate:rule_ids)%" "%DYNAMIC_METADATA(wardgate:locations)%"
+    "%DYNAMIC_METADATA(wardgate:detected)%"``: who replied, the reason code, the refusing
+    rules and their locations, and detect-mode findings (``rule@location``), lists joined
+    with ``,`` and ``-`` when empty. Never a value: locations are names and paths."""
+
+    def listed(items: tuple[str, ...]) -> str:
+        return ",".join(_printable(item, 256).replace('"', "%22") for item in items) or "-"
+
+    return (
+        f'{envoy_access(record)} "{record.replied_by or "-"}" "{record.reason or "-"}" '
+        f'"{listed(record.rule_ids)}" "{listed(record.locations)}" "{listed(record.findings)}"'
+    )
+
+
+_RENDERERS = {"ecs": ecs_access, "envoy": envoy_access, "envoy-wardgate": envoy_wardgate_access}
+
+
 class AccessLog:
     """Writes one line per request to a stream (stdout by default)."""
 
     def __init__(self, fmt: AccessLogFormat = "ecs", stream: IO[str] | None = None) -> None:
         self.format = fmt
         self.stream = stream if stream is not None else sys.stdout
-        self._render = ecs_access if fmt == "ecs" else envoy_access
+        self._render = _RENDERERS.get(fmt, envoy_access)
 
     @property
     def enabled(self) -> bool:

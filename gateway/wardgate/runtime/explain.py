@@ -144,4 +144,11 @@ async def explain(policy: CompiledPolicy, desc: RequestDescription) -> dict[str,
         result["violations"] = [v.as_dict() for v in reply.violations]
     if request.findings:
         result["detected"] = [v.as_dict() for v in request.findings]
+    waf_notes = request.metadata.get("waf")
+    if isinstance(waf_notes, Mapping):
+        # Matches that did not count: which exception suppressed which match, and which
+        # weak signal stood alone (see docs/waf.md, scoring).
+        for key in ("suppressed", "uncorroborated"):
+            if waf_notes.get(key):
+                result[key] = list(waf_notes[key])
     return result

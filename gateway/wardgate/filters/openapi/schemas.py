@@ -223,12 +223,27 @@ class CompiledSchema:
             errors = list(itertools.islice(self.validator.iter_errors(instance), 10))
         except UnicodeEncodeError:
             return [Violation("openapi.unicode", location, "contains a lone surrogate")]
+        seen: set[tuple[str, str]] = set()
         for error in errors:
-            where = location + (":" + _json_path(error.instance_path) if json_path else "")
-            out.append(Violation(_rule(error), where, _message(error)))
+            base = list(error.instance_path)
+            kind = type(error.kind).__name__
+            unexpected = getattr(error.kind, "unexpected", None)
+            if kind in ("AdditionalProperties", "UnevaluatedProperties") and unexpected:
+                # Name each undeclared property (body:$.extra), not the object holding it.
+                paths = [[*base, str(name)] for name in unexpected]
+                message = "property the schema does not declare"
+            else:
+                paths, message = [base], _message(error)
+            for parts in paths:
+                where = location + (":" + _json_path(parts) if json_path else "")
+                key = (_rule(error), where)
+                if key in seen:
+                    continue  # one violation per rule and location
+                seen.add(key)
+                out.append(Violation(key[0], where, message))
             if len(out) >= 10:
                 break
-        return out or [Violation("openapi.schema", location, "does not match the schema")]
+        return out[:10] or [Violation("openapi.schema", location, "does not match the schema")]
 
 
 class SchemaCompiler:

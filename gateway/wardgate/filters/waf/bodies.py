@@ -63,6 +63,32 @@ def media_type(content_type: str) -> tuple[str, dict[str, str]]:
     return main.strip().lower(), params
 
 
+def disposition_params(value: str) -> dict[str, str]:
+    """``form-data; name="a"; filename="x;y.txt"`` -> {name: a, filename: x;y.txt}: a ``;``
+    inside quotes belongs to the value (browsers send file names as they are, with only
+    ``"`` and line ends percent-encoded). The first occurrence of a parameter wins."""
+    params: dict[str, str] = {}
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == ";" and not quoted:
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    pieces.append("".join(current))
+    for piece in pieces[1:]:
+        key, _, raw = piece.strip().partition("=")
+        raw = raw.strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1]
+        params.setdefault(key.strip().lower(), raw)
+    return params
+
+
 def decompress(body: bytes, encoding: str, shape: Shape) -> bytes | BodyProblem:
     """Undo ``Content-Encoding`` (gzip, deflate, identity; a list applies right to left),
     refusing output over ``max_decompressed_bytes`` or ``max_decompression_ratio``."""
@@ -247,7 +273,7 @@ class BodyParser:
             if header not in ("content-type", "content-disposition"):
                 found.append(Target(ARGS, header, location, value.strip()))
             if header == "content-disposition":
-                _, params = media_type(value)
+                params = disposition_params(value)
                 name = params.get("name", "")[:128]
                 filename = params.get("filename")
         location = f"body:{name}"
@@ -264,6 +290,10 @@ class BodyParser:
 
     def _xml(self, body: bytes, out: list[Target]) -> None:
         parser = expat.ParserCreate()
+        # One callback per run of text: without it Expat splits text at every entity
+        # reference, and `&lt;script&gt;` would reach the rules as "<", "script", ">".
+        parser.buffer_text = True
+        parser.buffer_size = 1 << 16
         # Entities are reported, never resolved: no external entity is fetched, and an
         # internal entity's text is inspected as its declaration, not expanded.
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -326,9 +356,23 @@ class BodyParser:
         parser.DefaultHandler = lambda _text: None  # references stay unexpanded
         try:
             parser.Parse(body, True)
+        except _Refuse:
+            raise
         except expat.ExpatError:
             # Not well-formed: inspect it raw (rules still see every byte).
             found.append(Target(ARGS, "", "body", body.decode("utf-8", "replace")))
+        except Exception as exc:  # any other parser failure is a refusal, never a 500
+            # A declared encoding Expat cannot read (UTF-7, multi-byte, unknown names): the
+            # upstream would read other characters than the WAF did.
+            raise _Refuse(
+                BodyProblem(
+                    400,
+                    "xml_unparseable",
+                    "body",
+                    f"the XML body cannot be inspected ({type(exc).__name__}: a declared "
+                    "encoding other than UTF-8, UTF-16, ISO-8859-1 or US-ASCII?)",
+                )
+            ) from None
         self._check_lengths(found)
         out.extend(found)
 

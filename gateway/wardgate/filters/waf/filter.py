@@ -6,6 +6,11 @@ the *blocking* score; a request whose blocking score reaches ``anomalyThreshold`
 refused with 403 and every violation says which rule, family and location (never the
 value). Matches of families in ``detect`` mode, and everything when the section is in
 ``detect`` mode, go to ``request.findings`` and the request continues.
+
+Corroboration: a *weak* signal (a rule with ``confidence: weak``, something real content
+also produces) scores at paranoia level 1 only when backed up by a strong match, or by a
+weak match of another family, in the same request (:func:`corroborated`). An
+uncorroborated weak match scores nothing but is still reported as a finding.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ class WafConfig(FilterConfig):
             and rule.paranoia_level <= levels[rule.family]
         ]
         self.rules = tuple(active)
+        self.weak_families = frozenset(f for f, level in levels.items() if level <= 1)
+        """Families at paranoia level 1: their weak signals need corroboration."""
         self.engine: Engine = engine_for(self.rules)
         self.threshold = spec.effective_anomaly_threshold()
         self.request_body_limit = spec.request_body_limit
@@ -230,6 +237,17 @@ class WafFilter(HttpFilter):
         targets: list[Target] = []
         problem = config.body_parser.parse(body, request.headers.get("content-type", ""), targets)
         if problem is not None:
+            log.info(
+                "request body refused by the WAF body parser",
+                extra={
+                    "wardgate": {
+                        "requestId": request.request_id,
+                        "filter": NAME,
+                        "reason": problem.reason,
+                        "location": problem.location,
+                    }
+                },
+            )
             return _problem(problem)
         return self._decide(request, targets)
 
@@ -241,11 +259,17 @@ class WafFilter(HttpFilter):
         if config.exceptions:
             path = normalize_path(url_decode_path(request.path))
             now = time.time()
-            found = [
-                m
-                for m in found
-                if not any(e.covers(m, request.method, path, now) for e in config.exceptions)
-            ]
+            kept = []
+            for match in found:
+                cover = next(
+                    (e for e in config.exceptions if e.covers(match, request.method, path, now)),
+                    None,
+                )
+                if cover is None:
+                    kept.append(match)
+                else:
+                    _note(request, "suppressed", match, f"exceptions[{cover.index}]")
+            found = kept
         for match in found:
             if not match.rule.requires:
                 self.matches.setdefault(match.rule.id, match)
@@ -254,9 +278,13 @@ class WafFilter(HttpFilter):
                 self.matches.setdefault(match.rule.id, match)
         blocking: list[Match] = []
         score = 0
-        for match in self.matches.values():
-            if match.rule.score == 0:
-                continue  # a condition: only there to be required
+        scoring = [m for m in self.matches.values() if m.rule.score]
+        for match in scoring:  # conditions (score 0) are only there to be required
+            if is_weak(match, config.weak_families) and not corroborated(
+                match, scoring, config.weak_families
+            ):
+                _note(request, "uncorroborated", match, "weak signal, no second signal")
+                continue
             if config.modes[match.rule.family] is WafMode.ENFORCE:
                 blocking.append(match)
                 score += match.rule.score
@@ -273,6 +301,33 @@ class WafFilter(HttpFilter):
             metrics.count(match.rule, action)
             request.findings.append(_violation(match))
         return None
+
+
+def _note(request: HttpRequest, kind: str, match: Match, why: str) -> None:
+    """Record in ``request.metadata["waf"][kind]`` a match that did not score and why
+    (``wardgate explain`` shows them: which exception suppressed which match, which weak
+    signal stood alone). Never the value."""
+    notes = request.metadata.setdefault(NAME, {}).setdefault(kind, [])
+    entry = {"ruleId": f"waf.{match.rule.id}", "location": match.location, "by": why}
+    if entry not in notes:
+        notes.append(entry)
+
+
+def is_weak(match: Match, weak_families: frozenset[WafFamily]) -> bool:
+    """Whether ``match`` is a signal real content produces on its own (see the module
+    docstring): a ``confidence: weak`` rule of a family at paranoia level 1."""
+    return match.rule.weak and match.rule.family in weak_families
+
+
+def corroborated(match: Match, matches: list[Match], weak_families: frozenset[WafFamily]) -> bool:
+    """Another rule backs ``match`` up: a strong match of any family, or a weak one of
+    another family (weak matches of one family are one signal, however many rules)."""
+    for other in matches:
+        if other.rule.id == match.rule.id:
+            continue
+        if not is_weak(other, weak_families) or other.rule.family is not match.rule.family:
+            return True
+    return False
 
 
 def request_targets(request: HttpRequest) -> list[Target]:

@@ -15,6 +15,13 @@ One file per family::
         message: SQL injection (libinjection)
         references: [CWE-89]
         requires: "943001"          # optional: counts only if that rule matched this request
+        confidence: weak            # optional (default strong): see below
+
+A ``weak`` rule matches something real content also produces (a libinjection fingerprint
+over code, a URL with an IP host, ``${...}``, one markup tag, a control character). At
+paranoia level 1 it scores only when *corroborated*: another rule matched the same request,
+either a strong one or a weak one of another family. From level 2 on it scores alone, as a
+strong rule does. See ``docs/waf.md`` (scoring) and ``RATIONALE.md``.
 
 A ``condition`` severity scores nothing and is never reported: such a rule only exists to be
 ``requires``-d (SecLang's chained rule, for relations such as "no off-site Referer").
@@ -57,8 +64,10 @@ _FIELDS = frozenset(
         "message",
         "references",
         "requires",
+        "confidence",
     }
 )
+CONFIDENCES = frozenset({"strong", "weak"})
 
 
 class RuleError(ValueError):
@@ -87,6 +96,8 @@ class Rule:
     references: tuple[str, ...]
     requires: str = ""
     """A rule id that must have matched the same request (in this or an earlier phase)."""
+    weak: bool = False
+    """``confidence: weak``: at paranoia level 1 it needs corroboration to score."""
 
     @property
     def score(self) -> int:
@@ -199,6 +210,9 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
     requires = str(data.get("requires", ""))
     if requires and not (len(requires) == 6 and requires.isdigit()):
         raise RuleError(f"{where}: requires must be a six-digit rule id")
+    confidence = data.get("confidence", "strong")
+    if confidence not in CONFIDENCES:
+        raise RuleError(f"{where}: confidence must be strong or weak")
     message = str(data.get("message", ""))
     if not message:
         raise RuleError(f"{where}: a rule needs a message")
@@ -218,4 +232,5 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
         message=message,
         references=tuple(str(r) for r in data.get("references", ())),
         requires=requires,
+        weak=confidence == "weak",
     )
