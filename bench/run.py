@@ -159,11 +159,19 @@ http {{
         yield port
 
 
-@contextlib.contextmanager
-def envoy_proxy(workdir: Path, upstream_port: int, cpus: str = "") -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    conf = workdir / "envoy.yaml"
-    conf.write_text(f"""
+def envoy_proxy_config(port: int, admin: int, upstream_port: int, http2_upstream: bool) -> str:
+    """Envoy as a plain reverse proxy (HTTP/1.1 and HTTP/2 clients: ``codec_type`` AUTO);
+    to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC)."""
+    protocol = (
+        """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}"""
+        if http2_upstream
+        else ""
+    )
+    return f"""
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
 static_resources:
@@ -176,6 +184,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          codec_type: AUTO
           route_config:
             virtual_hosts:
             - name: all
@@ -190,14 +199,24 @@ static_resources:
   clusters:
   - name: upstream
     type: STATIC
-    connect_timeout: 2s
+    connect_timeout: 2s{protocol}
     load_assignment:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
         - endpoint:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
-""")
+"""
+
+
+@contextlib.contextmanager
+def envoy_proxy(
+    workdir: Path, upstream_port: int, cpus: str = "", http2_upstream: bool = False
+) -> Iterator[int]:
+    """Envoy 1.40, one worker, pinned to ``cpus`` (:func:`envoy_proxy_config`)."""
+    port, admin = free_port(), free_port()
+    conf = workdir / ("envoy-h2.yaml" if http2_upstream else "envoy.yaml")
+    conf.write_text(envoy_proxy_config(port, admin, upstream_port, http2_upstream))
     envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
     cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
     with process(pinned(cmd, cpus)) as proc:

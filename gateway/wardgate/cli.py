@@ -9,13 +9,16 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from wardgate import __version__
 from wardgate.config import PolicyError, policy_json_schema
 from wardgate.observability.logs import AccessLogFormat, configure_gateway_log
 from wardgate.runtime import load_compiled
 from wardgate.runtime.explain import RequestDescriptionError, explain, parse_request_description
+
+if TYPE_CHECKING:
+    from wardgate.proxy.h2.settings import H2Settings
 
 DEMO_POLICY = Path("examples/demo/policy.yaml")
 
@@ -170,6 +173,59 @@ def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> N
         help="seconds in-flight requests get to finish on SIGTERM",
     )
     cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_http2_options(cmd)
+
+
+def _add_http2_options(cmd: argparse.ArgumentParser) -> None:
+    from wardgate.proxy.h2.settings import H2Settings
+
+    default = H2Settings()
+    cmd.add_argument(
+        "--upstream-protocol",
+        default=default.upstream_protocol,
+        choices=["http1", "h2c", "auto"],
+        help="protocol to the upstream: http1, h2c (HTTP/2 prior knowledge) or auto (the "
+        "client's protocol; gRPC needs auto or h2c)",
+    )
+    for flag, field, text in (
+        (
+            "--http2-max-concurrent-streams",
+            "max_concurrent_streams",
+            "streams per HTTP/2 connection; raise it when clients see REFUSED_STREAM",
+        ),
+        ("--http2-initial-stream-window", "initial_stream_window", "bytes per stream window"),
+        (
+            "--http2-initial-connection-window",
+            "initial_connection_window",
+            "bytes per connection window",
+        ),
+        (
+            "--http2-max-header-list-size",
+            "max_header_list_size",
+            "decoded request header bytes per HTTP/2 request",
+        ),
+    ):
+        cmd.add_argument(
+            flag, type=int, default=getattr(default, field), help=f"{text} (default: %(default)s)"
+        )
+
+
+def _http2_settings(args: argparse.Namespace) -> H2Settings:
+    from wardgate.proxy.h2.settings import H2Settings
+
+    values = {
+        "max_concurrent_streams": (args.http2_max_concurrent_streams, 1, 2**31 - 1),
+        "initial_stream_window": (args.http2_initial_stream_window, 65535, 2**31 - 1),
+        "initial_connection_window": (args.http2_initial_connection_window, 65535, 2**31 - 1),
+        "max_header_list_size": (args.http2_max_header_list_size, 1024, 2**24),
+    }
+    for name, (value, low, high) in values.items():
+        if not low <= value <= high:
+            flag = "--http2-" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be between {low} and {high}, not {value}")
+    return H2Settings(
+        upstream_protocol=args.upstream_protocol, **{k: v[0] for k, v in values.items()}
+    )
 
 
 def _add_tls_options(cmd: argparse.ArgumentParser) -> None:
@@ -240,6 +296,7 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
         tls=tls,
+        http2=_http2_settings(args),
     )
 
 

@@ -66,6 +66,11 @@ async def test_chunked_body_over_the_cap_is_413_and_cut(recording_upstream, gate
         b"NOT A REQUEST\r\n\r\n",
         b"GET /x HTTP/9.9\r\nHost: a\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\n X-Folded: v\r\n\r\n",
+        # Absolute form naming another host than Host (RFC 9112 3.2.2), either way round.
+        b"GET http://other.example/a HTTP/1.1\r\nHost: t.local\r\n\r\n",
+        b"GET http://t.local/a HTTP/1.1\r\nHost: other.example\r\n\r\n",
+        b"GET http://other.example/a HTTP/1.1\r\nX-A: 1\r\nHost: t.local\r\n\r\n",
+        b"GET http://t.local@other.example/a HTTP/1.1\r\nHost: t.local\r\n\r\n",
     ],
     ids=[
         "cl+te",
@@ -77,6 +82,10 @@ async def test_chunked_body_over_the_cap_is_413_and_cut(recording_upstream, gate
         "garbage",
         "bad-version",
         "obs-fold",
+        "absolute-form-other-host",
+        "absolute-form-host-other",
+        "absolute-form-host-last",
+        "absolute-form-userinfo",
     ],
 )
 async def test_malformed_requests_get_400_and_are_not_forwarded(
@@ -123,3 +132,24 @@ async def test_short_body_is_refused_and_not_forwarded(recording_upstream, gatew
     writer.close()
     assert data == b"" or data.startswith(b"HTTP/1.1 400")
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "forwarded"),
+    [
+        ("http://t.local/echo/a?x=1", "t.local", "/echo/a?x=1"),
+        ("http://T.LOCAL:80/echo", "t.local", "/echo"),
+        ("HTTP://t.local:8080/echo?y", "t.local:8080", "/echo?y"),
+    ],
+)
+async def test_absolute_form_with_the_same_host_goes_upstream_in_origin_form(
+    upstream, gateway, target, host, forwarded
+):
+    gw = await gateway(upstream)
+    payload = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    response = await raw_request(gw.process.state.listen, payload.encode())
+    assert response.status == 200, response.raw[:300]
+    echo = response.json()
+    seen = {n.lower(): v for n, v in echo["headers"]}
+    assert seen["host"] == host
+    assert echo["path"] + ("?" + echo["query"] if echo["query"] else "") == forwarded

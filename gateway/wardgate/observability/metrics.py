@@ -112,6 +112,27 @@ POLICY_GENERATION = Gauge(
     "Generation of the policy in use (1 at start, +1 per successful reload).",
     multiprocess_mode="livemax",
 )
+H2_CONNECTIONS = Gauge(
+    "wardgate_http2_connections",
+    "Client connections speaking HTTP/2 now.",
+    multiprocess_mode="livesum",
+)
+H2_REFUSED_STREAMS = Counter(
+    "wardgate_http2_refused_streams",
+    "HTTP/2 streams refused (RST_STREAM REFUSED_STREAM) because the connection already had "
+    "maxConcurrentStreams streams in progress.",
+)
+H2_PREMATURE_RESETS = Counter(
+    "wardgate_http2_premature_resets",
+    "HTTP/2 streams the client reset before their response was complete.",
+)
+H2_CONNECTIONS_ABANDONED = Counter(
+    "wardgate_http2_connections_abandoned",
+    "HTTP/2 connections closed by the gateway for a violation or an attack, by reason "
+    "(protocol_error, header_list_too_large, control_frame_flood, premature_resets, "
+    "outbound_buffer).",
+    ["reason"],
+)
 
 
 TLS_HANDSHAKES = Counter(

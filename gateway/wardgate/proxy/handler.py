@@ -8,7 +8,7 @@ import email.utils
 import http
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -89,15 +89,68 @@ def _framing_error(request: web.BaseRequest) -> str | None:
     return None
 
 
-class ProxyHandler:
-    """An aiohttp low-level handler (``web.Server(handler)``)."""
+def _split_absolute_form(target: str) -> tuple[str, str, str] | None:
+    """``(scheme, authority, origin-form target)`` of an absolute-form request target
+    (``http://other.example/a?b``), ``None`` for any other form."""
+    if target[:1] == "/" or target == "*":
+        return None
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    origin = rest[end:]
+    if not origin.startswith("/"):
+        origin = "/" + origin
+    return scheme.lower(), rest[:end], origin
 
-    def __init__(self, holder: PolicyHolder, upstream: Upstream, access_log: AccessLog) -> None:
+
+def _same_authority(host: str, authority: str, scheme: str) -> bool:
+    default = ":443" if scheme == "https" else ":80"
+    a, b = host.strip().lower(), authority.lower()
+    return a.removesuffix(default) == b.removesuffix(default)
+
+
+def _absolute_form_error(request: web.BaseRequest) -> str | None:
+    """An absolute-form target (RFC 9112 3.2.2) whose authority is not the ``Host`` the
+    request carries: the target would win at the upstream's discretion, filters would
+    have checked the other name. Refused rather than guessed."""
+    parts = _split_absolute_form(request.raw_path)
+    if parts is None:
+        return None
+    scheme, authority, _ = parts
+    hosts = request.headers.getall("host", ())
+    if not authority or "@" in authority:
+        return "the absolute-form request target has no valid authority"
+    if len(hosts) > 1 or (hosts and not _same_authority(hosts[0], authority, scheme)):
+        return "the request target names another host than the Host header"
+    return None
+
+
+class ProxyHandler:
+    """An aiohttp low-level handler (``web.Server(handler)``). With ``over_h2`` (the
+    upstream speaks h2c), well-framed requests other than WebSocket upgrades are handed to
+    it with their origin-form target."""
+
+    def __init__(
+        self,
+        holder: PolicyHolder,
+        upstream: Upstream,
+        access_log: AccessLog,
+        over_h2: Callable[[web.BaseRequest, str], Awaitable[web.StreamResponse]] | None = None,
+    ) -> None:
         self.holder = holder
         self.upstream = upstream
         self.access_log = access_log
+        self.over_h2 = over_h2
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if (
+            self.over_h2 is not None
+            and not _is_websocket(request)
+            and (_framing_error(request) or _absolute_form_error(request)) is None
+        ):
+            absolute = _split_absolute_form(request.raw_path)
+            return await self.over_h2(request, absolute[2] if absolute else request.raw_path)
         exchange = Exchange(start=time.monotonic(), wall_start=time.time())
         policy = self.holder.current  # read once: this request keeps this generation
         http_request = self._build_request(request, policy)
@@ -147,6 +200,14 @@ class ProxyHandler:
         headers.popall(XFCC, None)  # a client's own x-forwarded-client-cert never passes
         version = request.version
         raw_target = request.raw_path
+        absolute = _split_absolute_form(raw_target)
+        if absolute is not None:
+            # Forwarded in origin form with the target's authority as Host (checked equal
+            # to any Host sent, see _absolute_form_error), so that filters and the
+            # upstream see one name and one path.
+            raw_target = absolute[2]
+            if "host" not in headers and absolute[1]:
+                headers["host"] = absolute[1]
         path, _, query = raw_target.partition("?")
         return HttpRequest(
             method=request.method,
@@ -168,7 +229,7 @@ class ProxyHandler:
         pipeline: RequestPipeline,
         exchange: Exchange,
     ) -> web.StreamResponse:
-        framing = _framing_error(request)
+        framing = _framing_error(request) or _absolute_form_error(request)
         if framing is not None:
             return await self._local(
                 request,
@@ -190,7 +251,7 @@ class ProxyHandler:
         policy = pipeline.policy
         clock: BodyClock | None = None
         if request.body_exists:
-            await _send_continue(request)
+            await send_continue(request)
             clock = BodyClock(policy.proxy)
             if pipeline.needs_request_body:
                 limit = policy.request_body_limit or 0
@@ -515,12 +576,7 @@ class ProxyHandler:
     ) -> web.StreamResponse:
         """Send a local reply (with the response header policy applied)."""
         response = pipeline.local_response(reply)
-        exchange.status = reply.status
-        exchange.replied_by = reply.filter if reply.filter != UPSTREAM_FILTER else "gateway"
-        exchange.reason = reply.reason
-        exchange.flag = reply.response_flag or exchange.flag
-        exchange.rule_ids = tuple(v.rule_id for v in reply.violations)
-        exchange.locations = tuple(v.location for v in reply.violations)
+        note_local_reply(exchange, reply)
         headers: CIMultiDict[str] = response.headers
         headers.setdefault("server", SERVER_HEADER)
         headers["x-request-id"] = pipeline.request.request_id
@@ -539,42 +595,76 @@ class ProxyHandler:
         policy: CompiledPolicy,
         exchange: Exchange,
     ) -> None:
-        duration = time.monotonic() - exchange.start
-        metrics.REQUEST_DURATION.observe(duration)
-        metrics.count_request(exchange.status, exchange.replied_by)
-        if http_request.findings:
-            metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
-        if not self.access_log.enabled:
-            return
         headers = request.headers
-        self.access_log.write(
-            AccessRecord(
-                start=exchange.wall_start,
-                method=request.method,
-                path=http_request.path,
-                protocol=http_request.version,
-                status=exchange.status,
-                response_flags=exchange.flag if exchange.flag != "413" else "",
-                bytes_received=exchange.bytes_received,
-                bytes_sent=exchange.bytes_sent,
-                duration_ms=int(duration * 1000),
-                upstream_service_time_ms=exchange.upstream_ms,
-                forwarded_for=http_request.headers.get("x-forwarded-for", ""),
-                user_agent=headers.get("user-agent", ""),
-                request_id=http_request.request_id,
-                authority=headers.get("host", ""),
-                upstream_host=self.upstream.host_port if exchange.upstream_ms is not None else "",
-                client_address=http_request.client_address,
-                replied_by=exchange.replied_by,
-                reason=exchange.reason,
-                rule_ids=exchange.rule_ids,
-                locations=exchange.locations,
-                policy_digest=policy.short_digest,
-                policy_generation=policy.generation,
-                findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
-                client_certificate=client_certificate_fields(http_request.peer),
-            )
+        record_exchange(
+            self.access_log,
+            self.upstream.host_port,
+            request.method,
+            headers.get("user-agent", ""),
+            headers.get("host", ""),
+            http_request,
+            policy,
+            exchange,
         )
+
+
+def note_local_reply(exchange: Exchange, reply: LocalReply) -> None:
+    """Book a local reply on the exchange (status, who answered, why) for log and metrics."""
+    exchange.status = reply.status
+    exchange.replied_by = reply.filter if reply.filter != UPSTREAM_FILTER else "gateway"
+    exchange.reason = reply.reason
+    exchange.flag = reply.response_flag or exchange.flag
+    exchange.rule_ids = tuple(v.rule_id for v in reply.violations)
+    exchange.locations = tuple(v.location for v in reply.violations)
+
+
+def record_exchange(
+    access_log: AccessLog,
+    upstream_host: str,
+    method: str,
+    user_agent: str,
+    authority: str,
+    http_request: HttpRequest,
+    policy: CompiledPolicy,
+    exchange: Exchange,
+) -> None:
+    """Metrics and the access-log record of one finished exchange, whatever the client's
+    protocol (HTTP/1.1 here, HTTP/2 in :mod:`wardgate.proxy.h2`)."""
+    duration = time.monotonic() - exchange.start
+    metrics.REQUEST_DURATION.observe(duration)
+    metrics.count_request(exchange.status, exchange.replied_by)
+    if http_request.findings:
+        metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()
+    if not access_log.enabled:
+        return
+    access_log.write(
+        AccessRecord(
+            start=exchange.wall_start,
+            method=method,
+            path=http_request.path,
+            protocol=http_request.version,
+            status=exchange.status,
+            response_flags=exchange.flag if exchange.flag != "413" else "",
+            bytes_received=exchange.bytes_received,
+            bytes_sent=exchange.bytes_sent,
+            duration_ms=int(duration * 1000),
+            upstream_service_time_ms=exchange.upstream_ms,
+            forwarded_for=http_request.headers.get("x-forwarded-for", ""),
+            user_agent=user_agent,
+            request_id=http_request.request_id,
+            authority=authority,
+            upstream_host=upstream_host if exchange.upstream_ms is not None else "",
+            client_address=http_request.client_address,
+            replied_by=exchange.replied_by,
+            reason=exchange.reason,
+            rule_ids=exchange.rule_ids,
+            locations=exchange.locations,
+            policy_digest=policy.short_digest,
+            policy_generation=policy.generation,
+            findings=tuple(f"{v.rule_id}@{v.location}" for v in http_request.findings),
+            client_certificate=client_certificate_fields(http_request.peer),
+        )
+    )
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:
@@ -583,7 +673,7 @@ def _is_websocket(request: web.BaseRequest) -> bool:
     )
 
 
-async def _send_continue(request: web.BaseRequest) -> None:
+async def send_continue(request: web.BaseRequest) -> None:
     """Answer ``Expect: 100-continue`` only once the request headers passed every check, so
     a refused client never uploads its body."""
     if request.headers.get("expect", "").lower() == "100-continue" and request.version >= (1, 1):

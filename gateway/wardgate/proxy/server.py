@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -28,6 +29,10 @@ from wardgate.config import PolicyError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
 from wardgate.proxy.downstream import ProxyServer
+from wardgate.proxy.h2.detect import DetectingServer
+from wardgate.proxy.h2.exchange import H2Gateway
+from wardgate.proxy.h2.http1 import forward_http1_over_h2
+from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.handler import ProxyHandler
 from wardgate.proxy.overload import connection_budget, raise_nofile_limit
 from wardgate.proxy.tls import TlsConfigError, TlsOptions, make_site, server_tls
@@ -64,6 +69,8 @@ class RunOptions:
     log_level: str = "info"
     tls: TlsOptions = field(default_factory=TlsOptions)
     """Downstream TLS / mutual TLS and upstream TLS (:mod:`wardgate.proxy.tls`)."""
+    http2: H2Settings = field(default_factory=H2Settings)
+    """HTTP/2 settings, attack limits and the upstream protocol."""
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -86,6 +93,15 @@ def _bound_address(runner: web.BaseRunner) -> str:
     addresses = runner.addresses
     host, port = addresses[-1][0], addresses[-1][1]
     return f"{host}:{port}"
+
+
+class ListenerServer(DetectingServer, ProxyServer):
+    """The proxy listener: protocol detection (:class:`DetectingServer`) in front of the
+    guarded HTTP/1.1 server (:class:`ProxyServer`: connection cap, header timeout). A
+    connection must show its protocol within the request-header timeout too."""
+
+    def first_bytes_timeout(self) -> float:
+        return self.holder.current.proxy.timeouts.request_headers
 
 
 class GatewayProcess:
@@ -128,11 +144,21 @@ class GatewayProcess:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, reuse_port: bool = False) -> None:
-        handler = ProxyHandler(self.holder, self.upstream, self.access_log)
-        server = ProxyServer(
+        h2_gateway = H2Gateway(self.holder, self.upstream, self.access_log, self.options.http2)
+        over_h2 = (
+            functools.partial(forward_http1_over_h2, h2_gateway)
+            if self.options.http2.upstream_protocol == "h2c"
+            else None
+        )
+        handler = ProxyHandler(self.holder, self.upstream, self.access_log, over_h2)
+        # HTTP/1.1 goes to the guarded aiohttp server as before; HTTP/2 (preface or ALPN
+        # h2) to the h2 stack.
+        server = ListenerServer(
             handler,
-            self.holder,
-            connection_budget(raise_nofile_limit()),
+            holder=self.holder,
+            fd_budget=connection_budget(raise_nofile_limit()),
+            stream_handler=h2_gateway,
+            h2_settings=self.options.http2,
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_FIELD_BYTES,
             max_headers=MAX_HEADERS,

@@ -5,8 +5,9 @@ Downstream (``wardgate run --tls-cert --tls-key [--tls-client-ca]``), as an Envo
 
 * TLS 1.2 and 1.3 only, ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2 (TLS 1.3
   suites are all modern), no compression, no renegotiation; ALPN from
-  :data:`DEFAULT_ALPN` (``http/1.1``; the HTTP/2 listener passes ``("h2", "http/1.1")``
-  to :class:`ServerTls`). A plain-HTTP request on the port is a failed handshake.
+  :data:`DEFAULT_ALPN` (``h2`` preferred, then ``http/1.1``, as Envoy's default; the
+  listener hands each connection to the HTTP/2 or HTTP/1.1 stack by the negotiated
+  protocol). A plain-HTTP request on the port is a failed handshake.
 * With a client CA bundle, a client certificate chaining to it is required (mutual TLS);
   its identity (:class:`~wardgate.filters.identity.PeerIdentity`) is computed once per
   connection, after the handshake, and read per request with :func:`peer_of`.
@@ -52,7 +53,7 @@ from wardgate.runtime.reload import Fingerprint, fingerprint
 
 log = logging.getLogger("wardgate.tls")
 
-DEFAULT_ALPN: tuple[str, ...] = ("http/1.1",)
+DEFAULT_ALPN: tuple[str, ...] = ("h2", "http/1.1")
 """ALPN protocols the listener offers, in preference order."""
 
 TLS12_CIPHERS = ":".join(

@@ -11,6 +11,7 @@ import aiohttp
 from yarl import URL
 
 from wardgate.filters.api import LocalReply
+from wardgate.proxy.h2.client import H2UpstreamPool
 from wardgate.proxy.tls import TlsOptions, upstream_tls
 from wardgate.proxy.upstream_client import UpstreamPool
 
@@ -85,6 +86,13 @@ class Upstream:
         self.pool = UpstreamPool(
             parsed.host, parsed.port, self.tls_context, server_hostname=self.server_hostname
         )
+        # HTTP/2 to the same address, used when ``--upstream-protocol`` says so: clear
+        # text with prior knowledge (h2c), or over TLS with ALPN h2 for https upstreams
+        # (a context of its own: the HTTP/1.1 pool's must not offer h2).
+        h2_tls = upstream_tls(tls, parsed.scheme)
+        if h2_tls is not None:
+            h2_tls.set_alpn_protocols(["h2"])
+        self.h2_pool = H2UpstreamPool(parsed.host, parsed.port, h2_tls)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -117,6 +125,7 @@ class Upstream:
 
     async def close(self) -> None:
         self.pool.close()
+        self.h2_pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

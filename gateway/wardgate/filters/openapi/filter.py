@@ -105,6 +105,12 @@ class OpenApiConfig(FilterConfig):
             f"request bodies over {self.section.max_body_bytes} bytes are refused (413) for "
             "operations with a request body"
         )
+        notes.append(
+            "does not apply to gRPC: an OpenAPI document cannot describe gRPC calls, so "
+            "gRPC requests (POST /package.Service/Method) are refused as not in the API "
+            "unless the spec lists each such path as a POST operation with an "
+            "application/grpc request body, and their protobuf messages are never validated"
+        )
         return tuple(notes)
 
 

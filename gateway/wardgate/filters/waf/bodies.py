@@ -151,8 +151,10 @@ class BodyParser:
             return None
         mtype, params = media_type(content_type)
         text = _text(body)
-        if text is None:
-            # Not UTF-8 text (an image, an archive, random bytes): parameter rules would
+        if text is None or mtype == "application/grpc" or mtype.startswith("application/grpc+"):
+            # gRPC messages are length-prefixed binary (protobuf) even when they happen to
+            # decode as UTF-8: the 5-byte prefix alone holds NUL bytes. Like other binary
+            # bodies (an image, an archive, random bytes), parameter rules would
             # only misfire on it. The raw-body rules still see it.
             out.append(Target(REQUEST_BODY, "", "body", body.decode("latin-1")))
             return None

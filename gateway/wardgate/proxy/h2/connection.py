@@ -1,0 +1,637 @@
+"""The server side of one HTTP/2 client connection: the ``h2`` state machine on the event
+loop, one task per request stream, flow control both ways, and the defences Envoy has
+against abusive clients (see :class:`~wardgate.proxy.h2.settings.H2Settings`).
+
+Each request stream is handed to a *stream handler* (``async (DownstreamStream) ->
+None``), the same filter chain and upstream logic for every stream. This module knows
+nothing of policies or upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import hyperframe.frame
+
+from wardgate.filters.identity import PeerIdentity
+from wardgate.observability import metrics
+from wardgate.proxy.h2.settings import H2Settings
+from wardgate.proxy.tls import peer_of
+
+log = logging.getLogger("wardgate.h2")
+
+StreamHandler = Callable[["DownstreamStream"], Awaitable[None]]
+
+LINGER_SECONDS = 1.0
+"""How long a connection closed for a violation stays half-open so its GOAWAY is read."""
+
+_SETTINGS = h2.settings.SettingCodes
+_ERR = h2.errors.ErrorCodes
+
+
+class StreamGone(Exception):
+    """The client reset the stream, or the connection is gone."""
+
+
+class StreamStalled(Exception):
+    """The client gave no flow-control window (or did not read) for the idle timeout."""
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def wire_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Header fields as bytes for ``h2``: names lower case (HTTP/2 requires it), values
+    byte for byte as received (``surrogateescape`` round-trips non-UTF-8 bytes)."""
+    return [
+        (name.lower().encode("latin-1"), value.encode("utf-8", "surrogateescape"))
+        for name, value in headers
+    ]
+
+
+class DownstreamStream:
+    """One request stream from the client: its head, its body as it arrives (flow
+    control credit is returned only as the body is consumed, so the window bounds the
+    memory a stream can use), and the response going back."""
+
+    def __init__(
+        self, conn: H2ServerConnection, stream_id: int, raw: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.method = ""
+        self.path = ""
+        self.authority = ""
+        self.scheme = ""
+        self.protocol = ""
+        self.headers: list[tuple[str, str]] = []
+        for name, value in raw:
+            if name[:1] == b":":
+                pseudo = name.decode("latin-1")
+                if pseudo == ":method":
+                    self.method = _text(value)
+                elif pseudo == ":path":
+                    self.path = _text(value)
+                elif pseudo == ":authority":
+                    self.authority = _text(value)
+                elif pseudo == ":scheme":
+                    self.scheme = _text(value)
+                elif pseudo == ":protocol":
+                    self.protocol = _text(value)
+            else:
+                self.headers.append((name.decode("latin-1"), _text(value)))
+        self.trailers: list[tuple[str, str]] = []
+        self.body_ended = False
+        self.gone = False
+        self.response_started = False
+        self.response_ended = False
+        self.bytes_received = 0
+        self.opened_at = time.monotonic()
+        self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._readable: asyncio.Future[None] | None = None
+        self._window = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- fed by the connection ------------------------------------------------------------
+
+    def _feed(self, data: bytes, flow_length: int) -> None:
+        self._chunks.append((data, flow_length))
+        self.bytes_received += len(data)
+        self._wake()
+
+    def _end(self) -> None:
+        self.body_ended = True
+        self._wake()
+
+    def _lost(self) -> None:
+        self.gone = True
+        self._wake()
+        self._window.set()
+
+    def _wake(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    # -- the request body -----------------------------------------------------------------
+
+    @property
+    def has_body(self) -> bool:
+        return bool(self._chunks) or not self.body_ended
+
+    @property
+    def complete_body_bytes(self) -> int | None:
+        """Bytes of the body not yet read when all of it has arrived, else ``None``."""
+        if not self.body_ended or self.gone:
+            return None
+        return sum(len(data) for data, _ in self._chunks)
+
+    async def read(self, idle: float) -> bytes:
+        """The next body chunk, ``b""`` at the end of the body. :class:`StreamGone` when the
+        client reset the stream, :class:`TimeoutError` after ``idle`` seconds of silence."""
+        while not self._chunks:
+            if self.gone:
+                raise StreamGone
+            if self.body_ended:
+                return b""
+            self._readable = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(idle):
+                    await self._readable
+            finally:
+                self._readable = None
+        data, flow_length = self._chunks.popleft()
+        self.conn._consumed(self.stream_id, flow_length)
+        return data
+
+    # -- the response ---------------------------------------------------------------------
+
+    version = "HTTP/2"
+
+    @property
+    def tls(self) -> bool:
+        return self.conn.tls
+
+    @property
+    def peer(self) -> str:
+        return self.conn.peer
+
+    @property
+    def peer_identity(self) -> PeerIdentity | None:
+        """The verified client certificate's identity (mutual TLS), else ``None``."""
+        return peer_of(self.conn.transport) if self.conn.tls else None
+
+    async def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
+        """Send the response head (``:status`` first) or, after data, the trailers."""
+        if self.gone:
+            raise StreamGone
+        self.response_started = True
+        try:
+            self.conn.h2.send_headers(self.stream_id, wire_headers(headers), end_stream=end_stream)
+        except h2.exceptions.StreamClosedError:
+            self._lost()
+            raise StreamGone from None
+        if end_stream:
+            self.response_ended = True
+        self.conn._flush()
+
+    async def send_data(self, data: bytes, idle: float, end_stream: bool = False) -> None:
+        """Send body bytes as the client's flow-control window and the socket allow.
+        :class:`StreamStalled` when neither moves for ``idle`` seconds (zero-window
+        stall: the stream is reset, the memory it held is released)."""
+        conn = self.conn
+        view = memoryview(data)
+        while True:
+            if self.gone:
+                raise StreamGone
+            await conn._writable(idle)
+            try:
+                window = conn.h2.local_flow_control_window(self.stream_id)
+            except h2.exceptions.StreamClosedError:
+                self._lost()
+                raise StreamGone from None
+            size = min(window, conn.h2.max_outbound_frame_size, len(view))
+            if size <= 0 and view:
+                self._window.clear()
+                try:
+                    async with asyncio.timeout(idle):
+                        await self._window.wait()
+                except TimeoutError:
+                    raise StreamStalled from None
+                continue
+            last = size == len(view)
+            try:
+                conn.h2.send_data(
+                    self.stream_id, bytes(view[:size]), end_stream=end_stream and last
+                )
+            except h2.exceptions.StreamClosedError:
+                self._lost()
+                raise StreamGone from None
+            view = view[size:]
+            conn._flush()
+            if last:
+                break
+        if end_stream:
+            self.response_ended = True
+
+    async def end(self) -> None:
+        """End the response without trailers."""
+        if self.gone or self.response_ended:
+            return
+        try:
+            self.conn.h2.end_stream(self.stream_id)
+        except h2.exceptions.StreamClosedError:
+            self._lost()
+            return
+        self.response_ended = True
+        self.conn._flush()
+
+    def reset(self, code: int = _ERR.INTERNAL_ERROR) -> None:
+        """Abort the stream (``RST_STREAM``): nothing honest can be sent any more."""
+        if self.gone:
+            return
+        self.gone = True
+        self.response_ended = True
+        self.conn._reset(self.stream_id, code)
+
+
+class H2ServerConnection(asyncio.Protocol):
+    """One client connection speaking HTTP/2 (after the preface or ALPN ``h2``).
+
+    ``initial`` holds bytes already read by the protocol detector (the preface)."""
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        settings: H2Settings,
+        registry: set[H2ServerConnection] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.registry = registry
+        self.transport: asyncio.Transport | None = None
+        self.tls = False
+        self.peer = ""
+        # Inbound headers are validated (RFC 9113 8.2); outbound ones are built here
+        # already lower case and checked (``wire_headers``), so h2's second pass over
+        # them, a large share of its per-request cost, is skipped.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.streams: dict[int, DownstreamStream] = {}
+        self.closing = False
+        self.abandoned = False
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._tokens = float(settings.max_control_frames_per_second)
+        self._tokens_at = time.monotonic()
+        self._opened = 0
+        self._premature = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closed = asyncio.Event()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.tls = transport.get_extra_info("sslcontext") is not None
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        if self.registry is not None:
+            self.registry.add(self)
+        s = self.settings
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                _SETTINGS.MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
+                _SETTINGS.INITIAL_WINDOW_SIZE: s.initial_stream_window,
+                _SETTINGS.MAX_FRAME_SIZE: s.max_frame_size,
+                _SETTINGS.MAX_HEADER_LIST_SIZE: s.max_header_list_size,
+                _SETTINGS.HEADER_TABLE_SIZE: s.header_table_size,
+                _SETTINGS.ENABLE_PUSH: 0,
+            },
+        )
+        # Applied now, not on the client's ACK: a client must not get the library's
+        # larger defaults by delaying its acknowledgement.
+        self.h2.decoder.max_header_list_size = s.max_header_list_size
+        self.h2.decoder.max_allowed_table_size = s.header_table_size
+        self.h2.max_inbound_frame_size = s.max_frame_size
+        self.h2.initiate_connection()
+        extra = s.initial_connection_window - 65535
+        if extra > 0:
+            self.h2.increment_flow_control_window(extra)
+        metrics.H2_CONNECTIONS.inc()
+        self._flush()
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing() or self.abandoned:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.DenialOfServiceError:
+            self._abandon(_ERR.ENHANCE_YOUR_CALM, "header_list_too_large")
+            return
+        except h2.exceptions.TooManyStreamsError:
+            # Over the advertised SETTINGS_MAX_CONCURRENT_STREAMS: h2 stops before
+            # decoding the header block, so the HPACK state is lost with it.
+            metrics.H2_REFUSED_STREAMS.inc()
+            self._abandon(_ERR.PROTOCOL_ERROR, "too_many_streams")
+            return
+        except h2.exceptions.ProtocolError as exc:
+            code = getattr(exc, "error_code", None) or _ERR.PROTOCOL_ERROR
+            self._abandon(code, "protocol_error")
+            return
+        for event in events:
+            self._event(event)
+            if self.abandoned or self.transport.is_closing():
+                return  # the rest of the batch is not acted on: no new streams, no work
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close: a half-closed HTTP/2 connection carries nothing more
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.registry is not None:
+            self.registry.discard(self)
+        self._cancel_idle()
+        for stream in self.streams.values():
+            stream._lost()
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+        self._drained.set()
+        self._closed.set()
+        metrics.H2_CONNECTIONS.dec()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._drained.clear()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._drained.set()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            length = event.flow_controlled_length or 0
+            if stream is not None and not stream.gone:
+                if not event.data and not event.stream_ended:
+                    self._control_frame()  # an empty DATA frame does nothing useful
+                stream._feed(event.data or b"", length)
+            else:
+                self._consumed(event.stream_id or 0, length)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream._end()
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.trailers = [(n.decode("latin-1"), _text(v)) for n, v in event.headers or ()]
+        elif isinstance(event, h2.events.StreamReset):
+            self._peer_reset(event.stream_id)
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream._window.set()
+            else:
+                self._open_windows()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._control_frame()
+            self._open_windows()
+        elif isinstance(event, h2.events.PingReceived | h2.events.PriorityUpdated):
+            self._control_frame()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            # h2 accepts nothing more on this connection once the client said GOAWAY.
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        assert stream_id is not None
+        self._cancel_idle()
+        if self.closing or len(self.streams) >= self.settings.max_concurrent_streams:
+            # Also counts streams the client reset whose work is still being cancelled:
+            # a rapid-reset client cannot make the gateway work on more than the limit.
+            metrics.H2_REFUSED_STREAMS.inc()
+            self._reset(stream_id, _ERR.REFUSED_STREAM)
+            # A refused stream counts as one that ended early: a client that keeps
+            # opening streams faster than its resets are worked off is treated as one
+            # that resets them (the ratio judged in ``_judge_resets``).
+            self._opened += 1
+            self._premature += 1
+            self._judge_resets()
+            return
+        self._opened += 1
+        stream = DownstreamStream(self, stream_id, list(event.headers or ()))
+        if event.stream_ended is not None:
+            stream.body_ended = True
+        self.streams[stream_id] = stream
+        task = asyncio.get_running_loop().create_task(self._run(stream))
+        stream.task = task
+
+    async def _run(self, stream: DownstreamStream) -> None:
+        try:
+            await self.handler(stream)
+            if not stream.response_ended:
+                stream.reset(_ERR.INTERNAL_ERROR)
+            elif not stream.body_ended and not stream.gone:
+                # Answered before the client finished its body: stop the upload without
+                # failing the response (RFC 9113 8.1).
+                stream.reset(_ERR.NO_ERROR)
+        except asyncio.CancelledError:
+            stream.reset(_ERR.CANCEL)
+        except Exception as exc:
+            log.error("HTTP/2 stream failed", extra={"wardgate": {"error": type(exc).__name__}})
+            stream.reset(_ERR.INTERNAL_ERROR)
+        finally:
+            self.streams.pop(stream.stream_id, None)
+            # Body bytes never read still hold connection window: give it back.
+            for _data, length in stream._chunks:
+                self._consumed(stream.stream_id, length)
+            stream._chunks.clear()
+            self._flush()
+            if not self.streams:
+                self._close_if_idle()
+                self._arm_idle()
+
+    def _peer_reset(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        lifetime = time.monotonic() - stream.opened_at
+        if not stream.response_ended and lifetime < self.settings.premature_reset_max_lifetime:
+            # Reset before its response and soon after it opened: a cancelled call that
+            # ran for a while (a gRPC deadline) is not what rapid reset looks like.
+            self._premature += 1
+            metrics.H2_PREMATURE_RESETS.inc()
+        stream._lost()
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        self._judge_resets()
+
+    def _judge_resets(self) -> None:
+        s = self.settings
+        if self._opened >= s.premature_reset_min_streams and (
+            self._premature > self._opened * s.premature_reset_ratio
+        ):
+            self._abandon(_ERR.ENHANCE_YOUR_CALM, "premature_resets")
+
+    def _control_frame(self) -> None:
+        """Spend one token of the control-frame budget (a token bucket refilled at
+        ``max_control_frames_per_second``)."""
+        now = time.monotonic()
+        rate = self.settings.max_control_frames_per_second
+        self._tokens = min(float(rate), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            self._abandon(_ERR.ENHANCE_YOUR_CALM, "control_frame_flood")
+
+    def _open_windows(self) -> None:
+        for stream in self.streams.values():
+            stream._window.set()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send what ``h2`` queued, once per event-loop turn: the frames of every stream
+        that progressed in this turn (headers, data, trailers, window updates) leave in
+        one write instead of one system call each."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.abandoned:
+            return
+        data = self.h2.data_to_send()
+        if data:
+            transport.write(data)
+            if transport.get_write_buffer_size() > self.settings.max_outbound_buffer:
+                # A client that reads nothing while making the gateway answer (pings,
+                # settings, resets) cannot make it queue without bound.
+                metrics.H2_CONNECTIONS_ABANDONED.labels(reason="outbound_buffer").inc()
+                transport.abort()
+
+    async def _writable(self, idle: float) -> None:
+        if self._write_paused:
+            try:
+                async with asyncio.timeout(idle):
+                    await self._drained.wait()
+            except TimeoutError:
+                raise StreamStalled from None
+        if self.transport is None or self.transport.is_closing():
+            raise StreamGone
+
+    def _consumed(self, stream_id: int, length: int) -> None:
+        if length <= 0 or self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self.h2.acknowledge_received_data(length, stream_id)
+        except h2.exceptions.ProtocolError:
+            return  # the stream is gone: h2 still credits the connection window
+        self._flush()
+
+    def _reset(self, stream_id: int, code: int) -> None:
+        try:
+            self.h2.reset_stream(stream_id, code)
+        except h2.exceptions.ProtocolError:
+            return  # already closed
+        self._flush()
+
+    def _abandon(self, code: int, reason: str) -> None:
+        """Close the connection on a protocol violation or an attack: ``GOAWAY`` with
+        ``code``, then close (streams in flight are cancelled). Once per connection."""
+        if self.abandoned:
+            return
+        self.closing = True
+        metrics.H2_CONNECTIONS_ABANDONED.labels(reason=reason).inc()
+        log.warning(
+            "HTTP/2 connection closed", extra={"wardgate": {"reason": reason, "peer": self.peer}}
+        )
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection(error_code=code)
+        self._flush_now()
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close so that the GOAWAY arrives: closing a socket with unread input makes the
+        kernel send a reset, which can destroy the GOAWAY before the peer reads it. So:
+        stop reading into ``h2``, send FIN after the queued bytes, close a moment later."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.abandoned:
+            return
+        self.abandoned = True
+        for stream in self.streams.values():
+            stream._lost()
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
+        else:
+            transport.close()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        if self.transport is not None and not self.transport.is_closing():
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self.settings.connection_idle_timeout, self._idle_expired
+            )
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if not self.streams:
+            self.start_shutdown()
+
+    def _close_if_idle(self) -> None:
+        if self.abandoned:
+            return  # closing on the linger timer, so that the GOAWAY is read first
+        if self.closing and not self.streams and self.transport is not None:
+            self._flush_now()
+            self.transport.close()
+
+    def start_shutdown(self) -> None:
+        """Graceful close: ``GOAWAY(NO_ERROR)`` naming the last stream accepted; streams in
+        flight finish, then the connection closes."""
+        if self.closing:
+            return
+        self.closing = True
+        self._flush_now()
+        if self.transport is not None and not self.transport.is_closing():
+            # Written beside the state machine, not through it: h2 treats a connection
+            # that sent GOAWAY as closed and would refuse the frames of streams in flight.
+            frame = hyperframe.frame.GoAwayFrame(0)
+            frame.last_stream_id = self.h2.highest_inbound_stream_id
+            frame.error_code = _ERR.NO_ERROR
+            self.transport.write(frame.serialize())
+        self._close_if_idle()
+
+    async def shutdown(self, timeout: float | None) -> None:  # noqa: ASYNC109 - aiohttp's
+        """Graceful close, waiting up to ``timeout`` for streams in flight."""
+        self.start_shutdown()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._closed.wait()
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
