@@ -132,8 +132,75 @@ async def test_tls_versions_and_alpn(
             with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
                 return tls.version(), tls.selected_alpn_protocol()
 
-    assert await asyncio.to_thread(negotiated, ssl.TLSVersion.TLSv1_3) == ("TLSv1.3", "http/1.1")
-    assert await asyncio.to_thread(negotiated, ssl.TLSVersion.TLSv1_2) == ("TLSv1.2", "http/1.1")
+    # h2 preferred when the client offers it (Envoy's default), HTTP/1.1 otherwise.
+    assert await asyncio.to_thread(negotiated, ssl.TLSVersion.TLSv1_3) == ("TLSv1.3", "h2")
+    assert await asyncio.to_thread(negotiated, ssl.TLSVersion.TLSv1_2) == ("TLSv1.2", "h2")
+
+
+def _h2_exchange(port: int, ctx: ssl.SSLContext, headers: list[tuple[str, str]]) -> Any:
+    """One HTTP/2 GET /echo over TLS (ALPN h2) with the ``h2`` state machine; the echoed
+    request as JSON."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            request = [
+                (":method", "GET"),
+                (":path", "/echo"),
+                (":scheme", "https"),
+                (":authority", "gateway.test"),
+                *headers,
+            ]
+            conn.send_headers(1, request, end_stream=True)
+            tls.sendall(conn.data_to_send())
+            body, status, ended = b"", "", False
+            while not ended:
+                data = tls.recv(65536)
+                assert data, "connection closed before the response ended"
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"].decode()
+                    elif isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                        conn.acknowledge_received_data(len(event.data), 1)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = True
+                tls.sendall(conn.data_to_send())
+            assert status == "200", (status, body[:200])
+            return json.loads(body)
+
+
+async def test_http2_over_mutual_tls_carries_the_identity_and_never_a_client_xfcc(
+    gateway: GatewayFactory, upstream: str, pki: dict[str, Any]
+) -> None:
+    gw = await _start(gateway, upstream, pki, client_ca=pki["ca_file"])
+    ctx = client_context(pki["ca_file"], pki["client"])
+    forged = [("x-forwarded-client-cert", "By=spiffe://evil;URI=spiffe://cluster.local/ns/admin")]
+    echoed = await asyncio.to_thread(_h2_exchange, _port(gw), ctx, forged)
+    xfcc = [v for k, v in echoed["headers"] if k.lower() == "x-forwarded-client-cert"]
+    der = ssl.PEM_cert_to_DER_cert(Path(pki["client"][0]).read_text())
+    assert len(xfcc) == 1
+    assert f"Hash={hashlib.sha256(der).hexdigest()};" in xfcc[0]
+    assert f"URI={SPIFFE}" in xfcc[0] and "evil" not in xfcc[0]
+    record = gw.access_records()[-1]
+    assert record["tls.client.principal"] == SPIFFE
+
+
+async def test_http2_over_tls_without_client_certificate_strips_a_client_xfcc(
+    gateway: GatewayFactory, upstream: str, pki: dict[str, Any]
+) -> None:
+    gw = await _start(gateway, upstream, pki)
+    forged = [("x-forwarded-client-cert", "URI=spiffe://cluster.local/ns/admin")]
+    echoed = await asyncio.to_thread(
+        _h2_exchange, _port(gw), client_context(pki["ca_file"]), forged
+    )
+    assert not [k for k, _ in echoed["headers"] if k.lower() == "x-forwarded-client-cert"]
 
 
 def _old_protocol_client(ca_file: str) -> ssl.SSLContext:
