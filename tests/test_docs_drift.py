@@ -26,7 +26,7 @@ OLD_NAME_MARKERS = ("deprecated", "changed from")
 LABEL = re.compile(r"(?<![\w.])wardgate\.dev/[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?")
 IMAGE = re.compile(r"ghcr\.io/wardgate/[a-z0-9][a-z0-9-]*")
 NAME = re.compile(r"(?<![\w./<>-])(?:wardgate|wg)-[a-z0-9]+(?:-[a-z0-9]+)*(?![\w<])")
-METRIC = re.compile(r"\bwardgate_[a-z_]+[a-z]")
+METRIC = re.compile(r"\bwardgate_[a-z0-9_]+[a-z0-9]")
 LOG_FIELD = re.compile(r"(?<![\w/.-])wardgate\.[a-z_][A-Za-z_]*(?:\.[A-Za-z_]+)*")
 
 

@@ -216,6 +216,19 @@ def panels() -> list[Panel]:
             "A failed reload keeps the last good certificate; a falling time to expiry means "
             "renewals do not arrive (cert-manager, Secret mount).",
         ),
+        timeseries(
+            21, "HTTP/2 and gRPC connections",
+            [(f"sum by (namespace, pod) (wardgate_http2_connections{{{SEL}}})",
+              "HTTP/2 open {{namespace}}/{{pod}}"),
+             (rate("wardgate_http2_refused_streams_total"), "streams refused (maxConcurrentStreams)"),
+             (rate("wardgate_http2_premature_resets_total"), "streams reset by the client"),
+             (rate("wardgate_http2_connections_abandoned_total", by="reason"),
+              "connections closed {{reason}}")],
+            "short", 0, 68,
+            "Refused streams mean clients open more streams than --http2-max-concurrent-streams "
+            "allows; closed connections by reason are protocol violations or attacks (rapid "
+            "reset, CONTINUATION or control-frame floods).",
+        ),
     ]  # fmt: skip
 
 

@@ -139,7 +139,7 @@ def test_dashboard_queries_name_exported_metrics_and_labels(monitoring: Rendered
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     for expr in exprs:
-        for series, matchers in re.findall(r"(wardgate_[a-z_]+)(?:\{([^}]*)\})?", expr):
+        for series, matchers in re.findall(r"(wardgate_[a-z0-9_]+)(?:\{([^}]*)\})?", expr):
             assert series in exported, f"{series} is not exported by the gateway ({expr})"
             used.add(series)
             for label in re.findall(r"([a-z_]+)\s*[!=]~?", matchers):

@@ -88,6 +88,6 @@ async def test_pod_monitor_scrapes_a_real_sidecar(gateway_process, upstream, tmp
     assert samples["wardgate_requests_total"] >= 1
     # Every series the dashboard queries is in the scrape or its family is.
     dashboard = rendered.one("ConfigMap", "-dashboard")["data"]["wardgate.json"]
-    queried = set(re.findall(r"(wardgate_[a-z_]+)", dashboard))
+    queried = set(re.findall(r"(wardgate_[a-z0-9_]+)", dashboard))
     base = {re.sub(r"_(total|bucket|sum|count)$", "", q) for q in queried}
     assert base <= families | {re.sub(r"_(total|bucket|sum|count)$", "", s) for s in samples}
