@@ -503,11 +503,7 @@ class ProxyHandler:
             reply = pipeline.encode_body(response, prefix[:limit], complete)
             if reply is not None:
                 return await self._local(request, pipeline, exchange, reply)
-            if response.body is not None and response.body is not prefix[:limit]:
-                prefix = response.body + prefix[limit:]
-                headers.popall("content-length", None)
-                if complete:
-                    headers["content-length"] = str(len(prefix))
+            prefix = apply_replaced_body(headers, response, prefix, limit, complete)
         headers["x-envoy-upstream-service-time"] = str(exchange.upstream_ms)
         headers.setdefault("server", SERVER_HEADER)
         exchange.status = response.status
@@ -606,6 +602,21 @@ class ProxyHandler:
             policy,
             exchange,
         )
+
+
+def apply_replaced_body(
+    headers: CIMultiDict[str], response: HttpResponse, prefix: bytes, limit: int, complete: bool
+) -> bytes:
+    """The response bytes to send after response filters saw ``prefix[:limit]``: unchanged,
+    or with the inspected part replaced by the body a filter set (masking), in which case
+    ``content-length`` is dropped, and set again when the whole body is known."""
+    if response.body is None or response.body is prefix[:limit]:
+        return prefix
+    replaced = response.body + prefix[limit:]
+    headers.popall("content-length", None)
+    if complete:
+        headers["content-length"] = str(len(replaced))
+    return replaced
 
 
 def note_local_reply(exchange: Exchange, reply: LocalReply) -> None:

@@ -184,7 +184,7 @@ def relocated(records: list[Record], where: str) -> list[Record]:
     for record in records:
         if record.expect != "block" or record.category not in RELOCATABLE:
             continue
-        payload = _payload(record)
+        payload = longest_parameter(record, min_length=3)
         if payload is None:
             continue
         if where == "header":
@@ -199,7 +199,9 @@ def relocated(records: list[Record], where: str) -> list[Record]:
 RELOCATABLE = {"sqli", "xss", "rce", "lfi", "php", "java", "generic"}
 
 
-def _payload(record: Record) -> str | None:
+def longest_parameter(record: Record, min_length: int) -> str | None:
+    """The longest decoded name or value among a record's query and urlencoded-form
+    parameters (the payload of a CRS test), or ``None`` when shorter than ``min_length``."""
     parts = [record.target.partition("?")[2]]
     content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
     if record.body and "urlencoded" in content_type:
@@ -211,7 +213,7 @@ def _payload(record: Record) -> str | None:
             for text in (unquote_plus(name), unquote_plus(value)):
                 if len(text) > len(best):
                     best = text
-    return best if len(best) >= 3 else None
+    return best if len(best) >= min_length else None
 
 
 def _variant(record: Record, target: str, extra: tuple[tuple[str, str], ...]) -> Record:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
 
-from wardgate.filters.waf.corpus import Record
+from wardgate.filters.waf.corpus import Record, longest_parameter
 from wardgate.filters.waf.lookalikes import Sample
 
 PLACEMENTS = (
@@ -140,7 +140,7 @@ def attack_payloads(
             continue
         if record.paranoia_level is None or record.paranoia_level > 1:
             continue
-        payload = _longest_parameter(record)
+        payload = longest_parameter(record, min_length=4)
         # Some CRS tests carry their attack in the path or a header and only their own id
         # in a parameter ("932270-2"): that is not a payload.
         if payload is not None and payload != record.id.partition(":")[2]:
@@ -168,18 +168,3 @@ def attack_records(
             if record is not None:
                 out.append(record)
     return out
-
-
-def _longest_parameter(record: Record) -> str | None:
-    parts = [record.target.partition("?")[2]]
-    content_type = {k.lower(): v for k, v in record.headers}.get("content-type", "")
-    if record.body and "urlencoded" in content_type:
-        parts.append(record.body.decode("utf-8", "replace"))
-    best = ""
-    for part in parts:
-        for pair in part.split("&"):
-            name, _, value = pair.partition("=")
-            for text in (unquote_plus(name), unquote_plus(value)):
-                if len(text) > len(best):
-                    best = text
-    return best if len(best) >= 4 else None

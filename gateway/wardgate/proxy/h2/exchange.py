@@ -25,7 +25,13 @@ from wardgate.observability.logs import AccessLog
 from wardgate.proxy.h2 import grpc
 from wardgate.proxy.h2.connection import StreamGone, StreamStalled
 from wardgate.proxy.h2.settings import H2Settings
-from wardgate.proxy.handler import SERVER_HEADER, Exchange, note_local_reply, record_exchange
+from wardgate.proxy.handler import (
+    SERVER_HEADER,
+    Exchange,
+    apply_replaced_body,
+    note_local_reply,
+    record_exchange,
+)
 from wardgate.proxy.upstream import Upstream, upstream_failure
 from wardgate.proxy.upstream_client import (
     InvalidHeaderValue,
@@ -534,11 +540,7 @@ class H2Gateway:
                 up.abort()
                 await self._local(call, reply)
                 return
-            if response.body is not None and response.body is not prefix[:limit]:
-                prefix = response.body + prefix[limit:]
-                headers.popall("content-length", None)
-                if complete:
-                    headers["content-length"] = str(len(prefix))
+            prefix = apply_replaced_body(headers, response, prefix, limit, complete)
         headers["x-envoy-upstream-service-time"] = str(exchange.upstream_ms)
         headers.setdefault("server", SERVER_HEADER)
         exchange.status = response.status
