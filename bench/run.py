@@ -159,9 +159,33 @@ http {{
         yield port
 
 
-def envoy_proxy_config(port: int, admin: int, upstream_port: int, http2_upstream: bool) -> str:
+def envoy_proxy_config(
+    port: int,
+    admin: int,
+    upstream_port: int,
+    http2_upstream: bool,
+    tls: tuple[str, str] | None = None,
+) -> str:
     """Envoy as a plain reverse proxy (HTTP/1.1 and HTTP/2 clients: ``codec_type`` AUTO);
-    to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC)."""
+    to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC). With ``tls``
+    (certificate and key files) the listener serves TLS 1.2+ with ALPN ``http/1.1``."""
+    transport = (
+        f"""
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: ["http/1.1"]
+            tls_params: {{tls_minimum_protocol_version: TLSv1_2}}
+            tls_certificates:
+            - certificate_chain: {{filename: {tls[0]}}}
+              private_key: {{filename: {tls[1]}}}
+      filters:"""
+        if tls is not None
+        else """
+    - filters:"""
+    )
     protocol = (
         """
     typed_extension_protocol_options:
@@ -178,8 +202,7 @@ static_resources:
   listeners:
   - name: ingress
     address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
+    filter_chains:{transport}
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager

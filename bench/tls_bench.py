@@ -41,6 +41,7 @@ from bench.run import (  # noqa: E402
     RESULTS,
     CpuLayout,
     ensure_tools,
+    envoy_proxy_config,
     free_port,
     nginx_upstream,
     pinned,
@@ -56,51 +57,7 @@ from tests.tls_support import Ca  # noqa: E402
 def envoy_tls(workdir: Path, upstream_port: int, cert: str, key: str, cpus: str) -> Iterator[int]:
     port, admin = free_port(), free_port()
     conf = workdir / "envoy-tls.yaml"
-    conf.write_text(f"""
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            alpn_protocols: ["http/1.1"]
-            tls_params: {{tls_minimum_protocol_version: TLSv1_2}}
-            tls_certificates:
-            - certificate_chain: {{filename: {cert}}}
-              private_key: {{filename: {key}}}
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
-""")
+    conf.write_text(envoy_proxy_config(port, admin, upstream_port, False, tls=(cert, key)))
     envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
     cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
     with process(pinned(cmd, cpus)) as proc:
