@@ -456,7 +456,9 @@ def _cmd_validate_baseline(args: argparse.Namespace) -> int:
     """``validate --baseline``: the operator's baseline merge, offline. Exit 1 when a policy
     is invalid or weakens a baseline; clamped defaults are notes."""
     from wardgate.config import load_policy_file
-    from wardgate.config.baseline import BaselineError, apply_baselines, load_baseline_file
+    from wardgate.config.baseline_merge import apply_baselines
+    from wardgate.config.loading import load_baseline_file
+    from wardgate.errors import BaselineError
 
     try:
         baselines = [b for name in args.baseline for b in load_baseline_file(name)]

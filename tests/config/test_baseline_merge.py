@@ -10,12 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wardgate.config import PolicySpec
-from wardgate.config.baseline import (
+from wardgate.config.baseline import DelegableExceptionSpec, SecurityBaselineSpec, WafFloorSpec
+from wardgate.config.baseline_merge import (
     MODE_RANK,
     WAF_FAMILIES,
-    DelegableExceptionSpec,
-    SecurityBaselineSpec,
-    WafFloorSpec,
     apply_baselines,
     clamp_waf,
     exception_delegated,

@@ -46,6 +46,7 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
+from wardgate.errors import TlsConfigError as TlsConfigError  # noqa: PLC0414 - re-export
 from wardgate.filters.identity import PeerIdentity
 from wardgate.observability import metrics
 from wardgate.runtime.identity import identity_from_der, subject_alt_names
@@ -69,11 +70,6 @@ TLS12_CIPHERS = ":".join(
 """Mozilla's "intermediate" TLS 1.2 suites: forward secrecy and AEAD only."""
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-
-
-class TlsConfigError(Exception):
-    """The certificate, key or CA bundle cannot be used. The message names the file and
-    the problem, never key material."""
 
 
 @dataclass(frozen=True, slots=True)

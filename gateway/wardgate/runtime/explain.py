@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from multidict import CIMultiDict
 
+from wardgate.errors import RequestDescriptionError as RequestDescriptionError  # noqa: PLC0414 - re-export
 from wardgate.filters.api import HttpRequest, LocalReply
 from wardgate.filters.identity import PeerIdentity
 from wardgate.runtime.chain import RequestPipeline
@@ -27,10 +28,6 @@ from wardgate.runtime.forwarding import (
 from wardgate.runtime.identity import XFCC, set_client_cert_header
 
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
-
-
-class RequestDescriptionError(ValueError):
-    """A request description that cannot be understood; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
