@@ -87,7 +87,6 @@ def test_every_waf_family_can_get_a_floor() -> None:
     assert MODE_STRICTNESS.order == (WafMode.OFF, WafMode.DETECT, WafMode.ENFORCE)
 
 
-
 MERGES = {
     "lower": (LOWER, st.integers(0, 100)),
     "higher": (HIGHER, st.integers(1, 4)),
