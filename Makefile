@@ -30,11 +30,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Style and types, layering (import-linter), dead code (vulture, settings and whitelist in
+# pyproject.toml / tools/vulture_whitelist.py) and the size limits (tests/test_structure.py:
+# modules <= 600 lines, functions <= 80, no import cycle).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gateway operator tests bench
-	$(VENV)/bin/ruff format --check gateway operator tests bench
+	$(VENV)/bin/ruff check gateway operator tests bench tools
+	$(VENV)/bin/ruff format --check gateway operator tests bench tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_structure.py tests/test_layering.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -226,7 +226,7 @@ def test_exceptions_survive_only_where_delegated():
 
 
 @st.composite
-def limits_docs(draw: st.DrawFn, allow_empty_methods: bool = False) -> dict[str, Any]:
+def limits_docs(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for key, (lo, hi) in LIMIT_BOUNDS.items():
         if draw(st.booleans()):

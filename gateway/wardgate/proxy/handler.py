@@ -39,7 +39,6 @@ from wardgate.runtime.identity import XFCC, client_certificate_fields, set_clien
 log = logging.getLogger("wardgate.proxy")
 
 SERVER_HEADER = "wardgate"
-READ_CHUNK = 256 * 1024
 SMALL_BODY_BYTES = 64 * 1024
 
 

@@ -3,7 +3,6 @@ Envoy's local replies and response flags."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ssl
 
@@ -48,19 +47,6 @@ def upstream_failure(flag: str, reason: str = "") -> LocalReply:
         content_type="text/plain",
         response_flag=flag,
     )
-
-
-def classify_failure(exc: BaseException) -> str:
-    """Envoy response flag for an exception raised before the upstream's response headers:
-    ``UH`` no address for the upstream, ``UF`` connection not made (refused or connect
-    timeout), ``UT`` no response in time, ``UC`` connection reset or closed early."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "UH"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
-        return "UF"
-    if isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
-        return "UT"
-    return "UC"
 
 
 class Upstream:
