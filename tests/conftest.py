@@ -3,6 +3,7 @@ real sockets on 127.0.0.1 with ports chosen by the kernel."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from blockbuster import blockbuster_ctx
 from hypothesis import settings
 
 from wardgate.config import load_policy_text
@@ -33,6 +35,36 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In async tests, a blocking call (file or socket I/O, ``time.sleep``, ...) that
+    Wardgate's own code makes inside the event loop fails the test (as in aiohttp's suite):
+    one such call stalls every connection of the worker. Tests and libraries may block;
+    the allowances below are the calls we keep on purpose, each with its reason."""
+    if not inspect.iscoroutinefunction(request.function):
+        yield
+        return
+    with blockbuster_ctx(["wardgate", "wardgate_operator"]) as bb:
+        for function in bb.functions.values():
+            for filename, functions in BLOCKING_ALLOWED:
+                function.can_block_in(filename, functions)
+        yield
+
+
+BLOCKING_ALLOWED: list[tuple[str, set[str]]] = [
+    # Compiling a policy reads rule files and the Hyperscan store: the gateway does it
+    # before its loop starts or in a thread (reload: asyncio.to_thread); tests compile
+    # policies inline in async tests and fixtures.
+    ("wardgate/runtime/compiled.py", {"compile_policy"}),
+    # The reloader's first fingerprint of the policy files, taken once when the gateway is
+    # built (before serving); its watch rounds stat the files in a thread.
+    ("wardgate/runtime/reload.py", {"__init__"}),
+    # A metrics scrape: prometheus_client's process collector reads /proc/self (memory,
+    # never a disk wait) and, with several workers, the multiprocess value files.
+    ("wardgate/observability/metrics.py", {"render_prometheus", "render_stats"}),
+]
 
 
 @pytest.fixture
@@ -170,15 +202,16 @@ def _pump(
     found: list[dict[str, Any]],
     marker: str,
 ) -> None:
-    for raw in iter(stream.readline, b""):
-        line = raw.decode(errors="replace").rstrip("\n")
-        sink.append(line)
-        if ready is not None and not ready.is_set() and marker in line:
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-            ready.set()
+    with stream:  # closed at EOF (the process exited): no pipe left to the collector
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            sink.append(line)
+            if ready is not None and not ready.is_set() and marker in line:
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+                ready.set()
 
 
 @pytest.fixture

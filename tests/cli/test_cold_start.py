@@ -94,4 +94,6 @@ def test_ready_in_seconds_from_the_store_with_no_writable_home_or_cache(
     finally:
         process.terminate()
         process.wait(10)
+        if process.stderr is not None:
+            process.stderr.close()
         os.chmod(home, 0o700)

@@ -68,3 +68,4 @@ def test_every_suggested_request_gets_the_status_its_comment_promises():
     finally:
         demo.terminate()
         demo.wait(20)
+        demo.stderr.close()

@@ -331,6 +331,8 @@ def envoy(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 async def _wait_ready(http: aiohttp.ClientSession, admin: str) -> None:

@@ -101,7 +101,8 @@ class PolicyReloader:
                 )
 
     async def _poll_once(self) -> None:
-        current = self._fingerprints()
+        # realpath and stat are file-system calls: off the loop (a slow mount stalls no one).
+        current = await asyncio.to_thread(self._fingerprints)
         if current == self._seen or current[0] is None:
             return
         in_place = self._seen is not None and any(
@@ -113,7 +114,7 @@ class PolicyReloader:
             # Written in place: wait until it stops changing, so a truncate-then-write is
             # never read half-way. Another change starts the wait again next round.
             await asyncio.sleep(self.settle)
-            if self._fingerprints() != current:
+            if await asyncio.to_thread(self._fingerprints) != current:
                 return
         await self.reload(expected=current)
 
@@ -123,7 +124,7 @@ class PolicyReloader:
         current one stays. With ``expected`` (the watcher's stable fingerprints), a file
         that changed again while it was read is not used: the next round reads it."""
         async with self._lock:
-            self._seen = self._fingerprints()
+            self._seen = await asyncio.to_thread(self._fingerprints)
             try:
                 compiled = await asyncio.to_thread(load_compiled, self.path, allow_empty=False)
             except PolicyError as exc:
@@ -132,7 +133,7 @@ class PolicyReloader:
             except Exception as exc:  # a loader bug must not take the watcher down
                 self._refuse([f"internal error while loading the policy: {type(exc).__name__}"])
                 return False
-            if expected is not None and self._fingerprints() != expected:
+            if expected is not None and await asyncio.to_thread(self._fingerprints) != expected:
                 self._seen = expected  # changed while read: the next round picks it up
                 return False
             self.last_error = None
@@ -141,7 +142,7 @@ class PolicyReloader:
                 return False
             self._warn_removed_filters(compiled)
             installed = self.holder.swap(compiled)
-            self._seen = self._fingerprints()
+            self._seen = await asyncio.to_thread(self._fingerprints)
             metrics.RELOADS.labels(result="success").inc()
             metrics.POLICY_GENERATION.set(installed.generation)
             log.info(
