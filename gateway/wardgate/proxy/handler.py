@@ -40,7 +40,7 @@ from wardgate.proxy.body_io import (
     send_body,
     send_continue,
 )
-from wardgate.proxy.exchange import SERVER_HEADER, Exchange
+from wardgate.proxy.exchange import SERVER_HEADER, Exchange, note_local_reply, record_exchange
 from wardgate.proxy.framing import is_websocket, request_error, split_absolute_form
 from wardgate.proxy.one_write import SentResponse, can_send_whole, send_whole
 from wardgate.proxy.stream import ActiveStream
@@ -63,6 +63,17 @@ from wardgate.runtime.forwarding import (
 from wardgate.runtime.identity import XFCC, set_client_cert_header
 
 log = logging.getLogger("wardgate.proxy")
+
+# Exchange and its helpers moved to proxy.exchange and proxy.body_io; still importable here.
+__all__ = [
+    "SERVER_HEADER",
+    "Exchange",
+    "ProxyHandler",
+    "apply_replaced_body",
+    "note_local_reply",
+    "record_exchange",
+    "send_continue",
+]
 
 _VERSIONS = {(1, 1): "HTTP/1.1", (1, 0): "HTTP/1.0"}
 _DC = ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION
