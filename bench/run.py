@@ -31,335 +31,50 @@ Usage: ``python bench/run.py [--duration S] [--repeats N] [--quick] [--only SUIT
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-RESULTS = ROOT / "bench" / "results"
+sys.path[:0] = [str(ROOT)]
 
+from bench.harness import (  # noqa: E402
+    PACE_CONNECTIONS,
+    PIDS,
+    RESULTS,
+    CpuLayout,
+    Load,
+    build_pace,
+    cpu_seconds,
+    ensure_tools,
+    envoy_proxy,
+    envoy_proxy_config,
+    free_port,
+    median_load,
+    nginx_upstream,
+    pinned,
+    process,
+    rotated,
+    run_pace,
+    run_wrk,
+    wait_http,
+    wardgate_proxy,
+)
 
-@dataclass(frozen=True)
-class CpuLayout:
-    """``taskset -c`` CPU lists for each party of a proxy measurement ("" = not pinned)."""
-
-    load: str
-    upstream: str
-    proxy: str
-
-    @staticmethod
-    def for_machine() -> CpuLayout:
-        """The proxy alone on one CPU; load generator and upstream on their own CPUs when
-        there are 3, sharing the other one when there are 2; no pinning on 1 CPU."""
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 3 and shutil.which("taskset"):
-            return CpuLayout(load=str(cpus[0]), upstream=str(cpus[1]), proxy=str(cpus[2]))
-        if len(cpus) == 2 and shutil.which("taskset"):
-            return CpuLayout(load=str(cpus[0]), upstream=str(cpus[0]), proxy=str(cpus[1]))
-        return CpuLayout(load="", upstream="", proxy="")
-
-    def describe(self) -> str:
-        if not self.proxy:
-            return "not pinned (one CPU, or no taskset)"
-        return (
-            f"load generator on CPU {self.load}, upstream on CPU {self.upstream}, "
-            f"the proxy under test alone on CPU {self.proxy} (taskset)"
-        )
-
-
-def pinned(cmd: list[str], cpus: str) -> list[str]:
-    """``cmd`` run on ``cpus`` (a ``taskset -c`` list); unchanged when ``cpus`` is empty."""
-    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_tools() -> None:
-    missing = [
-        tool
-        for tool in ("wrk", "cc", "nginx")
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
-    ]
-    if missing and os.geteuid() == 0:
-        packages = {"wrk": "wrk", "cc": "gcc", "nginx": "nginx-light"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)], check=True
-        )
-    for tool, package in (("wrk", "wrk"), ("cc", "gcc")):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"bench needs {tool} (Debian package {package})")
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextlib.contextmanager
-def nginx_upstream(workdir: Path, cpus: str = "") -> Iterator[int]:
-    port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log error;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
-  keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
-""")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with process(pinned([nginx, "-c", str(conf), "-p", str(workdir)], cpus)):
-        wait_http(f"http://127.0.0.1:{port}/")
-        yield port
-
-
-def envoy_proxy_config(
-    port: int,
-    admin: int,
-    upstream_port: int,
-    http2_upstream: bool,
-    tls: tuple[str, str] | None = None,
-) -> str:
-    """Envoy as a plain reverse proxy (HTTP/1.1 and HTTP/2 clients: ``codec_type`` AUTO);
-    to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC). With ``tls``
-    (certificate and key files) the listener serves TLS 1.2+ with ALPN ``http/1.1``."""
-    transport = (
-        f"""
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            alpn_protocols: ["http/1.1"]
-            tls_params: {{tls_minimum_protocol_version: TLSv1_2}}
-            tls_certificates:
-            - certificate_chain: {{filename: {tls[0]}}}
-              private_key: {{filename: {tls[1]}}}
-      filters:"""
-        if tls is not None
-        else """
-    - filters:"""
-    )
-    protocol = (
-        """
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}"""
-        if http2_upstream
-        else ""
-    )
-    return f"""
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:{transport}
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          codec_type: AUTO
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s{protocol}
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
-"""
-
-
-@contextlib.contextmanager
-def envoy_proxy(
-    workdir: Path, upstream_port: int, cpus: str = "", http2_upstream: bool = False
-) -> Iterator[int]:
-    """Envoy 1.40, one worker, pinned to ``cpus`` (:func:`envoy_proxy_config`)."""
-    port, admin = free_port(), free_port()
-    conf = workdir / ("envoy-h2.yaml" if http2_upstream else "envoy.yaml")
-    conf.write_text(envoy_proxy_config(port, admin, upstream_port, http2_upstream))
-    envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
-    cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
-    with process(pinned(cmd, cpus)) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        PIDS[port] = proc.pid
-        yield port
-
-
-@contextlib.contextmanager
-def wardgate_proxy(upstream_port: int, policy: Path, cpus: str = "") -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    cmd = [sys.executable, "-m", "wardgate", "run", "--upstream"]
-    cmd += [f"http://127.0.0.1:{upstream_port}", "--policy", str(policy)]
-    cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
-    cmd += ["--access-log", "off", "--log-level", "error", "--workers", "1"]
-    with process(pinned(cmd, cpus), env=env) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        PIDS[port] = proc.pid
-        yield port
-
-
-PIDS: dict[int, int] = {}
-"""Listening port -> process id of each proxy started here (for :func:`cpu_seconds`)."""
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us: float | None = None
-    """CPU time the proxy spent per request (µs), when measured."""
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if match is None:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def run_wrk(
-    url: str, duration: int, script: Path | None, cpus: str = "", pid: int | None = None
-) -> Load:
-    """Peak throughput: ``wrk``, 1 thread, 32 connections, on ``cpus`` when given. With
-    ``pid`` (the proxy's), also the CPU time it spent per request: unlike req/s, that does
-    not depend on how much of its CPU other processes on a shared machine took meanwhile."""
-    cmd = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency", url]
-    if script is not None:
-        cmd[1:1] = ["-s", str(script)]
-    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
-    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
-    cpu_us = None
-    if pid is not None:
-        total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-        cpu_us = (cpu_seconds(pid) - cpu_before) / max(total, 1) * 1e6
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    if "Non-2xx" in out or "Socket errors" in out:
-        print(f"    warning: errors in wrk output for {url}:\n{out}")
-    return Load(rps, p50, p99, cpu_us)
-
-
-PACE_CONNECTIONS = 8
-"""Connections of the fixed-rate latency run (one request in flight on each): at half of
-Wardgate's peak and sub-millisecond latency about one is busy, so 8 leave room for stalls
-without the generator becoming the bottleneck."""
-
-
-def build_pace(workdir: Path) -> Path:
-    """Compile ``bench/pace.c`` (the constant-rate generator) into ``workdir``."""
-    binary = workdir / "pace"
-    subprocess.run(
-        ["cc", "-O2", "-o", str(binary), str(ROOT / "bench" / "pace.c")],
-        check=True,
-    )
-    return binary
-
-
-def run_pace(
-    pace: Path, port: int, duration: int, rate: float, cpus: str = "", body: int | None = None
-) -> Load:
-    """``rate`` evenly spaced requests/s for ``duration`` s over :data:`PACE_CONNECTIONS`
-    connections, latency from each request's due time (``bench/pace.c`` says why)."""
-    cmd = [str(pace), "127.0.0.1", str(port), "/bench?x=1", f"{rate:.0f}", str(duration)]
-    cmd.append(str(PACE_CONNECTIONS))
-    if body is not None:
-        cmd.append(str(body))
-    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
-    fields = dict(line.split("=", 1) for line in out.split())
-    if int(fields["errors"]):
-        print(f"    warning: {fields['errors']} errors from port {port}")
-    return Load(float(fields["rps"]), int(fields["p50_us"]) / 1000, int(fields["p99_us"]) / 1000)
-
-
-def median_load(samples: list[Load]) -> Load:
-    cpu = [s.cpu_us for s in samples if s.cpu_us is not None]
-    return Load(
-        statistics.median(s.rps for s in samples),
-        statistics.median(s.p50_ms for s in samples),
-        statistics.median(s.p99_ms for s in samples),
-        statistics.median(cpu) if cpu else None,
-    )
-
-
-def rotated(names: list[str], turn: int) -> list[str]:
-    """``names`` starting at position ``turn``: each round begins with another target."""
-    turn %= len(names)
-    return names[turn:] + names[:turn]
+# Re-exported for bench/h2_bench.py and tests/proxy/h2, which still import them from here.
+__all__ = [
+    "cpu_seconds",
+    "envoy_proxy_config",
+    "free_port",
+    "main",
+    "pinned",
+    "process",
+    "wait_http",
+]
 
 
 def main() -> int:
