@@ -43,19 +43,20 @@ def jwt_material(token_bytes: int = TOKEN_BYTES) -> tuple[str, str]:
     now = int(time.time())
     claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u1", "exp": now + 3600}
 
-    def sign(claims: dict[str, Any]) -> str:
-        payload = _b64url(json.dumps(claims).encode())
-        signature = key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{header}.{payload}.{_b64url(signature)}"
+    def encoded(claims: dict[str, Any]) -> str:
+        return f"{header}.{_b64url(json.dumps(claims).encode())}"
 
-    token = sign(claims)
-    if len(token) < token_bytes:
+    signature_chars = len(_b64url(bytes(key.key_size // 8)))
+    signing_input = encoded(claims)
+    if len(signing_input) + 1 + signature_chars < token_bytes:
         # base64url: 4 characters per 3 bytes; trim the scope until the length fits.
         scope = "read:items write:items " * 40
         for cut in range(len(scope), 0, -1):
-            token = sign({**claims, "scope": scope[:cut].strip() or "r"})
-            if len(token) <= token_bytes:
+            signing_input = encoded({**claims, "scope": scope[:cut].strip() or "r"})
+            if len(signing_input) + 1 + signature_chars <= token_bytes:
                 break
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    token = f"{signing_input}.{_b64url(signature)}"
     return json.dumps({"keys": [jwk]}), token
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from wardgate.filters.waf.engine.batch import BATCH_MIN_TARGETS, rules_batched
 from wardgate.filters.waf.engine.databases import Scratches
-from wardgate.filters.waf.engine.memo import MEMO_VALUE_MAX, Memo
+from wardgate.filters.waf.engine.memo import MEMO_VALUE_MAX, Key, Memo, memo_key
 from wardgate.filters.waf.engine.plan import Plan, compile_plan
 from wardgate.filters.waf.engine.single import rules_each
 from wardgate.filters.waf.rules import Rule
@@ -77,6 +77,7 @@ class Engine:
         own = self._own
         remembered = self._memo.lookup
         unseen: dict[str, list[int]] = {}
+        keys: dict[int, Key] = {}
         delegated: dict[str, list[int]] | None = None
         for position, target in enumerate(listed):
             value = target.value
@@ -88,14 +89,22 @@ class Engine:
                     delegated = {}
                 delegated.setdefault(target.kind, []).append(position)
                 continue
-            if len(value) <= MEMO_VALUE_MAX:
-                known = remembered((target.kind, target.name, value))
+            # Inline memo_key for the common short value: this runs for every target.
+            key = (
+                (target.kind, target.name, value)
+                if len(value) <= MEMO_VALUE_MAX
+                else memo_key(target)
+            )
+            if key is not None:
+                known = remembered(key)
                 if known is not None:
                     answers[position] = known
                     continue
+                keys[position] = key
             unseen.setdefault(target.kind, []).append(position)
         if unseen:
             self._scan_unseen(listed, unseen, answers)
+            self._memo.put_all(list(keys.values()), [answers[p] for p in keys])
         if delegated is not None:
             for kind, positions in delegated.items():
                 found_own = own[kind]._answers([listed[i] for i in positions])
@@ -109,7 +118,7 @@ class Engine:
         unseen: dict[str, list[int]],
         answers: list[tuple[Rule, ...] | None],
     ) -> None:
-        """Fill ``answers`` at the ``unseen`` positions (by kind) and remember them."""
+        """Fill ``answers`` at the ``unseen`` positions (by kind)."""
         # libinjection answers by (operator, value): repeated values (the same text in
         # every element of a JSON array) are judged once per request.
         verdicts: dict[tuple[str, str], bool] = {}
@@ -135,8 +144,6 @@ class Engine:
             each = rules_each(self.plan, [listed[i] for i in single], verdicts, scratches)
             for position, rules in zip(single, each, strict=True):
                 answers[position] = tuple(rules)
-        positions = [p for kind_positions in unseen.values() for p in kind_positions]
-        self._memo.put_all([listed[p] for p in positions], [answers[p] for p in positions])
 
 
 _CACHE: OrderedDict[tuple[str, ...], Engine] = OrderedDict()
