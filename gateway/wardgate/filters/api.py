@@ -139,6 +139,11 @@ class HttpRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     findings: list[Violation] = field(default_factory=list)
     peer: PeerIdentity | None = None
+    vouched: frozenset[tuple[str, str]] = frozenset()
+    """(lower-case header name, exact value) pairs an earlier filter verified
+    cryptographically: the JWT filter adds each bearer header whose token it verified. The
+    WAF does not scan these values as free text (RATIONALE.md, "A verified token is not
+    free text")."""
 
 
 @dataclass(slots=True)
