@@ -140,10 +140,10 @@ class HttpRequest:
     findings: list[Violation] = field(default_factory=list)
     peer: PeerIdentity | None = None
     vouched: frozenset[tuple[str, str]] = frozenset()
-    """(lower-case header name, exact value) pairs an earlier filter verified
-    cryptographically: the JWT filter adds each bearer header whose token it verified. The
-    WAF does not scan these values as free text (RATIONALE.md, "A verified token is not
-    free text")."""
+    """(lower-case header name, exact value) pairs that are not client free text: the
+    ``x-request-id`` the gateway generated itself, each bearer header whose token the JWT
+    filter verified. The WAF does not scan these values (RATIONALE.md, "Values the gateway
+    vouches for are not scanned")."""
 
 
 @dataclass(slots=True)
