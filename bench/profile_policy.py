@@ -66,10 +66,9 @@ async def run(args: argparse.Namespace, policy: CompiledPolicy, token: str) -> f
             headers["content-type"] = "application/json"
             headers["content-length"] = str(len(body))
         request = HttpRequest(method, f"/bench?{query}", "/bench", query, headers)
-        pipeline = RequestPipeline(policy, request)
-        reply = await pipeline.decode_headers()
-        if reply is None and pipeline.needs_request_body and method == "POST":
-            reply = await pipeline.decode_body(body, True)
+        reply = await RequestPipeline(policy, request).decode_request(
+            body if method == "POST" else b""
+        )
         if reply is not None:
             raise SystemExit(f"refused: {reply}")
     return (time.perf_counter() - start) / args.requests * 1e6

@@ -62,11 +62,6 @@ class Memo:
     def __init__(self) -> None:
         self._answers: dict[Key, tuple[Rule, ...]] = {}
 
-    def get(self, target: Target) -> tuple[Rule, ...] | None:
-        """The remembered answer for ``target``, or ``None``."""
-        key = memo_key(target)
-        return None if key is None else self._answers.get(key)
-
     @property
     def lookup(self) -> Callable[[Key], tuple[Rule, ...] | None]:
         """The answer for a key from :func:`memo_key` (one dict lookup, for a hot loop)."""
