@@ -141,6 +141,11 @@ class HttpRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     findings: list[Violation] = field(default_factory=list)
     peer: PeerIdentity | None = None
+    vouched: frozenset[tuple[str, str]] = frozenset()
+    """(lower-case header name, exact value) pairs that are not client free text: the
+    ``x-request-id`` the gateway generated itself, each bearer header whose token the JWT
+    filter verified. The WAF does not scan these values (RATIONALE.md, "Values the gateway
+    vouches for are not scanned")."""
 
 
 @dataclass(slots=True)

@@ -57,7 +57,7 @@ from wardgate.proxy.websocket import tunnel
 from wardgate.runtime import CompiledPolicy, PolicyHolder, RequestPipeline
 from wardgate.runtime.forwarding import (
     apply_forwarded_headers,
-    ensure_request_id,
+    settle_request_id,
     strip_hop_by_hop,
 )
 from wardgate.runtime.identity import XFCC, set_client_cert_header
@@ -142,7 +142,7 @@ class ProxyHandler:
         forwarding headers set, a client's own ``x-forwarded-client-cert`` dropped."""
         headers = strip_hop_by_hop(request.headers)
         proxy = policy.proxy
-        request_id = ensure_request_id(headers, proxy)
+        settled = settle_request_id(headers, proxy)
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport else None
         remote = peer[0] if peer else ""
@@ -169,8 +169,9 @@ class ProxyHandler:
             scheme=scheme,
             version=_VERSIONS.get(version) or f"HTTP/{version.major}.{version.minor}",
             client_address=client,
-            request_id=request_id,
+            request_id=settled.value,
             peer=peer_of(transport) if scheme == "https" else None,
+            vouched=settled.vouched,
         )
 
     async def _handle(self, stream: ActiveStream) -> web.StreamResponse:
