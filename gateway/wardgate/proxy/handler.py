@@ -439,7 +439,7 @@ async def _stream_response(
     except UpstreamError as exc:
         # The upstream failed after the status line went out: nothing honest can be
         # sent any more, so reset the client connection as Envoy does.
-        exchange.flag = ResponseFlag(exc.flag)
+        exchange.flag = exc.flag
         metrics.UPSTREAM_FAILURES.labels(flag=exc.flag).inc()
         if request.transport is not None:
             request.transport.abort()
