@@ -198,10 +198,12 @@ class ProxyHandler:
         if is_websocket(request):
             return await tunnel(stream, self.upstream)
         if not request.body_exists:
-            # No body at all: the body phase still runs (a filter may require one).
-            reply = await pipeline.decode_request_body(b"", True)
-            if reply is not None:
-                return stream.local(reply)
+            # No body at all: the body phase still runs (a filter may require one). Skipped
+            # outright when no filter reads bodies: the common GET costs no extra await.
+            if pipeline.needs_request_body:
+                reply = await pipeline.decode_request_body(b"", True)
+                if reply is not None:
+                    return stream.local(reply)
             return await self._forward(stream, b"", NO_BODY)
         await send_continue(request)
         clock = BodyClock(stream.policy.proxy)
