@@ -106,7 +106,6 @@ class ProcessStream:
         self.pipeline: RequestPipeline | None = None
         self._request_headers: list[tuple[str, str]] = []
         self._response: HttpResponse | None = None
-        self._response_before: list[tuple[str, str]] = []
 
     async def process(self, message: Any) -> Any:
         """The ``wire.ProcessingResponse`` to one phase message (raises on a message out of

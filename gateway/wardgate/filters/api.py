@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 from multidict import CIMultiDict
 
+from wardgate.errors import FilterCompileError as FilterCompileError  # noqa: PLC0414 - re-export
 from wardgate.filters.identity import PeerIdentity
 from wardgate.observability.response_flags import ResponseFlag
 
@@ -210,13 +211,3 @@ class FilterConfig(ABC):
         """What this filter cannot check in the current configuration, for ``wardgate
         validate`` and ``config_dump`` (for example: no body under ext_authz)."""
         return ()
-
-
-class FilterCompileError(Exception):
-    """Raised by a filter's ``compile(policy)`` when a section validates against the schema
-    but cannot be compiled (a bad pattern, an unreadable file, an invalid OpenAPI spec).
-    ``problems`` has one ``path: message`` line each (``waf.exceptions[0].pattern: ...``)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))

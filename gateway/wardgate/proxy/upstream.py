@@ -9,6 +9,7 @@ import ssl
 import aiohttp
 from yarl import URL
 
+from wardgate.errors import UsageError
 from wardgate.filters.api import LocalReply
 from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.h2.client import H2UpstreamPool
@@ -70,9 +71,9 @@ class Upstream:
     def __init__(self, url: str, tls: TlsOptions | None = None) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"upstream must be an http(s)://host[:port] URL, not {url!r}")
+            raise UsageError(f"upstream must be an http(s)://host[:port] URL, not {url!r}")
         if parsed.path not in ("", "/") or parsed.query_string:
-            raise ValueError("upstream URL must not have a path or query")
+            raise UsageError("upstream URL must not have a path or query")
         self.base = f"{parsed.scheme}://{parsed.raw_authority}"
         self.host_port = f"{parsed.host}:{parsed.port}"
         assert parsed.host is not None and parsed.port is not None

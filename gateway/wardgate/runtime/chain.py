@@ -65,10 +65,6 @@ class RequestPipeline:
         ]
 
     @property
-    def needs_request_body(self) -> bool:
-        return self.policy.request_body_limit is not None
-
-    @property
     def needs_response_body(self) -> bool:
         return self.policy.response_body_limit is not None
 

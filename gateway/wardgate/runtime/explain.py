@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from multidict import CIMultiDict
 
+from wardgate.errors import RequestDescriptionError as RequestDescriptionError  # noqa: PLC0414 - re-export
 from wardgate.filters.api import HttpRequest
 from wardgate.filters.identity import PeerIdentity
 from wardgate.runtime.chain import RequestPipeline
@@ -28,10 +29,6 @@ from wardgate.runtime.forwarding import (
 from wardgate.runtime.identity import XFCC, set_client_cert_header
 
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
-
-
-class RequestDescriptionError(ValueError):
-    """A request description that cannot be understood; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -70,7 +70,3 @@ def locations(result: dict[str, Any]) -> list[str]:
 
 def minimal_spec(paths: dict[str, Any], version: str = "3.0.3", **extra: Any) -> dict[str, Any]:
     return {"openapi": version, "info": {"title": "t", "version": "1"}, "paths": paths, **extra}
-
-
-def op_with_params(*params: dict[str, Any], method: str = "get") -> dict[str, Any]:
-    return {method: {"parameters": list(params), "responses": {"200": {"description": "ok"}}}}

@@ -48,14 +48,10 @@ class Memo:
         if len(self._answers) > MEMO_SIZE:
             self._answers.clear()
 
-    def put(self, kind: str, name: str, value: str, rules: tuple[Rule, ...]) -> None:
-        if len(value) <= MEMO_VALUE_MAX:
-            self._answers[(kind, name, value)] = rules
-
     def put_all(
         self, targets: Sequence[Target], answers: Sequence[tuple[Rule, ...] | None]
     ) -> None:
-        """:meth:`put` every target's answer (``None``: no rule), after :meth:`make_room`."""
+        """Remember every target's answer (``None``: no rule), after :meth:`make_room`."""
         self.make_room()
         table = self._answers
         for target, answer in zip(targets, answers, strict=True):
