@@ -200,7 +200,7 @@ class ProxyHandler:
         if not request.body_exists:
             # No body at all: the body phase still runs (a filter may require one). Skipped
             # outright when no filter reads bodies: the common GET costs no extra await.
-            if pipeline.needs_request_body:
+            if stream.policy.request_body_limit is not None:
                 reply = await pipeline.decode_request_body(b"", True)
                 if reply is not None:
                     return stream.local(reply)
