@@ -21,17 +21,14 @@ MAX_FUNCTION_LINES = 80
 
 LONG_MODULES: dict[str, int] = {
     # path -> its length today; it may only get shorter.
-    "gateway/wardgate/proxy/handler.py": 880,
     "gateway/wardgate/proxy/h2/connection.py": 637,
     "gateway/wardgate/proxy/h2/exchange.py": 707,
 }
 LONG_FUNCTIONS: dict[str, int] = {
     # path:function -> its length today; it may only get shorter.
-    "gateway/wardgate/proxy/handler.py:_forward": 86,
 }
 CYCLES: list[set[str]] = [
     # modules of each import cycle that still exists
-    {"wardgate.proxy.handler", "wardgate.proxy.websocket"},  # Exchange in its own module
     {"wardgate_operator.baseline_status", "wardgate_operator.reconciling"},  # the split
 ]
 

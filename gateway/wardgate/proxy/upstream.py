@@ -11,6 +11,7 @@ from yarl import URL
 
 from wardgate.errors import UsageError
 from wardgate.filters.api import LocalReply
+from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.h2.client import H2UpstreamPool
 from wardgate.proxy.tls import TlsOptions, upstream_tls
 from wardgate.proxy.upstream_client import UpstreamPool
@@ -21,27 +22,36 @@ UPSTREAM_FILTER = "upstream"
 _CONNECT_FAILURE = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
-def upstream_failure(flag: str, reason: str = "") -> LocalReply:
+_FAILURES: dict[ResponseFlag, tuple[int, str, str]] = {
+    ResponseFlag.UPSTREAM_CONNECTION_FAILURE: (
+        503,
+        "connect_failure",
+        _CONNECT_FAILURE + "connection failure",
+    ),
+    ResponseFlag.NO_HEALTHY_UPSTREAM: (503, "no_healthy_upstream", "no healthy upstream"),
+    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT: (504, "timeout", "upstream request timeout"),
+    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION: (
+        503,
+        "connection_termination",
+        _CONNECT_FAILURE + "connection termination",
+    ),
+    ResponseFlag.UPSTREAM_PROTOCOL_ERROR: (
+        502,
+        "protocol_error",
+        _CONNECT_FAILURE + "protocol error",
+    ),
+}
+"""Status, reason code and Envoy's body text of each upstream failure."""
+
+
+def upstream_failure(flag: ResponseFlag, reason: str = "") -> LocalReply:
     """The local reply for an upstream failure with Envoy's status, body and flag;
     ``reason`` replaces the flag's own reason code when given (``tls_handshake_failed``)."""
-    status, text = {
-        "UF": (503, _CONNECT_FAILURE + "connection failure"),
-        "UH": (503, "no healthy upstream"),
-        "UT": (504, "upstream request timeout"),
-        "UC": (503, _CONNECT_FAILURE + "connection termination"),
-        "UPE": (502, _CONNECT_FAILURE + "protocol error"),
-    }[flag]
+    status, own_reason, text = _FAILURES[flag]
     return LocalReply(
         status=status,
         filter=UPSTREAM_FILTER,
-        reason=reason
-        or {
-            "UF": "connect_failure",
-            "UH": "no_healthy_upstream",
-            "UT": "timeout",
-            "UC": "connection_termination",
-            "UPE": "protocol_error",
-        }[flag],
+        reason=reason or own_reason,
         detail=text,
         body=text.encode(),
         content_type="text/plain",
