@@ -9,6 +9,9 @@ needs a reason in the review, not just a larger number."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +165,27 @@ def test_no_import_cycle() -> None:
     unexpected = [sorted(c) for c in found if c not in CYCLES]
     assert unexpected == [], f"import cycles: {unexpected}"
     assert [sorted(c) for c in CYCLES if c not in found] == [], "remove fixed cycles from CYCLES"
+
+
+def test_the_lint_exceptions_are_still_needed() -> None:
+    # pyproject.toml lists the files still over ruff's branch and statement limits; an entry
+    # whose file no longer needs it must go, so the list only shrinks.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    ignores = config["tool"]["ruff"]["lint"]["per-file-ignores"]
+    limits = {"PLR0912", "PLR0915"}
+    listed = {path: set(codes) & limits for path, codes in ignores.items() if set(codes) & limits}
+    listed = {p: c for p, c in listed.items() if p.startswith(("gateway/", "operator/"))}
+    ruff = Path(sys.executable).parent / "ruff"
+    stale = {}
+    for path, codes in listed.items():
+        report = subprocess.run(
+            [str(ruff), "check", "--isolated", "--select", ",".join(sorted(limits)), path],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        unneeded = {code for code in codes if code not in report}
+        if unneeded:
+            stale[path] = sorted(unneeded)
+    assert stale == {}, f"remove from [tool.ruff.lint.per-file-ignores]: {stale}"
