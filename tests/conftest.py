@@ -61,6 +61,8 @@ BLOCKING_ALLOWED: list[tuple[str, set[str]]] = [
     # The reloader's first fingerprint of the policy files, taken once when the gateway is
     # built (before serving); its watch rounds stat the files in a thread.
     ("wardgate/runtime/reload.py", {"__init__"}),
+    # Likewise the TLS files: read and fingerprinted once when the listener is built.
+    ("wardgate/proxy/tls.py", {"__init__"}),
     # A metrics scrape: prometheus_client's process collector reads /proc/self (memory,
     # never a disk wait) and, with several workers, the multiprocess value files.
     ("wardgate/observability/metrics.py", {"render_prometheus", "render_stats"}),

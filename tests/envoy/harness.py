@@ -92,8 +92,9 @@ class Envoy:
 
 
 def _pump(stream: Any, sink: list[str]) -> None:
-    for raw in iter(stream.readline, b""):
-        sink.append(raw.decode(errors="replace").rstrip("\n"))
+    with stream:  # closed at EOF (Envoy exited): no pipe left to the garbage collector
+        for raw in iter(stream.readline, b""):
+            sink.append(raw.decode(errors="replace").rstrip("\n"))
 
 
 async def start_envoy(config: Path, listen: int, admin: int) -> Envoy:

@@ -47,8 +47,9 @@ class _Process:
 
     def _pump(self) -> None:
         assert self.popen.stderr is not None
-        for raw in iter(self.popen.stderr.readline, b""):
-            self.lines.append(raw.decode(errors="replace"))
+        with self.popen.stderr:  # closed at EOF: no pipe left to the garbage collector
+            for raw in iter(self.popen.stderr.readline, b""):
+                self.lines.append(raw.decode(errors="replace"))
 
     def wait_for(self, message: str, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout

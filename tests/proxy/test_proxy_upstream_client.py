@@ -26,7 +26,8 @@ async def _scripted(respond: Callable[[bytes], bytes], close: bool = False):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        writer.close()
+        finally:  # also when the loop cancels the handler at the end of the test
+            writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen, connections

@@ -335,13 +335,14 @@ class ServerTls:
         """Poll the files until cancelled; reload when any of them changed."""
         while True:
             await asyncio.sleep(self.reload_interval)
-            if self._fingerprints() != self._seen:
+            # stat calls: off the event loop (a slow mount stalls no connection).
+            if await asyncio.to_thread(self._fingerprints) != self._seen:
                 await self.reload()
 
     async def reload(self) -> bool:
         """Build a context from the files as they are now and use it for new handshakes.
         Returns whether it was installed; on failure the current context stays."""
-        self._seen = self._fingerprints()
+        self._seen = await asyncio.to_thread(self._fingerprints)
         try:
             loaded = await asyncio.to_thread(load_server_tls, self.files, self.alpn)
         except TlsConfigError as exc:
