@@ -66,6 +66,11 @@ BLOCKING_ALLOWED: list[tuple[str, set[str]]] = [
     # A metrics scrape: prometheus_client's process collector reads /proc/self (memory,
     # never a disk wait) and, with several workers, the multiprocess value files.
     ("wardgate/observability/metrics.py", {"render_prometheus", "render_stats"}),
+    # Stopping the ext_authz gRPC server: grpc.aio joins its poller thread once the last
+    # server is gone (the server is no longer serving anything by then).
+    ("wardgate/envoy/server.py", {"stop"}),
+    # A test importing a module on first use (a lazy import inside an async test).
+    ("<frozen importlib._bootstrap>", {"_find_and_load"}),
 ]
 
 
