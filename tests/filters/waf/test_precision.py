@@ -47,7 +47,7 @@ def test_benign_look_alikes_are_rarely_refused(benign):
         ("code", 0.09),  # 8.3% when tuned
         ("xml", 0.095),  # 8.6%: XHTML documents pasted into a cookie, a file name, a form
         ("template", 0.07),
-        ("url", 0.015),
+        ("url", 0.005),  # 0.2% when tuned
         ("prose", 0.04),
         ("shell", 0.02),
         ("path", 0.02),
@@ -65,9 +65,9 @@ def test_xml_documents_as_xml_bodies_pass(benign):
 
 def test_placed_attacks_are_detected_in_every_placement(attacks):
     print(attacks.table("attacks"))
-    assert attacks.overall.rate >= 0.905  # 91.1% when tuned; the target is 92%
+    assert attacks.overall.rate >= 0.92  # 92.1% when tuned; the target is 92%
     for where, tally in attacks.by_place.items():
-        assert tally.rate >= 0.885, where  # lowest: header 89.2% when tuned (target 85%)
+        assert tally.rate >= 0.90, where  # lowest: header 90.6% when tuned (target 85%)
 
 
 def test_no_input_gets_a_5xx(benign, attacks):
