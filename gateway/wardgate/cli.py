@@ -167,6 +167,13 @@ def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> N
         help="access log format on stdout",
     )
     cmd.add_argument(
+        "--access-log-format",
+        default="",
+        metavar="FORMAT",
+        help="with --access-log envoy: an Envoy format string, e.g. "
+        "'%%REQ(:PATH)%% %%RESPONSE_CODE%% %%DYNAMIC_METADATA(wardgate:rules)%%'",
+    )
+    cmd.add_argument(
         "--drain-timeout",
         type=float,
         default=20.0,
@@ -280,6 +287,12 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
     )
     if args.workers < 1 or args.workers > 64:
         raise ValueError("--workers must be between 1 and 64")
+    if args.access_log_format:
+        from wardgate.observability.access_format import compile_format
+
+        if args.access_log != "envoy":
+            raise ValueError("--access-log-format needs --access-log envoy")
+        compile_format(args.access_log_format)  # a FormatError names the bad operator
     tls = _tls_options(args)
     assert isinstance(tls, TlsOptions)
     return RunOptions(
@@ -293,6 +306,7 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
         status_port=status_port,
         workers=args.workers,
         access_log=args.access_log,
+        access_log_format=args.access_log_format,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
         tls=tls,

@@ -64,6 +64,8 @@ class RunOptions:
     status_port: int | None = None
     workers: int = 1
     access_log: AccessLogFormat = "ecs"
+    access_log_format: str = ""
+    """An Envoy-style format string for the ``envoy`` access log (empty: Envoy's default)."""
     drain_timeout: float = 20.0
     reload_interval: float = 1.0
     log_level: str = "info"
@@ -115,7 +117,9 @@ class GatewayProcess:
         access_log: AccessLog | None = None,
     ) -> None:
         self.options = options
-        self.access_log = access_log or AccessLog(options.access_log)
+        self.access_log = access_log or AccessLog(
+            options.access_log, template=options.access_log_format
+        )
         self.holder = PolicyHolder(policy)
         self.reloader = (
             PolicyReloader(options.policy_path, self.holder, options.reload_interval)
