@@ -28,6 +28,7 @@ from wardgate.filters.waf import corpus, placements
         ("/", {"X-Target": "localhost4/admin"}),
         ("/q?f=value)(gidNumber%3C%3D100", {}),
         ("/get?x=unix:AAAA|http://example.com/", {}),
+        ("/", {"X-Comment": "onmouseover=alert(1)"}),  # a handler opening the value
     ],
 )
 def test_attack_is_refused(default_waf, target, headers):
@@ -49,6 +50,7 @@ def test_attack_is_refused(default_waf, target, headers):
         ("/", {"Connection": "keep-alive, Upgrade"}),
         ("/", {"Host": "localhost:8080"}),
         ("/files/caf%C3%A9.txt", {}),
+        ("/", {"X-Comment": "online shopping = fewer queues"}),
     ],
 )
 def test_benign_look_alike_passes(default_waf, target, headers):
