@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import overload
 
+from wardgate.errors import UsageError
 from wardgate.observability.logs import AccessRecord, iso_time, printable
 
 Field = Callable[[AccessRecord], str | int | None]
 
 
-class FormatError(ValueError):
+class FormatError(UsageError):
     """A format string with an operator this access log cannot (or must not) print."""
 
 
@@ -80,10 +82,16 @@ _METADATA_NAMESPACES = ("wardgate", "envoy.filters.http.ext_authz:wardgate")
 """Wardgate's own namespace, and where Envoy's ext_authz filter files the same metadata."""
 
 
-def compile_format(text: str) -> Callable[[AccessRecord], str]:
-    """A renderer for ``text``; raises :class:`FormatError` for an unknown operator, a
-    header that is not logged, or an unterminated ``%``. A trailing line end is dropped
-    (the access log ends every line itself)."""
+@overload
+def compile_format(text: str) -> Callable[[AccessRecord], str]: ...
+@overload
+def compile_format(text: None) -> None: ...
+def compile_format(text: str | None) -> Callable[[AccessRecord], str] | None:
+    """A renderer for ``text`` (``None`` for ``None``: the format's own line); raises
+    :class:`FormatError` for an unknown operator, a header that is not logged, or an
+    unterminated ``%``. A trailing line end is dropped (the access log ends every line)."""
+    if text is None:
+        return None
     pieces: list[str | Field] = []
     literal: list[str] = []
     at = 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,17 +146,16 @@ class AccessLog:
     """Writes one line per request to a stream (stdout by default)."""
 
     def __init__(
-        self, fmt: AccessLogFormat = "ecs", stream: IO[str] | None = None, template: str = ""
+        self,
+        fmt: AccessLogFormat = "ecs",
+        stream: IO[str] | None = None,
+        render: Callable[[AccessRecord], str] | None = None,
     ) -> None:
-        """``template``: an Envoy-style format string for the ``envoy`` format
-        (:mod:`wardgate.observability.access_format`); raises its ``FormatError``."""
+        """``render``: a line renderer in place of the format's own (an Envoy format string
+        compiled by :mod:`wardgate.observability.access_format`)."""
         self.format = fmt
         self.stream = stream if stream is not None else sys.stdout
-        self._render: Callable[[AccessRecord], str] = _RENDERERS.get(fmt, envoy_access)
-        if template:
-            from wardgate.observability.access_format import compile_format
-
-            self._render = compile_format(template)
+        self._render = render or _RENDERERS.get(fmt, envoy_access)
 
     @property
     def enabled(self) -> bool:
@@ -209,7 +207,3 @@ def configure_gateway_log(level: str = "info", stream: IO[str] | None = None) ->
         other.handlers[:] = [handler]
         other.setLevel("CRITICAL" if name == "aiohttp.access" else "ERROR")
         other.propagate = False
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)

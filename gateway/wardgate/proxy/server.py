@@ -26,7 +26,9 @@ from wardgate.admin.guard import warn_if_exposed
 from wardgate.admin.state import GatewayState
 from wardgate.admin.status import start_status
 from wardgate.config import PolicyError
+from wardgate.errors import UsageError
 from wardgate.observability import metrics
+from wardgate.observability.access_format import compile_format
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
 from wardgate.proxy.downstream import ProxyServer
 from wardgate.proxy.h2.detect import DetectingServer
@@ -79,7 +81,7 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` or ``:PORT`` (all interfaces is explicit: 0.0.0.0)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{what} must be HOST:PORT, not {text!r}")
+        raise UsageError(f"{what} must be HOST:PORT, not {text!r}")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
 
@@ -118,7 +120,7 @@ class GatewayProcess:
     ) -> None:
         self.options = options
         self.access_log = access_log or AccessLog(
-            options.access_log, template=options.access_log_format
+            options.access_log, render=compile_format(options.access_log_format or None)
         )
         self.holder = PolicyHolder(policy)
         self.reloader = (

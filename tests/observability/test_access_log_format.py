@@ -111,7 +111,7 @@ def test_a_bad_or_secret_bearing_operator_is_an_error(fmt, message):
 def test_client_text_cannot_forge_a_line():
     stream = io.StringIO()
     forged = dataclasses.replace(RECORD, path="/a\nfake 200", user_agent="x\r\ny")
-    AccessLog("envoy", stream, template="%REQ(:PATH)% %REQ(USER-AGENT)%").write(forged)
+    AccessLog("envoy", stream, compile_format("%REQ(:PATH)% %REQ(USER-AGENT)%")).write(forged)
     assert stream.getvalue().count("\n") == 1
 
 
