@@ -143,3 +143,12 @@ def test_ascii_malformed_markup_with_a_stray_lead_character_is_refused(default_w
         content_type="application/x-www-form-urlencoded",
     )
     assert reply is None
+
+
+def test_a_line_end_in_a_name_counts_only_before_a_header_line(default_waf):
+    reply, _ = run(default_waf, "/api?x%0d%0aSet-Cookie:%20a=1")
+    assert reply is not None and "waf.921152" in [v.rule_id for v in reply.violations]
+    # Code pasted as a JSON key: indented lines and prose with a colon are no header line.
+    body = '{"ERROR_TIMEOUT: -3,\\n  ERROR_EXCEPTION: -4,\\n};": 1, "try:\\n    run()\\nexcept E as e:": 2}'
+    reply, _ = run(default_waf, "/api", method="POST", body=body, content_type="application/json")
+    assert reply is None, [v.rule_id for v in reply.violations] if reply else None

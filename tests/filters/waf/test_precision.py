@@ -38,14 +38,14 @@ def test_the_committed_sample_has_every_class():
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
     assert benign.overall.total > 9000
-    assert benign.overall.rate <= 0.032  # 2.9% when tuned; the target is 5%, then 2%
+    assert benign.overall.rate <= 0.028  # 2.6% when tuned; the target is 5%, then 2%
 
 
 @pytest.mark.parametrize(
     ("cls", "ceiling"),
     [
-        ("code", 0.09),  # 8.3% when tuned
-        ("xml", 0.095),  # 8.6%: XHTML documents pasted into a cookie, a file name, a form
+        ("code", 0.08),  # 7.3% when tuned
+        ("xml", 0.07),  # 6.3%: XHTML documents pasted into a cookie, a file name, a path
         ("template", 0.07),
         ("url", 0.005),  # 0.2% when tuned
         ("prose", 0.04),
