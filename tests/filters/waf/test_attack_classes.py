@@ -152,3 +152,22 @@ def test_a_line_end_in_a_name_counts_only_before_a_header_line(default_waf):
     body = '{"ERROR_TIMEOUT: -3,\\n  ERROR_EXCEPTION: -4,\\n};": 1, "try:\\n    run()\\nexcept E as e:": 2}'
     reply, _ = run(default_waf, "/api", method="POST", body=body, content_type="application/json")
     assert reply is None, [v.rule_id for v in reply.violations] if reply else None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "x=a%0d%0aX-Injected:%20yes",  # CR LF before any header line
+        "x=a%0aSet-Cookie:%20sid=attacker",  # a bare LF before a response-splitting header
+        "x=a%0a%0aHTTP/1.1%20200%20OK",  # a second response
+    ],
+)
+def test_header_injection_in_the_query_is_refused(default_waf, query):
+    reply, _ = run(default_waf, f"/api?{query}")
+    assert reply is not None and reply.status == 403, query
+
+
+def test_yaml_pasted_into_a_query_passes(default_waf):
+    # Bare line ends before `name: value` are YAML (or a note), not a header line.
+    reply, _ = run(default_waf, "/api/search?q=---%0Atype%3A+map%0Adate%3A+Mar+19%2C+2024")
+    assert reply is None, [v.rule_id for v in reply.violations] if reply else None

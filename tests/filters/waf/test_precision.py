@@ -37,8 +37,9 @@ def test_the_committed_sample_has_every_class():
 
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
-    assert benign.overall.total > 9000
-    assert benign.overall.rate <= 0.028  # 2.6% when tuned; the target is 5%, then 2%
+    assert benign.overall.total > 11000
+    assert benign.overall.rate <= 0.032  # 3.0% when tuned (2.6% without the yaml class, the
+    # hardest one); the target is 5%, then 2%
 
 
 @pytest.mark.parametrize(
@@ -53,6 +54,7 @@ def test_benign_look_alikes_are_rarely_refused(benign):
         ("path", 0.02),
         ("name", 0.01),
         ("json", 0.01),
+        ("yaml", 0.065),  # 5.9%: pasted YAML and OpenAPI lines
     ],
 )
 def test_no_benign_class_is_refused_much(benign, cls, ceiling):
