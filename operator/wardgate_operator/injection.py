@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from wardgate_operator.models import SidecarConfig
+from wardgate_operator.models import SidecarConfig, TlsSpec
 from wardgate_operator.podports import (
     ANNOTATION_APP_PORT,
     ANNOTATION_PORT_NAME,
@@ -298,20 +298,52 @@ _RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 @dataclass(frozen=True, slots=True)
 class TlsRequest:
-    """What a pod's TLS annotations ask for.
+    """What a pod's TLS annotations ask for (``spec.tls`` of a Microgateway renders them:
+    :func:`tls_annotations`).
 
     * ``wardgate.dev/tls-secret: <name>``: serve HTTPS with a ``kubernetes.io/tls`` Secret
       (``tls.crt``, ``tls.key``; what a cert-manager ``Certificate`` writes), mounted
       read-only; a renewal reaches the sidecar through the kubelet's ``..data`` swap and is
       picked up without a restart.
     * ``wardgate.dev/tls-client-ca``: require client certificates (mutual TLS) chaining to
-      ``ca.crt`` of that same Secret (``secret``, cert-manager CA issuers fill it) or of a
-      ConfigMap (``configmap/<name>``, e.g. a trust-manager ``Bundle``).
+      ``ca.crt`` of that same Secret (``secret``, cert-manager CA issuers fill it), of
+      another Secret (``secret/<name>``) or of a ConfigMap (``configmap/<name>``, e.g. a
+      trust-manager ``Bundle``).
     """
 
     secret: str
     client_ca_configmap: str | None
     client_ca_from_secret: bool
+    client_ca_secret: str | None = None
+
+    @property
+    def mutual(self) -> bool:
+        """Client certificates are required."""
+        return (
+            self.client_ca_from_secret
+            or self.client_ca_configmap is not None
+            or self.client_ca_secret is not None
+        )
+
+
+def _client_ca(value: object, secret: str) -> tuple[str | None, bool, str | None]:
+    """``(configmap, from the serving Secret, other Secret)`` of a ``tls-client-ca`` value."""
+    if value is None:
+        return None, False, None
+    if value == "secret":
+        return None, True, None
+    for prefix in ("configmap/", "secret/"):
+        if isinstance(value, str) and value.startswith(prefix):
+            name = value.removeprefix(prefix)
+            if not _RESOURCE_NAME.match(name):
+                raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a resource name")
+            if prefix == "configmap/":
+                return name, False, None
+            return (None, True, None) if name == secret else (None, False, name)
+    raise InjectionError(
+        f"annotation {ANNOTATION_TLS_CLIENT_CA}: use 'secret', 'secret/<name>' or "
+        "'configmap/<name>'"
+    )
 
 
 def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
@@ -326,26 +358,31 @@ def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
         return None
     if not isinstance(secret, str) or not _RESOURCE_NAME.match(secret):
         raise InjectionError(f"annotation {ANNOTATION_TLS_SECRET}: not a Secret name")
-    configmap: str | None = None
-    from_secret = False
-    if client_ca == "secret":
-        from_secret = True
-    elif isinstance(client_ca, str) and client_ca.startswith("configmap/"):
-        configmap = client_ca.removeprefix("configmap/")
-        if not _RESOURCE_NAME.match(configmap):
-            raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a ConfigMap name")
-    elif client_ca is not None:
-        raise InjectionError(
-            f"annotation {ANNOTATION_TLS_CLIENT_CA}: use 'secret' or 'configmap/<name>'"
-        )
-    return TlsRequest(secret, configmap, from_secret)
+    configmap, from_secret, other_secret = _client_ca(client_ca, secret)
+    return TlsRequest(secret, configmap, from_secret, other_secret)
+
+
+def tls_annotations(tls: TlsSpec | None) -> dict[str, str]:
+    """The pod annotations that make the injector serve ``spec.tls``."""
+    if tls is None:
+        return {}
+    out = {ANNOTATION_TLS_SECRET: tls.secret_name}
+    ca = tls.client_ca
+    if ca is not None and ca.config_map_name is not None:
+        out[ANNOTATION_TLS_CLIENT_CA] = f"configmap/{ca.config_map_name}"
+    elif ca is not None and ca.secret_name == tls.secret_name:
+        out[ANNOTATION_TLS_CLIENT_CA] = "secret"
+    elif ca is not None:
+        out[ANNOTATION_TLS_CLIENT_CA] = f"secret/{ca.secret_name}"
+    return out
 
 
 def add_tls(container: dict[str, Any], volumes: list[dict[str, Any]], tls: TlsRequest) -> None:
     """Mount the certificate (and client CA) into the sidecar, read-only, and pass the
     ``--tls-*`` options. Only the sidecar mounts the Secret (the app container never sees
     the key); the volume keeps the default file mode so the non-root sidecar can read it
-    without a pod-wide ``fsGroup``."""
+    without a pod-wide ``fsGroup``. The status port stays plain HTTP (the kubelet's probes
+    and Prometheus need no certificate)."""
     container["args"] += [
         "--tls-cert",
         f"{TLS_DIR}/tls.crt",
@@ -354,12 +391,17 @@ def add_tls(container: dict[str, Any], volumes: list[dict[str, Any]], tls: TlsRe
     ]
     mounts = [{"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}]
     volumes.append({"name": TLS_VOLUME, "secret": {"secretName": tls.secret}})
+    source: dict[str, Any] | None = None
     if tls.client_ca_from_secret:
         container["args"] += ["--tls-client-ca", f"{TLS_DIR}/ca.crt"]
     elif tls.client_ca_configmap is not None:
+        source = {"configMap": {"name": tls.client_ca_configmap}}
+    elif tls.client_ca_secret is not None:
+        source = {"secret": {"secretName": tls.client_ca_secret}}
+    if source is not None:
         container["args"] += ["--tls-client-ca", f"{CLIENT_CA_DIR}/ca.crt"]
         mounts.append({"name": CLIENT_CA_VOLUME, "mountPath": CLIENT_CA_DIR, "readOnly": True})
-        volumes.append({"name": CLIENT_CA_VOLUME, "configMap": {"name": tls.client_ca_configmap}})
+        volumes.append({"name": CLIENT_CA_VOLUME, **source})
     container["volumeMounts"] += mounts
 
 
@@ -388,10 +430,13 @@ def inject(
     template: SidecarConfig,
     warnings: list[str] | None = None,
     ceiling: Mapping[str, str] | None = None,
+    mutual_tls_required_by: str | None = None,
 ) -> JsonPatch:
     """The JSONPatch that adds the gateway sidecar to ``pod`` (empty when the pod asks for
     none or already has it). ``ceiling`` (``{"cpu": ..., "memory": ...}``, from the
-    baselines) caps the sidecar's requests and limits below the template's. Appends to
+    baselines) caps the sidecar's requests and limits below the template's.
+    ``mutual_tls_required_by`` names the baseline that makes mutual TLS mandatory: a pod
+    without a client CA is then refused (its sidecar would answer every request 403). Appends to
     ``warnings`` what the caller should tell the user. Raises :class:`InjectionError` when
     the pod asks for injection in a way that cannot work."""
     notes = warnings if warnings is not None else []
@@ -405,6 +450,12 @@ def inject(
     patch: JsonPatch = []
     container = sidecar_container(request, template, notes, ceiling)
     tls = read_tls_request(pod)
+    if mutual_tls_required_by is not None and (tls is None or not tls.mutual):
+        raise InjectionError(
+            f"mutual TLS is mandatory here (SecurityBaseline {mutual_tls_required_by}): set the "
+            f"Microgateway's spec.tls.clientCa and put {ANNOTATION_TLS_SECRET} and "
+            f"{ANNOTATION_TLS_CLIENT_CA} on the pod (wardgate-operator render prints them)"
+        )
 
     if request.mode == "native":
         if spec.get("initContainers"):

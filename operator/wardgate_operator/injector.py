@@ -173,8 +173,9 @@ async def review_inject(
     ceiling = resource_ceiling(
         spec.sidecar_resources.model_dump(exclude_none=True) for _, spec in view.baselines
     )
+    mandatory = [name for name, spec in view.baselines if spec.peer.require_client_certificate]
     try:
-        patch = inject(pod, template, warnings, ceiling)
+        patch = inject(pod, template, warnings, ceiling, mandatory[0] if mandatory else None)
     except InjectionError as exc:
         return response(uid, False, code=400, message=f"wardgate sidecar injection: {exc}")
     if patch:

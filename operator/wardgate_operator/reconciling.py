@@ -23,7 +23,14 @@ from wardgate.config.baseline import BaselineError, Finding, apply_baselines
 from wardgate.config.policy import PolicySpec
 from wardgate.runtime.compiled import PolicyCompileError, compile_policy
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
-from wardgate_operator.injection import SIDECAR_NAME, STATUS_PORT_NAME, configmap_name
+from wardgate_operator.injection import (
+    SIDECAR_NAME,
+    STATUS_PORT_NAME,
+    InjectionError,
+    configmap_name,
+    read_tls_request,
+    tls_annotations,
+)
 from wardgate_operator.kube import (
     BASELINES_PATH,
     KubeApi,
@@ -98,6 +105,7 @@ def evaluate(
     except BaselineError as exc:
         problems = tuple(f"spec (with baseline defaults): {p}" for p in exc.problems)
         return Evaluation(False, "BaselineConflict", problems, parsed, baselines=names)
+    findings = outcome.findings + mutual_tls_findings(parsed, baselines)
     if outcome.effective is None:
         unenforceable = outcome.of_kind("unenforceable")
         return Evaluation(
@@ -105,7 +113,7 @@ def evaluate(
             "BaselineViolation",
             tuple(f"spec.{f}" for f in unenforceable),
             parsed,
-            findings=outcome.findings,
+            findings=findings,
             baselines=names,
         )
     try:
@@ -126,9 +134,31 @@ def evaluate(
         (),
         parsed,
         outcome.effective,
-        outcome.findings,
+        findings,
         names,
         configmap,
+    )
+
+
+def mutual_tls_findings(
+    spec: MicrogatewaySpec, baselines: Sequence[tuple[str, Any]]
+) -> tuple[Finding, ...]:
+    """A violation for each baseline making mutual TLS mandatory when ``spec.tls`` has no
+    client CA. The policy is still rendered (``peer.requireClientCertificate`` forced on):
+    its sidecar refuses every request until the client CA is configured, which fails
+    closed; the status and the validating webhook say why."""
+    if spec.tls is not None and spec.tls.client_ca is not None:
+        return ()
+    return tuple(
+        Finding(
+            "violation",
+            "tls.clientCa",
+            name,
+            "mutual TLS is mandatory in this namespace: set tls.secretName and tls.clientCa "
+            "(until then the sidecar refuses every request)",
+        )
+        for name, baseline in baselines
+        if baseline.peer.require_client_certificate
     )
 
 
@@ -186,7 +216,9 @@ def status_for(
         updates.append(cond("BaselineCompliant", True, "NoBaseline", "no baseline applies"))
     elif violations:
         text = "; ".join(str(f) for f in violations)
-        updates.append(cond("BaselineCompliant", False, "Weakened", text))
+        mtls = any(f.path == "tls.clientCa" for f in violations)
+        reason = "MutualTlsNotConfigured" if mtls else "Weakened"
+        updates.append(cond("BaselineCompliant", False, reason, text))
     elif evaluation.reason in ("BaselineConflict", "BaselineInvalid"):
         updates.append(
             cond("BaselineCompliant", None, evaluation.reason, "; ".join(evaluation.problems))
@@ -468,6 +500,20 @@ def _selected(pod: Mapping[str, Any], spec: MicrogatewaySpec) -> bool:
     )
 
 
+def serves_spec_tls(pod: Mapping[str, Any], spec: MicrogatewaySpec) -> bool:
+    """The pod's TLS annotations (what its sidecar was injected with) ask for at least
+    what ``spec.tls`` says: its certificate Secret, and a client CA when ``spec.tls`` has
+    one. Without ``spec.tls`` every pod qualifies."""
+    if spec.tls is None:
+        return True
+    try:
+        served = read_tls_request(pod)
+    except InjectionError:
+        return False
+    wanted = read_tls_request({"metadata": {"annotations": tls_annotations(spec.tls)}})
+    return served is not None and wanted is not None and served == wanted
+
+
 async def check_propagation(
     api: KubeApi, body: Mapping[str, Any], reader: SidecarReader = http_sidecar_reader
 ) -> dict[str, Any] | None:
@@ -485,11 +531,14 @@ async def check_propagation(
     pods = await api.list(pods_path(namespace), label_selector(spec.pod_selector.match_labels))
     selected = [p for p in pods if _selected(p, spec)]
     without, errors, unreadable, current = [], [], [], 0
+    tls_drift = []
     for pod in selected:
         pod_name = str((pod.get("metadata") or {}).get("name"))
         if admin_address(pod) is None:
             without.append(pod_name)
             continue
+        if not serves_spec_tls(pod, spec):
+            tls_drift.append(pod_name)
         report = await reader(pod)
         if report.problem:
             unreadable.append(f"{pod_name}: {report.problem}")
@@ -513,10 +562,17 @@ async def check_propagation(
     problems = []
     if without:
         problems.append("selected pods without a sidecar: " + ", ".join(sorted(without)))
+    if tls_drift:
+        problems.append(
+            "selected pods whose sidecar does not serve spec.tls (re-create them with the "
+            "annotations `wardgate-operator render` prints): " + ", ".join(sorted(tls_drift))
+        )
     if errors:
         problems.append("reload errors: " + "; ".join(errors))
     if problems:
-        reason = "PodsWithoutSidecar" if without else "ReloadError"
+        reason = (
+            "PodsWithoutSidecar" if without else ("TlsNotServed" if tls_drift else "ReloadError")
+        )
         degraded = cond("Degraded", True, reason, "; ".join(problems))
     else:
         degraded = cond("Degraded", False, "Healthy", "every selected pod has a sidecar")

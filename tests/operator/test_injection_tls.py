@@ -64,7 +64,7 @@ def test_without_tls_annotations_nothing_changes() -> None:
         ({"wardgate.dev/tls-secret": "Bad_Name"}, "not a Secret name"),
         (
             {"wardgate.dev/tls-secret": "ok", "wardgate.dev/tls-client-ca": "elsewhere"},
-            "use 'secret' or 'configmap/<name>'",
+            "use 'secret', 'secret/<name>' or 'configmap/<name>'",
         ),
     ],
 )
