@@ -14,8 +14,16 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.envoy.harness import ADMIN, GRPC_AUTHZ, HTTP_AUTHZ, LISTEN, UPSTREAM, free_port
-from tests.envoy.harness import render, start_envoy
+from tests.envoy.harness import (
+    ADMIN,
+    GRPC_AUTHZ,
+    HTTP_AUTHZ,
+    LISTEN,
+    UPSTREAM,
+    free_port,
+    render,
+    start_envoy,
+)
 from tests.tls_support import Ca, client_context
 
 ALLOWED = "spiffe://cluster.local/ns/shop/sa/billing"
