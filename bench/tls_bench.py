@@ -60,6 +60,9 @@ def envoy_tls(workdir: Path, upstream_port: int, cert: str, key: str, cpus: str)
     conf.write_text(envoy_proxy_config(port, admin, upstream_port, False, tls=(cert, key)))
     envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
     cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
+    # Without these a second Envoy on the machine (a test, another bench) holds the
+    # hot-restart domain socket of base id 0 and this one exits at start.
+    cmd += ["--disable-hot-restart", "--base-id", str(port)]
     with process(pinned(cmd, cpus)) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready")
         PIDS[port] = proc.pid

@@ -169,8 +169,8 @@ def _flatten(docs: list[Any]) -> Iterator[Any]:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
+    from wardgate_operator.evaluation import evaluate
     from wardgate_operator.models import SpecError, parse_baseline_spec
-    from wardgate_operator.reconciling import evaluate
     from wardgate_operator.rendering import pod_annotations
 
     labels: dict[str, str] = {}

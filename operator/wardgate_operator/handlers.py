@@ -23,7 +23,8 @@ import kopf
 from wardgate_operator.baseline_status import update_baseline_statuses
 from wardgate_operator.kube import KubeApi
 from wardgate_operator.models import GROUP, VERSION
-from wardgate_operator.reconciling import reconcile, reconcile_all, resync_forever
+from wardgate_operator.reconciling import reconcile, reconcile_all
+from wardgate_operator.resync import resync_forever
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 

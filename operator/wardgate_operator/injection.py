@@ -296,6 +296,20 @@ CLIENT_CA_DIR = "/etc/wardgate/client-ca"
 _RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+DEFAULT_CA_KEY = "ca.crt"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCa:
+    """Where a client CA bundle is: ``kind`` ``secret`` or ``configmap``, its name and the
+    data key holding the PEM bundle."""
+
+    kind: str
+    name: str
+    key: str = DEFAULT_CA_KEY
+
+
 @dataclass(frozen=True, slots=True)
 class TlsRequest:
     """What a pod's TLS annotations ask for (``spec.tls`` of a Microgateway renders them:
@@ -308,42 +322,40 @@ class TlsRequest:
     * ``wardgate.dev/tls-client-ca``: require client certificates (mutual TLS) chaining to
       ``ca.crt`` of that same Secret (``secret``, cert-manager CA issuers fill it), of
       another Secret (``secret/<name>``) or of a ConfigMap (``configmap/<name>``, e.g. a
-      trust-manager ``Bundle``).
+      trust-manager ``Bundle``); ``:<key>`` after any of them names another data key
+      (``configmap/mesh-roots:trust-bundle.pem``).
     """
 
     secret: str
-    client_ca_configmap: str | None
-    client_ca_from_secret: bool
-    client_ca_secret: str | None = None
+    client_ca: ClientCa | None = None
 
     @property
     def mutual(self) -> bool:
         """Client certificates are required."""
-        return (
-            self.client_ca_from_secret
-            or self.client_ca_configmap is not None
-            or self.client_ca_secret is not None
-        )
+        return self.client_ca is not None
 
 
-def _client_ca(value: object, secret: str) -> tuple[str | None, bool, str | None]:
-    """``(configmap, from the serving Secret, other Secret)`` of a ``tls-client-ca`` value."""
+_CLIENT_CA_FORMS = "use 'secret', 'secret/<name>' or 'configmap/<name>', optionally ':<key>'"
+
+
+def _client_ca(value: object, secret: str) -> ClientCa | None:
+    """The bundle a ``tls-client-ca`` annotation names (``secret``: the serving Secret)."""
     if value is None:
-        return None, False, None
-    if value == "secret":
-        return None, True, None
-    for prefix in ("configmap/", "secret/"):
-        if isinstance(value, str) and value.startswith(prefix):
-            name = value.removeprefix(prefix)
-            if not _RESOURCE_NAME.match(name):
-                raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a resource name")
-            if prefix == "configmap/":
-                return name, False, None
-            return (None, True, None) if name == secret else (None, False, name)
-    raise InjectionError(
-        f"annotation {ANNOTATION_TLS_CLIENT_CA}: use 'secret', 'secret/<name>' or "
-        "'configmap/<name>'"
-    )
+        return None
+    if not isinstance(value, str):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: {_CLIENT_CA_FORMS}")
+    where, colon, key = value.partition(":")
+    if colon and not _DATA_KEY.match(key):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a data key: {key!r}")
+    key = key or DEFAULT_CA_KEY
+    if where == "secret":
+        return ClientCa("secret", secret, key)
+    kind, slash, name = where.partition("/")
+    if not slash or kind not in ("secret", "configmap"):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: {_CLIENT_CA_FORMS}")
+    if not _RESOURCE_NAME.match(name):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a resource name")
+    return ClientCa(kind, name, key)
 
 
 def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
@@ -358,8 +370,7 @@ def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
         return None
     if not isinstance(secret, str) or not _RESOURCE_NAME.match(secret):
         raise InjectionError(f"annotation {ANNOTATION_TLS_SECRET}: not a Secret name")
-    configmap, from_secret, other_secret = _client_ca(client_ca, secret)
-    return TlsRequest(secret, configmap, from_secret, other_secret)
+    return TlsRequest(secret, _client_ca(client_ca, secret))
 
 
 def tls_annotations(tls: TlsSpec | None) -> dict[str, str]:
@@ -368,12 +379,15 @@ def tls_annotations(tls: TlsSpec | None) -> dict[str, str]:
         return {}
     out = {ANNOTATION_TLS_SECRET: tls.secret_name}
     ca = tls.client_ca
-    if ca is not None and ca.config_map_name is not None:
-        out[ANNOTATION_TLS_CLIENT_CA] = f"configmap/{ca.config_map_name}"
-    elif ca is not None and ca.secret_name == tls.secret_name:
-        out[ANNOTATION_TLS_CLIENT_CA] = "secret"
-    elif ca is not None:
-        out[ANNOTATION_TLS_CLIENT_CA] = f"secret/{ca.secret_name}"
+    if ca is None:
+        return out
+    if ca.config_map_name is not None:
+        value = f"configmap/{ca.config_map_name}"
+    elif ca.secret_name == tls.secret_name:
+        value = "secret"
+    else:
+        value = f"secret/{ca.secret_name}"
+    out[ANNOTATION_TLS_CLIENT_CA] = value if ca.key == DEFAULT_CA_KEY else f"{value}:{ca.key}"
     return out
 
 
@@ -391,15 +405,19 @@ def add_tls(container: dict[str, Any], volumes: list[dict[str, Any]], tls: TlsRe
     ]
     mounts = [{"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}]
     volumes.append({"name": TLS_VOLUME, "secret": {"secretName": tls.secret}})
-    source: dict[str, Any] | None = None
-    if tls.client_ca_from_secret:
-        container["args"] += ["--tls-client-ca", f"{TLS_DIR}/ca.crt"]
-    elif tls.client_ca_configmap is not None:
-        source = {"configMap": {"name": tls.client_ca_configmap}}
-    elif tls.client_ca_secret is not None:
-        source = {"secret": {"secretName": tls.client_ca_secret}}
-    if source is not None:
-        container["args"] += ["--tls-client-ca", f"{CLIENT_CA_DIR}/ca.crt"]
+    ca = tls.client_ca
+    if ca is not None and ca == ClientCa("secret", tls.secret):
+        container["args"] += ["--tls-client-ca", f"{TLS_DIR}/{DEFAULT_CA_KEY}"]
+    elif ca is not None:
+        # Only the bundle's key, as ca.crt: a Secret's other keys (a CA's own tls.key)
+        # never reach the sidecar's filesystem.
+        items = [{"key": ca.key, "path": DEFAULT_CA_KEY}]
+        source = (
+            {"secret": {"secretName": ca.name, "items": items}}
+            if ca.kind == "secret"
+            else {"configMap": {"name": ca.name, "items": items}}
+        )
+        container["args"] += ["--tls-client-ca", f"{CLIENT_CA_DIR}/{DEFAULT_CA_KEY}"]
         mounts.append({"name": CLIENT_CA_VOLUME, "mountPath": CLIENT_CA_DIR, "readOnly": True})
         volumes.append({"name": CLIENT_CA_VOLUME, **source})
     container["volumeMounts"] += mounts

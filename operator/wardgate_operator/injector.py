@@ -1,7 +1,7 @@
 """The admission server: a plain aiohttp AdmissionReview endpoint over TLS.
 
 * ``POST /inject`` (mutating, pods): the JSONPatch from :func:`injection.inject`.
-* ``POST /validate`` (validating, Microgateways): the same :func:`reconciling.evaluate` the
+* ``POST /validate`` (validating, Microgateways): the same :func:`evaluation.evaluate` the
   operator runs; refuses invalid policies and baseline violations (each violated floor
   listed), answers clamps as warnings. For ``SecurityBaseline`` objects: refuses a spec
   that does not parse, with every problem (one bad baseline would otherwise stop rendering
@@ -37,10 +37,11 @@ from pydantic import ValidationError
 from wardgate.config.baseline import SecurityBaselineSpec
 from wardgate.config.loading import format_validation_errors
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
+from wardgate_operator.evaluation import evaluate
 from wardgate_operator.injection import InjectionError, inject, resource_ceiling
 from wardgate_operator.kube import KubeApi, KubeError, namespace_path
 from wardgate_operator.models import SidecarConfig, SpecError, parse_baseline_spec
-from wardgate_operator.reconciling import cluster_baselines, evaluate
+from wardgate_operator.reconciling import cluster_baselines
 
 log = logging.getLogger("wardgate_operator.injector")
 

@@ -71,15 +71,20 @@ ResourceName = Annotated[
 
 
 class TlsClientCaSpec(SpecModel):
-    """Where the client CA bundle is (its key ``ca.crt``): exactly one of the two."""
+    """Where the client CA bundle is: exactly one of ``secretName`` and ``configMapName``,
+    and its data ``key`` (default ``ca.crt``)."""
 
     secret_name: ResourceName | None = None
-    """A Secret whose ``ca.crt`` is the bundle: usually the same Secret as
+    """A Secret holding the bundle (``key``): usually the same Secret as
     ``tls.secretName`` (cert-manager's CA and Vault issuers fill ``ca.crt``)."""
 
     config_map_name: ResourceName | None = None
-    """A ConfigMap whose ``ca.crt`` is the bundle (e.g. a trust-manager ``Bundle`` target
-    with ``key: ca.crt``): for roots other than the issuer of the serving certificate."""
+    """A ConfigMap holding the bundle (``key``), e.g. a trust-manager ``Bundle`` target:
+    for roots other than the issuer of the serving certificate."""
+
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = "ca.crt"
+    """The data key holding the PEM bundle (a trust-manager ``Bundle``'s
+    ``target.configMap.key``); only that key is mounted, as ``ca.crt``."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TlsClientCaSpec:

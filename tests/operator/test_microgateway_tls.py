@@ -29,10 +29,10 @@ from tests.operator.test_injector_server import injector, mgw_review, pod_review
 from tests.operator.test_operator_kmock import baseline_doc, cm, create_namespace, sidecar_pod
 from wardgate.config import load_policy_text
 from wardgate.config.baseline import SecurityBaselineSpec
+from wardgate_operator.evaluation import evaluate, status_for
 from wardgate_operator.injection import InjectionError, inject
 from wardgate_operator.kube import BASELINES_PATH, microgateways_path, pods_path
 from wardgate_operator.models import SpecError, parse_microgateway_spec
-from wardgate_operator.reconciling import evaluate, status_for
 from wardgate_operator.rendering import pod_annotations
 
 BASE = {"podSelector": {"matchLabels": {"app": "shop"}}}
@@ -43,6 +43,7 @@ RESTRICTED = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+ITEMS = [{"key": "ca.crt", "path": "ca.crt"}]
 MTLS = SecurityBaselineSpec.model_validate({"peer": {"requireClientCertificate": True}})
 
 
@@ -60,16 +61,47 @@ def _args(sidecar: dict[str, Any]) -> dict[str, str]:
             {"secretName": "mesh-ca"},
             "secret/mesh-ca",
             "/etc/wardgate/client-ca/ca.crt",
-            {"name": "wardgate-client-ca", "secret": {"secretName": "mesh-ca"}},
+            {"name": "wardgate-client-ca", "secret": {"secretName": "mesh-ca", "items": ITEMS}},
         ),
         (
             {"configMapName": "mesh-roots"},
             "configmap/mesh-roots",
             "/etc/wardgate/client-ca/ca.crt",
-            {"name": "wardgate-client-ca", "configMap": {"name": "mesh-roots"}},
+            {"name": "wardgate-client-ca", "configMap": {"name": "mesh-roots", "items": ITEMS}},
+        ),
+        (
+            {"configMapName": "mesh-roots", "key": "trust-bundle.pem"},
+            "configmap/mesh-roots:trust-bundle.pem",
+            "/etc/wardgate/client-ca/ca.crt",
+            {
+                "name": "wardgate-client-ca",
+                "configMap": {
+                    "name": "mesh-roots",
+                    "items": [{"key": "trust-bundle.pem", "path": "ca.crt"}],
+                },
+            },
+        ),
+        (
+            {"secretName": "shop-tls", "key": "root.pem"},
+            "secret:root.pem",
+            "/etc/wardgate/client-ca/ca.crt",
+            {
+                "name": "wardgate-client-ca",
+                "secret": {
+                    "secretName": "shop-tls",
+                    "items": [{"key": "root.pem", "path": "ca.crt"}],
+                },
+            },
         ),
     ],
-    ids=["tls-only", "ca-in-same-secret", "ca-in-other-secret", "ca-in-configmap"],
+    ids=[
+        "tls-only",
+        "ca-in-same-secret",
+        "ca-in-other-secret",
+        "ca-in-configmap",
+        "configmap-key",
+        "same-secret-other-key",
+    ],
 )
 def test_spec_tls_renders_annotations_the_injector_turns_into_a_valid_pod(
     client_ca, annotation, ca_file, ca_volume
@@ -110,6 +142,10 @@ def test_spec_tls_renders_annotations_the_injector_turns_into_a_valid_pod(
             "exactly one of secretName and configMapName",
         ),
         ({"secretName": "Not_A_Name"}, "spec.tls.secretName"),
+        (
+            {"secretName": "a", "clientCa": {"configMapName": "c", "key": "../etc/passwd"}},
+            "spec.tls.clientCa.key",
+        ),
         ({"clientCa": {"secretName": "b"}}, "spec.tls.secretName: Field required"),
     ],
 )
