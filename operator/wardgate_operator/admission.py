@@ -43,7 +43,7 @@ from wardgate_operator.kube import KubeApi, KubeError, namespace_path
 from wardgate_operator.models import SidecarConfig, SpecError, parse_baseline_spec
 from wardgate_operator.reconciling import cluster_baselines
 
-log = logging.getLogger("wardgate_operator.injector")
+log = logging.getLogger("wardgate_operator.admission")
 
 MAX_REVIEW_BYTES = 8 * 1024 * 1024
 

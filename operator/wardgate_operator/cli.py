@@ -83,7 +83,7 @@ def _cmd_injector(args: argparse.Namespace) -> int:
     import logging
 
     from wardgate.proxy.server import parse_host_port
-    from wardgate_operator.injector import (
+    from wardgate_operator.admission import (
         BaselineSource,
         api_baselines,
         load_sidecar_config,
@@ -267,8 +267,8 @@ def inject_document(doc: Any, template: SidecarConfig, warnings: list[str]) -> A
 
 
 def _cmd_inject(args: argparse.Namespace) -> int:
+    from wardgate_operator.admission import load_sidecar_config
     from wardgate_operator.injection import InjectionError
-    from wardgate_operator.injector import load_sidecar_config
 
     try:
         if args.sidecar_config is not None:

@@ -1,6 +1,6 @@
 """Sidecar injection as a pure function: ``inject(pod, template) -> JSONPatch``.
 
-The admission webhook (:mod:`wardgate_operator.injector`) and ``wardgate-operator inject``
+The admission webhook (:mod:`wardgate_operator.admission`) and ``wardgate-operator inject``
 both call :func:`inject`; neither has another code path. Contract:
 
 * A pod (or pod template: anything with ``metadata`` and ``spec``) is injected when it

@@ -429,7 +429,7 @@ async def test_delete_is_immediate_and_the_configmap_is_owned(kmock):
 
 
 async def test_webhook_reads_baselines_and_namespace_labels_from_the_api(kmock):
-    from wardgate_operator.injector import api_baselines
+    from wardgate_operator.admission import api_baselines
     from wardgate_operator.kube import KubeApi
 
     declare_resources(kmock)
