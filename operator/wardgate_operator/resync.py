@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from wardgate_operator.baseline_status import update_baseline_statuses
 from wardgate_operator.kube import KubeApi, KubeError, microgateways_path
 from wardgate_operator.propagation import SidecarReader, check_propagation, http_sidecar_reader
 from wardgate_operator.reconciling import reconcile
@@ -40,8 +41,6 @@ async def resync_once(
                 log.warning(
                     "resync of %s/%s failed: %s", meta.get("namespace"), meta.get("name"), exc
                 )
-    from wardgate_operator.baseline_status import update_baseline_statuses  # uses evaluate()
-
     try:
         await update_baseline_statuses(api, namespaces)
     except KubeError as exc:
