@@ -281,3 +281,18 @@ async def test_operator_reports_the_mutual_tls_floor_and_pods_not_serving_spec_t
 
         found = await eventually(degraded, message="Degraded TlsNotServed")
         assert "shop-old" in found["message"]
+
+        # re-created with the annotations `render` prints: healthy again
+        await api.delete(pods_path("shop") + "/shop-old")
+        fresh = sidecar_pod("shop-new", "127.0.0.1:9901")
+        fresh["metadata"]["annotations"] = {
+            "wardgate.dev/tls-secret": "shop-tls",
+            "wardgate.dev/tls-client-ca": "secret",
+        }
+        await api.create(pods_path("shop"), fresh)
+
+        def healthy() -> dict[str, Any] | None:
+            found = conditions(obj(kmock, MGW, "shop", "shop")).get("Degraded", {})
+            return found if found.get("status") == "False" else None
+
+        assert (await eventually(healthy, message="Degraded False"))["reason"] == "Healthy"
