@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
+import yaml
 
 from tests.operator.kmock_support import (
     MGW,
@@ -296,3 +297,26 @@ async def test_operator_reports_the_mutual_tls_floor_and_pods_not_serving_spec_t
             return found if found.get("status") == "False" else None
 
         assert (await eventually(healthy, message="Degraded False"))["reason"] == "Healthy"
+
+
+def test_the_mutual_tls_example_renders_the_tls_annotations(capsys) -> None:
+    from pathlib import Path
+
+    from wardgate_operator.cli import main
+
+    example = Path(__file__).resolve().parents[2] / "examples/k8s/mutual-tls.yaml"
+    assert main(["render", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "wardgate.dev/tls-secret: 'orders-tls'" in out
+    assert "wardgate.dev/tls-client-ca: 'secret'" in out
+    # and the pod those annotations make is valid and serves mutual TLS
+    spec = parse_microgateway_spec(
+        next(d for d in yaml.safe_load_all(example.read_text()) if d["kind"] == "Microgateway")[
+            "spec"
+        ]
+    )
+    body = pod(pod_annotations(spec, "orders"))
+    body["spec"]["containers"][0]["securityContext"] = RESTRICTED
+    result = injected(body)
+    assert workload_problems(result, service_port_name="http", kube_versions=("1.32", "1.33")) == []
+    assert _args(sidecar_of(result))["--tls-client-ca"] == "/etc/wardgate/tls/ca.crt"
