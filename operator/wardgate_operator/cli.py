@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument(
         "--baselines-from-cluster",
         action="store_true",
-        help="read SecurityBaselines for /validate (needs get/list on securitybaselines and "
-        "get on namespaces); without it /validate checks schema and compilation only",
+        help="read SecurityBaselines for /validate and /inject (floors, sidecar ceilings, "
+        "mandatory mutual TLS; needs get/list on securitybaselines and get on namespaces); "
+        "without it /validate checks schema and compilation only",
     )
 
     crds = sub.add_parser("crds", help="write the CRD manifests")
