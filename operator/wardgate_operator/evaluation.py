@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wardgate.config.baseline import BaselineError, Finding, apply_baselines
+from wardgate.config.baseline_merge import Finding, apply_baselines
 from wardgate.config.policy import PolicySpec
+from wardgate.errors import BaselineError
 from wardgate.runtime.compiled import PolicyCompileError, compile_policy
 from wardgate_operator.models import MicrogatewaySpec, SpecError, parse_microgateway_spec
 from wardgate_operator.rendering import (

@@ -3,13 +3,13 @@ digest (and its ``spec.tls``), written as the ``Propagated`` and ``Degraded`` co
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from wardgate_operator.evaluation import conditions_factory, now_rfc3339, same_status
+from wardgate_operator.evaluation import Cond, conditions_factory, now_rfc3339, same_status
 from wardgate_operator.injection import (
     SIDECAR_NAME,
     STATUS_PORT_NAME,
@@ -128,12 +128,84 @@ def serves_spec_tls(pod: Mapping[str, Any], spec: MicrogatewaySpec) -> bool:
     return served is not None and wanted is not None and served == wanted
 
 
+@dataclass
+class PodCensus:
+    """What the selected pods of one Microgateway report."""
+
+    total: int = 0
+    current: int = 0
+    without: list[str] = field(default_factory=list)
+    tls_drift: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def take_census(
+    selected: Sequence[Mapping[str, Any]],
+    spec: MicrogatewaySpec,
+    digest: str | None,
+    reader: SidecarReader,
+) -> PodCensus:
+    """Ask each selected pod's sidecar which digest it serves (pods without a sidecar are
+    not asked) and check its TLS against ``spec.tls``."""
+    census = PodCensus(total=len(selected))
+    for pod in selected:
+        pod_name = str((pod.get("metadata") or {}).get("name"))
+        if admin_address(pod) is None:
+            census.without.append(pod_name)
+            continue
+        if not serves_spec_tls(pod, spec):
+            census.tls_drift.append(pod_name)
+        report = await reader(pod)
+        if report.problem:
+            census.unreadable.append(f"{pod_name}: {report.problem}")
+        elif report.digest == digest:
+            census.current += 1
+        if report.last_error:
+            census.errors.append(f"{pod_name}: {report.last_error}")
+    return census
+
+
+def propagation_conditions(
+    census: PodCensus, digest: str | None, cond: Cond
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``Propagated`` and ``Degraded`` conditions for ``census``."""
+    ratio = f"{census.current}/{census.total}"
+    if not digest:
+        propagated = cond("Propagated", None, "NoConfig", "no policy rendered yet")
+    elif census.unreadable and census.current + len(census.without) < census.total:
+        text = f"{ratio} on {digest}; unreadable: " + "; ".join(census.unreadable)
+        propagated = cond("Propagated", None, "Unknown", text)
+    elif census.current == census.total:
+        propagated = cond("Propagated", True, "AllPodsCurrent", f"{ratio} pods on {digest}")
+    else:
+        propagated = cond("Propagated", False, "Rolling", f"{ratio} pods on {digest}")
+    problems = []
+    if census.without:
+        problems.append("selected pods without a sidecar: " + ", ".join(sorted(census.without)))
+    if census.tls_drift:
+        problems.append(
+            "selected pods whose sidecar does not serve spec.tls (re-create them with the "
+            "annotations `wardgate-operator render` prints): " + ", ".join(sorted(census.tls_drift))
+        )
+    if census.errors:
+        problems.append("reload errors: " + "; ".join(census.errors))
+    if not problems:
+        return propagated, cond("Degraded", False, "Healthy", "every selected pod has a sidecar")
+    if census.without:
+        reason = "PodsWithoutSidecar"
+    else:
+        reason = "TlsNotServed" if census.tls_drift else "ReloadError"
+    return propagated, cond("Degraded", True, reason, "; ".join(problems))
+
+
 async def check_propagation(
     api: KubeApi, body: Mapping[str, Any], reader: SidecarReader = http_sidecar_reader
 ) -> dict[str, Any] | None:
     """Set ``Propagated`` (n/m selected pods on the current digest) and ``Degraded``
-    (selected pods without a sidecar, sidecars reporting reload errors). Returns the status
-    written, ``None`` when nothing changed or the spec is invalid."""
+    (selected pods without a sidecar or not serving ``spec.tls``, sidecars reporting reload
+    errors). Returns the status written, ``None`` when nothing changed or the spec is
+    invalid."""
     meta = body.get("metadata") or {}
     name, namespace = str(meta["name"]), str(meta["namespace"])
     previous = body.get("status") or {}
@@ -144,54 +216,12 @@ async def check_propagation(
         return None
     pods = await api.list(pods_path(namespace), label_selector(spec.pod_selector.match_labels))
     selected = [p for p in pods if _selected(p, spec)]
-    without, errors, unreadable, current = [], [], [], 0
-    tls_drift = []
-    for pod in selected:
-        pod_name = str((pod.get("metadata") or {}).get("name"))
-        if admin_address(pod) is None:
-            without.append(pod_name)
-            continue
-        if not serves_spec_tls(pod, spec):
-            tls_drift.append(pod_name)
-        report = await reader(pod)
-        if report.problem:
-            unreadable.append(f"{pod_name}: {report.problem}")
-        elif report.digest == digest:
-            current += 1
-        if report.last_error:
-            errors.append(f"{pod_name}: {report.last_error}")
+    census = await take_census(selected, spec, digest, reader)
     generation = int(meta.get("generation") or 0)
     cond = conditions_factory(generation, now_rfc3339(), list(previous.get("conditions") or []))
-    total = len(selected)
-    ratio = f"{current}/{total}"
-    if not digest:
-        propagated = cond("Propagated", None, "NoConfig", "no policy rendered yet")
-    elif unreadable and current + len(without) < total:
-        text = f"{ratio} on {digest}; unreadable: " + "; ".join(unreadable)
-        propagated = cond("Propagated", None, "Unknown", text)
-    elif current == total:
-        propagated = cond("Propagated", True, "AllPodsCurrent", f"{ratio} pods on {digest}")
-    else:
-        propagated = cond("Propagated", False, "Rolling", f"{ratio} pods on {digest}")
-    problems = []
-    if without:
-        problems.append("selected pods without a sidecar: " + ", ".join(sorted(without)))
-    if tls_drift:
-        problems.append(
-            "selected pods whose sidecar does not serve spec.tls (re-create them with the "
-            "annotations `wardgate-operator render` prints): " + ", ".join(sorted(tls_drift))
-        )
-    if errors:
-        problems.append("reload errors: " + "; ".join(errors))
-    if problems:
-        reason = (
-            "PodsWithoutSidecar" if without else ("TlsNotServed" if tls_drift else "ReloadError")
-        )
-        degraded = cond("Degraded", True, reason, "; ".join(problems))
-    else:
-        degraded = cond("Degraded", False, "Healthy", "every selected pod has a sidecar")
+    propagated, degraded = propagation_conditions(census, digest, cond)
     status = {
-        "propagated": ratio,
+        "propagated": f"{census.current}/{census.total}",
         "conditions": merge_conditions(previous.get("conditions") or [], [propagated, degraded]),
     }
     if same_status(previous, status):

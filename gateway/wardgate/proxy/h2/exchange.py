@@ -22,16 +22,12 @@ from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.filters.identity import PeerIdentity
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog
+from wardgate.observability.response_flags import ResponseFlag
+from wardgate.proxy.body_io import apply_replaced_body
+from wardgate.proxy.exchange import SERVER_HEADER, Exchange, note_local_reply, record_exchange
 from wardgate.proxy.h2 import grpc
 from wardgate.proxy.h2.connection import StreamGone, StreamStalled
 from wardgate.proxy.h2.settings import H2Settings
-from wardgate.proxy.handler import (
-    SERVER_HEADER,
-    Exchange,
-    apply_replaced_body,
-    note_local_reply,
-    record_exchange,
-)
 from wardgate.proxy.upstream import Upstream, upstream_failure
 from wardgate.proxy.upstream_client import (
     InvalidHeaderValue,
@@ -236,7 +232,7 @@ class H2Gateway:
         return self.settings.upstream_protocol != "http1"
 
     async def __call__(self, stream: Downstream) -> None:
-        exchange = Exchange(start=time.monotonic(), wall_start=time.time())
+        exchange = Exchange.begin()
         policy = self.holder.current  # read once: this stream keeps this generation
         request, te_trailers = self._build_request(stream, policy.proxy)
         pipeline = RequestPipeline(policy, request)
@@ -254,14 +250,12 @@ class H2Gateway:
         try:
             await self._handle(call)
         except asyncio.CancelledError:
-            exchange.flag = exchange.flag or "DC"
-            exchange.status = exchange.status or 499
+            exchange.client_gone()
             raise
         except StreamGone:
-            exchange.flag = exchange.flag or "DC"
-            exchange.status = exchange.status or 499
+            exchange.client_gone()
         except StreamStalled:
-            exchange.flag = "SI"  # Envoy's stream idle timeout
+            exchange.flag = ResponseFlag.STREAM_IDLE_TIMEOUT
             exchange.status = exchange.status or 499
             stream.reset()
         except Exception as exc:
@@ -279,7 +273,7 @@ class H2Gateway:
                         "gateway",
                         "internal_error",
                         "the gateway failed to handle the request",
-                        response_flag="DPE",
+                        response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                     ),
                 )
         finally:
@@ -337,7 +331,7 @@ class H2Gateway:
                     "gateway",
                     "connect_unsupported",
                     "CONNECT is not supported",
-                    response_flag="DPE",
+                    response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                 ),
             )
             return
@@ -353,7 +347,7 @@ class H2Gateway:
                     "gateway",
                     "invalid_authority",
                     "host and :authority name different targets",
-                    response_flag="DPE",
+                    response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                 ),
             )
             return
@@ -364,8 +358,8 @@ class H2Gateway:
         prefix = b""
         scanner = grpc.MessageScanner(policy.max_request_body_bytes) if call.is_grpc else None
         idle = policy.proxy.timeouts.idle
-        if pipeline.needs_request_body:
-            limit = policy.request_body_limit or 0
+        limit = policy.request_body_limit
+        if limit is not None:
             complete = True
             if stream.has_body:
                 try:
@@ -376,13 +370,13 @@ class H2Gateway:
                 except _BodyTooLarge as exc:
                     await self._local(call, exc.reply)
                     return
-            reply = await pipeline.decode_body(prefix[:limit], complete)
+            # gRPC: the cap is per message (the scanner's), not on the whole stream.
+            if scanner is None:
+                reply = await pipeline.decode_request_body(prefix, complete)
+            else:
+                reply = await pipeline.inspect_body(prefix, complete)
             if reply is not None:
                 await self._local(call, reply)
-                return
-            cap = policy.max_request_body_bytes
-            if scanner is None and cap is not None and len(prefix) > cap:
-                await self._local(call, _too_large(cap))
                 return
         await self._forward(call, prefix, scanner)
 
@@ -445,7 +439,7 @@ class H2Gateway:
                 if call.grpc_timeout is not None:
                     await self._grpc_deadline(call)
                 else:
-                    await self._upstream_failed(call, "UT")
+                    await self._upstream_failed(call, ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
                 return
             await self._respond(call, up, upstream_start, sender)
         finally:
@@ -476,14 +470,18 @@ class H2Gateway:
                         too_big = scanner.feed(chunk)
                         if too_big is not None:
                             raise _BodyTooLarge(_message_too_large(too_big, cap))
-                elif cap is not None and sent > cap:
-                    raise _BodyTooLarge(_too_large(cap))
+                else:
+                    too_large = call.pipeline.check_body_size(sent)
+                    if too_large is not None:
+                        raise _BodyTooLarge(too_large)
                 await up.send(chunk, idle)
             scanned = False
             try:
                 chunk = await stream.read(idle)
             except TimeoutError:
-                raise UpstreamError("UT", "idle timeout reading the request body") from None
+                raise UpstreamError(
+                    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, "idle timeout reading the request body"
+                ) from None
             if not chunk:
                 break
         up.end(stream.trailers or None)
@@ -576,18 +574,18 @@ class H2Gateway:
         else:
             await stream.end()
 
-    async def _upstream_failed(self, call: _Call, flag: str) -> None:
+    async def _upstream_failed(self, call: _Call, flag: ResponseFlag) -> None:
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
         await self._local(call, upstream_failure(flag))
 
     async def _grpc_deadline(self, call: _Call) -> None:
-        metrics.UPSTREAM_FAILURES.labels(flag="UT").inc()
+        metrics.UPSTREAM_FAILURES.labels(flag=ResponseFlag.UPSTREAM_REQUEST_TIMEOUT).inc()
         reply = LocalReply(
             504,
             "upstream",
             "deadline_exceeded",
             "the grpc-timeout deadline passed before the upstream answered",
-            response_flag="UT",
+            response_flag=ResponseFlag.UPSTREAM_REQUEST_TIMEOUT,
         )
         await self._local(call, reply, grpc_status=grpc.DEADLINE_EXCEEDED)
 
@@ -677,12 +675,6 @@ async def _read_response_prefix(up: UpstreamCall, limit: int, idle: float) -> tu
     return b"".join(parts), False
 
 
-def _too_large(cap: int | None) -> LocalReply:
-    return LocalReply(
-        413, "limits", "body_too_large", f"the request body is larger than {cap} bytes"
-    )
-
-
 def _message_too_large(size: int, cap: int | None) -> LocalReply:
     return LocalReply(
         413,
@@ -694,7 +686,11 @@ def _message_too_large(size: int, cap: int | None) -> LocalReply:
 
 def _body_read_failed() -> LocalReply:
     return LocalReply(
-        400, "gateway", "body_read_failed", "the request body could not be read", response_flag="DC"
+        400,
+        "gateway",
+        "body_read_failed",
+        "the request body could not be read",
+        response_flag=ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION,
     )
 
 
