@@ -1,4 +1,5 @@
-"""The kopf handlers: each a thin call into :mod:`wardgate_operator.reconciling`.
+"""The kopf handlers: each a thin call into :mod:`wardgate_operator.reconciling` (or, for
+the periodic loop, :mod:`wardgate_operator.resync`).
 
 Importing this module registers the handlers in kopf's default registry (``kopf run`` and
 ``wardgate-operator run`` both do). Settings: kopf's progress and diff-base annotations use
