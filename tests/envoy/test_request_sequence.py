@@ -63,15 +63,16 @@ def _verdict(status: int, body: bytes) -> Verdict:
     return status, problem["filter"], problem["reason"], problem["detail"], rules
 
 
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    """``body`` in 300-byte pieces: aiohttp sends it chunked, with no ``Content-Length``."""
+    for i in range(0, len(body), 300):
+        yield body[i : i + 300]
+
+
 async def _native(url: str, probe: Probe, chunked: bool = False) -> Verdict:
     data: Any = probe.body or None
     if chunked and probe.body:
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for i in range(0, len(probe.body), 300):
-                yield probe.body[i : i + 300]
-
-        data = chunks()
+        data = _chunks(probe.body)
     async with aiohttp.ClientSession() as session:
         async with session.request(
             probe.method, url + probe.path, headers=dict(probe.headers), data=data
@@ -228,13 +229,8 @@ async def test_the_413_is_the_same_whether_declared_or_counted(upstream, gateway
     gw = await gateway(upstream, policy)
     probe = PROBES[-1]
     async with aiohttp.ClientSession() as session:
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for i in range(0, len(probe.body), 300):
-                yield probe.body[i : i + 300]
-
         async with session.post(
-            gw.url + "/echo", data=probe.body if declared else chunks()
+            gw.url + "/echo", data=probe.body if declared else _chunks(probe.body)
         ) as resp:
             problem = json.loads(await resp.read())
     assert resp.status == 413

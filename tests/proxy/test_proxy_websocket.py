@@ -22,8 +22,12 @@ async def ws_upstream():
                 await ws.send_bytes(msg.data[::-1])
         return ws
 
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no websockets here")
+
     app = web.Application()
     app.router.add_get("/ws", handler)
+    app.router.add_get("/refused", refuse)  # answers the upgrade with 403
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -63,26 +67,10 @@ _UPGRADE = {
 _HEADER_POLICY = "headers: {response: {add: [{name: x-frame-options, value: DENY}]}}"
 
 
-@pytest.fixture
-async def refusing_upstream():
-    """An upstream that answers every WebSocket upgrade with 403."""
-
-    async def handler(request: web.BaseRequest) -> web.Response:
-        return web.Response(status=403, text="no websockets here")
-
-    server = web.Server(handler)
-    runner = web.ServerRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
-
-
-async def test_a_refused_upgrade_is_answered_like_every_refusal(refusing_upstream, gateway):
-    gw = await gateway(refusing_upstream, _HEADER_POLICY)
+async def test_a_refused_upgrade_is_answered_like_every_refusal(ws_upstream, gateway):
+    gw = await gateway(ws_upstream, _HEADER_POLICY)
     async with aiohttp.ClientSession() as session:
-        async with session.get(gw.url + "/ws", headers=_UPGRADE) as resp:
+        async with session.get(gw.url + "/refused", headers=_UPGRADE) as resp:
             problem = await resp.json(content_type="application/problem+json")
             headers = resp.headers
     assert resp.status == 403

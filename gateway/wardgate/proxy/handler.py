@@ -199,10 +199,12 @@ class ProxyHandler:
         if is_websocket(request):
             return await tunnel(stream, self.upstream)
         if not request.body_exists:
-            # No body at all: the body phase still runs (a filter may require one).
-            reply = await pipeline.decode_request_body(b"", True)
-            if reply is not None:
-                return stream.local(reply)
+            # No body at all: the body phase still runs (a filter may require one). Skipped
+            # outright when no filter reads bodies: the common GET costs no extra await.
+            if stream.policy.request_body_limit is not None:
+                reply = await pipeline.decode_request_body(b"", True)
+                if reply is not None:
+                    return stream.local(reply)
             return await self._forward(stream, b"", NO_BODY)
         await send_continue(request)
         clock = BodyClock(stream.policy.proxy)
@@ -440,7 +442,7 @@ async def _stream_response(
     except UpstreamError as exc:
         # The upstream failed after the status line went out: nothing honest can be
         # sent any more, so reset the client connection as Envoy does.
-        exchange.flag = ResponseFlag(exc.flag)
+        exchange.flag = exc.flag
         metrics.UPSTREAM_FAILURES.labels(flag=exc.flag).inc()
         if request.transport is not None:
             request.transport.abort()

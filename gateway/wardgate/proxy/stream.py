@@ -66,7 +66,7 @@ class ActiveStream:
         self.exchange.bytes_sent = len(body)
         return out
 
-    def upstream_failed(self, flag: str, reason: str = "") -> web.Response:
+    def upstream_failed(self, flag: ResponseFlag, reason: str = "") -> web.Response:
         """Envoy's answer to an upstream failure (``UF``, ``UH``, ``UT``, ``UC``, ``UPE``),
         counted by flag."""
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()

@@ -44,11 +44,10 @@ _FAILURES: dict[ResponseFlag, tuple[int, str, str]] = {
 """Status, reason code and Envoy's body text of each upstream failure."""
 
 
-def upstream_failure(flag: str, reason: str = "") -> LocalReply:
+def upstream_failure(flag: ResponseFlag, reason: str = "") -> LocalReply:
     """The local reply for an upstream failure with Envoy's status, body and flag;
     ``reason`` replaces the flag's own reason code when given (``tls_handshake_failed``)."""
-    response_flag = ResponseFlag(flag)
-    status, own_reason, text = _FAILURES[response_flag]
+    status, own_reason, text = _FAILURES[flag]
     return LocalReply(
         status=status,
         filter=UPSTREAM_FILTER,
@@ -56,7 +55,7 @@ def upstream_failure(flag: str, reason: str = "") -> LocalReply:
         detail=text,
         body=text.encode(),
         content_type="text/plain",
-        response_flag=response_flag,
+        response_flag=flag,
     )
 
 

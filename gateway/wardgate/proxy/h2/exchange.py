@@ -479,7 +479,9 @@ class H2Gateway:
             try:
                 chunk = await stream.read(idle)
             except TimeoutError:
-                raise UpstreamError("UT", "idle timeout reading the request body") from None
+                raise UpstreamError(
+                    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, "idle timeout reading the request body"
+                ) from None
             if not chunk:
                 break
         up.end(stream.trailers or None)
@@ -556,7 +558,7 @@ class H2Gateway:
         except UpstreamError as exc:
             # The upstream failed after the status went out: nothing honest can be sent
             # any more, so reset the stream as Envoy does.
-            exchange.flag = ResponseFlag(exc.flag)
+            exchange.flag = exc.flag
             metrics.UPSTREAM_FAILURES.labels(flag=exc.flag).inc()
             stream.reset()
             return
@@ -572,7 +574,7 @@ class H2Gateway:
         else:
             await stream.end()
 
-    async def _upstream_failed(self, call: _Call, flag: str) -> None:
+    async def _upstream_failed(self, call: _Call, flag: ResponseFlag) -> None:
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
         await self._local(call, upstream_failure(flag))
 
