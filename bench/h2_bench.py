@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gateway")]
 
-from bench.run import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     PIDS,
     RESULTS,
     CpuLayout,
@@ -44,6 +44,7 @@ from bench.run import (  # noqa: E402
     process,
     rotated,
     wait_http,
+    wait_port,
 )
 
 METHOD = "/bench.Echo/Unary"
@@ -196,17 +197,6 @@ def wardgate(upstream: int, protocol: str, cpus: str) -> Iterator[tuple[int, int
     with process(pinned(cmd, cpus), env=env) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready")
         yield port, proc.pid
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"port {port} did not open")
 
 
 def main() -> int:

@@ -153,6 +153,13 @@ def _add_serving_options(cmd: argparse.ArgumentParser, default_listen: str) -> N
         help="access log format on stdout",
     )
     cmd.add_argument(
+        "--access-log-format",
+        default="",
+        metavar="FORMAT",
+        help="with --access-log envoy: an Envoy format string, e.g. "
+        "'%%REQ(:PATH)%% %%RESPONSE_CODE%% %%DYNAMIC_METADATA(wardgate:rules)%%'",
+    )
+    cmd.add_argument(
         "--drain-timeout",
         type=float,
         default=20.0,

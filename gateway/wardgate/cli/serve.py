@@ -63,6 +63,15 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
     )
     if args.workers < 1 or args.workers > 64:
         raise UsageError("--workers must be between 1 and 64")
+    if args.access_log_format:
+        from wardgate.observability.access_format import FormatError, compile_format
+
+        if args.access_log != "envoy":
+            raise UsageError("--access-log-format needs --access-log envoy")
+        try:
+            compile_format(args.access_log_format)
+        except FormatError as exc:
+            raise UsageError(f"--access-log-format: {exc}") from None
     tls = _tls_options(args)
     assert isinstance(tls, TlsOptions)
     return RunOptions(
@@ -76,6 +85,7 @@ def _run_options(args: argparse.Namespace, upstream: str) -> object:
         status_port=status_port,
         workers=args.workers,
         access_log=args.access_log,
+        access_log_format=args.access_log_format,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
         tls=tls,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
@@ -53,11 +54,11 @@ class AccessRecord:
     """ECS ``tls.client.*`` fields of the verified client certificate (mutual TLS)."""
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _printable(text: str, limit: int = 512) -> str:
+def printable(text: str, limit: int = 512) -> str:
     """Cap and escape client-controlled text so it cannot forge log lines."""
     text = text[:limit]
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
@@ -65,21 +66,21 @@ def _printable(text: str, limit: int = 512) -> str:
 
 def ecs_access(record: AccessRecord) -> str:
     doc: dict[str, Any] = {
-        "@timestamp": _iso(record.start),
+        "@timestamp": iso_time(record.start),
         "ecs.version": ECS_VERSION,
         "event.dataset": "wardgate.access",
         "event.kind": "event",
         "event.outcome": "failure" if record.status >= 400 else "success",
         "event.duration": record.duration_ms * 1_000_000,
-        "http.request.method": _printable(record.method, 32),
-        "http.request.id": _printable(record.request_id, 128),
+        "http.request.method": printable(record.method, 32),
+        "http.request.id": printable(record.request_id, 128),
         "http.request.bytes": record.bytes_received,
         "http.response.status_code": record.status,
         "http.response.bytes": record.bytes_sent,
         "http.version": record.protocol.removeprefix("HTTP/"),
-        "url.path": _printable(record.path),
-        "url.domain": _printable(record.authority, 256),
-        "user_agent.original": _printable(record.user_agent),
+        "url.path": printable(record.path),
+        "url.domain": printable(record.authority, 256),
+        "user_agent.original": printable(record.user_agent),
         "source.address": record.client_address,
         "client.address": record.client_address,
         "destination.address": record.upstream_host,
@@ -88,7 +89,7 @@ def ecs_access(record: AccessRecord) -> str:
             "response_flags": record.response_flags or "-",
             "reason": record.reason,
             "rule_ids": list(record.rule_ids),
-            "locations": [_printable(loc, 256) for loc in record.locations],
+            "locations": [printable(loc, 256) for loc in record.locations],
             "policy": {"digest": record.policy_digest, "generation": record.policy_generation},
         },
     }
@@ -111,12 +112,12 @@ def envoy_access(record: AccessRecord) -> str:
         return "-" if value in (None, "") else str(value)
 
     return (
-        f'[{_iso(record.start)}] "{_printable(record.method, 32)} {_printable(record.path)} '
+        f'[{iso_time(record.start)}] "{printable(record.method, 32)} {printable(record.path)} '
         f'{record.protocol}" {record.status} {record.response_flags or "-"} '
         f"{record.bytes_received} {record.bytes_sent} {record.duration_ms} "
         f"{dash(record.upstream_service_time_ms)} "
-        f'"{dash(_printable(record.forwarded_for))}" "{dash(_printable(record.user_agent))}" '
-        f'"{dash(_printable(record.request_id, 128))}" "{dash(_printable(record.authority))}" '
+        f'"{dash(printable(record.forwarded_for))}" "{dash(printable(record.user_agent))}" '
+        f'"{dash(printable(record.request_id, 128))}" "{dash(printable(record.authority))}" '
         f'"{dash(record.upstream_host)}"'
     )
 
@@ -130,7 +131,7 @@ def envoy_wardgate_access(record: AccessRecord) -> str:
     with ``,`` and ``-`` when empty. Never a value: locations are names and paths."""
 
     def listed(items: tuple[str, ...]) -> str:
-        return ",".join(_printable(item, 256).replace('"', "%22") for item in items) or "-"
+        return ",".join(printable(item, 256).replace('"', "%22") for item in items) or "-"
 
     return (
         f'{envoy_access(record)} "{record.replied_by or "-"}" "{record.reason or "-"}" '
@@ -144,10 +145,17 @@ _RENDERERS = {"ecs": ecs_access, "envoy": envoy_access, "envoy-wardgate": envoy_
 class AccessLog:
     """Writes one line per request to a stream (stdout by default)."""
 
-    def __init__(self, fmt: AccessLogFormat = "ecs", stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        fmt: AccessLogFormat = "ecs",
+        stream: IO[str] | None = None,
+        render: Callable[[AccessRecord], str] | None = None,
+    ) -> None:
+        """``render``: a line renderer in place of the format's own (an Envoy format string
+        compiled by :mod:`wardgate.observability.access_format`)."""
         self.format = fmt
         self.stream = stream if stream is not None else sys.stdout
-        self._render = _RENDERERS.get(fmt, envoy_access)
+        self._render = render or _RENDERERS.get(fmt, envoy_access)
 
     @property
     def enabled(self) -> bool:
@@ -167,7 +175,7 @@ class EcsFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "@timestamp": _iso(record.created),
+            "@timestamp": iso_time(record.created),
             "ecs.version": ECS_VERSION,
             "event.dataset": "wardgate.gateway",
             "log.level": record.levelname.lower(),

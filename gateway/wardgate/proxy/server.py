@@ -28,6 +28,7 @@ from wardgate.admin.status import start_status
 from wardgate.config import PolicyError
 from wardgate.errors import UsageError
 from wardgate.observability import metrics
+from wardgate.observability.access_format import compile_format
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
 from wardgate.proxy.downstream import ProxyServer
 from wardgate.proxy.h2.detect import DetectingServer
@@ -65,6 +66,8 @@ class RunOptions:
     status_port: int | None = None
     workers: int = 1
     access_log: AccessLogFormat = "ecs"
+    access_log_format: str = ""
+    """An Envoy-style format string for the ``envoy`` access log (empty: Envoy's default)."""
     drain_timeout: float = 20.0
     reload_interval: float = 1.0
     log_level: str = "info"
@@ -116,7 +119,9 @@ class GatewayProcess:
         access_log: AccessLog | None = None,
     ) -> None:
         self.options = options
-        self.access_log = access_log or AccessLog(options.access_log)
+        self.access_log = access_log or AccessLog(
+            options.access_log, render=compile_format(options.access_log_format or None)
+        )
         self.holder = PolicyHolder(policy)
         self.reloader = (
             PolicyReloader(options.policy_path, self.holder, options.reload_interval)

@@ -37,22 +37,24 @@ def test_the_committed_sample_has_every_class():
 
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
-    assert benign.overall.total > 9000
-    assert benign.overall.rate <= 0.032  # 2.9% when tuned; the target is 5%, then 2%
+    assert benign.overall.total > 11000
+    assert benign.overall.rate <= 0.032  # 3.0% when tuned (2.6% without the yaml class, the
+    # hardest one); the target is 5%, then 2%
 
 
 @pytest.mark.parametrize(
     ("cls", "ceiling"),
     [
-        ("code", 0.09),  # 8.3% when tuned
-        ("xml", 0.095),  # 8.6%: XHTML documents pasted into a cookie, a file name, a form
+        ("code", 0.08),  # 7.3% when tuned
+        ("xml", 0.07),  # 6.3%: XHTML documents pasted into a cookie, a file name, a path
         ("template", 0.07),
-        ("url", 0.015),
+        ("url", 0.005),  # 0.2% when tuned
         ("prose", 0.04),
         ("shell", 0.02),
         ("path", 0.02),
         ("name", 0.01),
         ("json", 0.01),
+        ("yaml", 0.065),  # 5.9%: pasted YAML and OpenAPI lines
     ],
 )
 def test_no_benign_class_is_refused_much(benign, cls, ceiling):
@@ -65,9 +67,9 @@ def test_xml_documents_as_xml_bodies_pass(benign):
 
 def test_placed_attacks_are_detected_in_every_placement(attacks):
     print(attacks.table("attacks"))
-    assert attacks.overall.rate >= 0.905  # 91.1% when tuned; the target is 92%
+    assert attacks.overall.rate >= 0.92  # 92.1% when tuned; the target is 92%
     for where, tally in attacks.by_place.items():
-        assert tally.rate >= 0.885, where  # lowest: header 89.2% when tuned (target 85%)
+        assert tally.rate >= 0.90, where  # lowest: header 90.6% when tuned (target 85%)
 
 
 def test_no_input_gets_a_5xx(benign, attacks):

@@ -3,8 +3,9 @@
 Real content that a naive matcher reads as an attack: code (Python standard library, C
 headers, JavaScript shipped in packages), shell documentation (man pages), prose (package
 READMEs, changelogs, docstrings), ``${...}``/``{{...}}`` templates, URLs, file paths, names,
-and XML/HTML documents and fragments. Each :class:`Sample` is a class label and a text; the
-placement into requests is :mod:`wardgate.filters.waf.placements`.
+XML/HTML documents and fragments, JSON strings, and YAML (configuration, CI files, OpenAPI
+documents shipped in packages) as pasted lines. Each :class:`Sample` is a class label and a
+text; the placement into requests is :mod:`wardgate.filters.waf.placements`.
 
 The harvest is deterministic for a given machine (sorted file lists, a fixed seed); the
 committed sample (``python -m wardgate.filters.waf.lookalikes --out FILE``) makes the figures
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEED = 16
-CLASSES = ("code", "shell", "prose", "template", "url", "path", "name", "xml", "json")
+CLASSES = ("code", "shell", "prose", "template", "url", "path", "name", "xml", "json", "yaml")
 """Every benign class, in report order."""
 MAX_TEXT = 400
 """Samples longer than this are cut (a query value or a form field, not a whole file)."""
@@ -240,6 +241,14 @@ def _json(path: Path, text: str, rng: random.Random) -> Iterator[str]:
     yield from rng.sample(strings, min(3, len(strings)))
 
 
+def _yaml(path: Path, text: str, rng: random.Random) -> Iterator[str]:
+    """A run of 1 to 4 lines of a YAML file (``key: value`` lines, lists, block text), as
+    pasted into a field; comment-only runs are skipped."""
+    for snippet in _snippets(text, rng, lines=4):
+        if not all(row.lstrip().startswith("#") for row in snippet.splitlines()):
+            yield snippet
+
+
 # --- the harvest ----------------------------------------------------------------------
 
 Harvester = Callable[[Path, str, random.Random], Iterable[str]]
@@ -266,9 +275,12 @@ def _paths(rng: random.Random, count: int) -> list[Sample]:
     return out
 
 
-def harvest(per_class: int = 150, seed: int = SEED) -> list[Sample]:
-    """Up to ``per_class`` distinct samples of every class in :data:`CLASSES`."""
-    rng = random.Random(seed)
+def harvest(
+    per_class: int = 150, seed: int = SEED, classes: tuple[str, ...] = CLASSES
+) -> list[Sample]:
+    """Up to ``per_class`` distinct samples of every class in ``classes`` (each class draws
+    from its own generator, seeded with ``seed`` and its name, so harvesting one class alone
+    gives the same samples as the full harvest)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     site = _site_packages()
     doc = Path("/usr/share/doc")
@@ -306,9 +318,14 @@ def harvest(per_class: int = 150, seed: int = SEED) -> list[Sample]:
             ([p for root in site for p in _files(root, (".xml", ".html", ".xsd"))], _xml),
         ],
         "json": [([p for root in site for p in _files(root, (".json",))], _json)],
+        "yaml": [
+            ([p for root in site for p in _files(root, (".yaml", ".yml"))], _yaml),
+            (_files(Path("/usr/share"), (".yaml", ".yml")), _yaml),
+        ],
     }
     samples: list[Sample] = []
-    for cls in CLASSES:
+    for cls in classes:
+        rng = random.Random(f"{seed}:{cls}")
         if cls == "path":
             samples.extend(_paths(rng, per_class))
             continue
@@ -340,8 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write JSONL here (default: stdout)")
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated")
     args = parser.parse_args(argv)
-    lines = [s.to_json() for s in harvest(args.per_class, args.seed)]
+    classes = tuple(c for c in args.classes.split(",") if c)
+    unknown = sorted(set(classes) - set(CLASSES))
+    if unknown:
+        parser.error(f"unknown classes {unknown} (known: {', '.join(CLASSES)})")
+    lines = [s.to_json() for s in harvest(args.per_class, args.seed, classes)]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text, encoding="utf-8")

@@ -31,10 +31,16 @@ class Grid:
 
     by_class: dict[str, corpus.Tally] = field(default_factory=lambda: defaultdict(corpus.Tally))
     by_place: dict[str, corpus.Tally] = field(default_factory=lambda: defaultdict(corpus.Tally))
+    by_cell: dict[tuple[str, str], corpus.Tally] = field(
+        default_factory=lambda: defaultdict(corpus.Tally)
+    )
+    """Per (class, placement)."""
     rules: Counter[str] = field(default_factory=Counter)
     errors: int = 0
     """Replies with a 5xx status (always a bug)."""
     blocked_ids: list[str] = field(default_factory=list)
+    passed_ids: list[str] = field(default_factory=list)
+    """``id@placement`` of the records let through (for attacks: the misses)."""
 
     @property
     def overall(self) -> corpus.Tally:
@@ -48,12 +54,25 @@ class Grid:
         for heading, tallies in (("class", self.by_class), ("placement", self.by_place)):
             cells = [f"{name} {t.rate:.1%}/{t.total}" for name, t in sorted(tallies.items())]
             lines.append(f"  by {heading}: " + ", ".join(cells))
+        lines.extend(self.matrix())
         if self.rules:
             top = ", ".join(f"{rule} {count}" for rule, count in self.rules.most_common(12))
             lines.append(f"  rules: {top}")
         if self.errors:
             lines.append(f"  5xx replies: {self.errors}")
         return "\n".join(lines)
+
+    def matrix(self) -> list[str]:
+        """One row per class: the rate in each placement (``-`` where none was placed)."""
+        places = sorted(self.by_place)
+        rows = ["  " + " " * 10 + "".join(f"{p[:10]:>11}" for p in places)]
+        for cls in sorted(self.by_class):
+            cells = []
+            for where in places:
+                tally = self.by_cell.get((cls, where))
+                cells.append(f"{tally.rate:>11.1%}" if tally and tally.total else f"{'-':>11}")
+            rows.append(f"  {cls[:10]:<10}" + "".join(cells))
+        return rows
 
 
 async def measure(config: WafConfig, records: Iterable[corpus.Record]) -> Grid:
@@ -64,9 +83,11 @@ async def measure(config: WafConfig, records: Iterable[corpus.Record]) -> Grid:
         reply = await corpus.decide(config, record)
         cls, _, where = record.category.partition("@")
         blocked = reply is not None
-        for tally in (grid.by_class[cls], grid.by_place[where]):
+        for tally in (grid.by_class[cls], grid.by_place[where], grid.by_cell[cls, where]):
             tally.total += 1
             tally.blocked += blocked
+        if reply is None:
+            grid.passed_ids.append(f"{record.id}@{where}")
         if reply is not None:
             grid.blocked_ids.append(f"{record.id}@{where}")
             if reply.status >= 500:
@@ -90,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookalikes", type=Path, default=DEFAULT_LOOKALIKES)
     parser.add_argument("--paranoia-level", type=int, default=1, choices=(1, 2, 3, 4))
     parser.add_argument("--list", action="store_true", help="print refused benign ids")
+    parser.add_argument("--missed", action="store_true", help="print missed attack ids")
     args = parser.parse_args(argv)
     config = WafConfig(WafSpec.model_validate({"paranoiaLevel": args.paranoia_level}))
     benign = asyncio.run(measure(config, benign_records(args.lookalikes)))
@@ -98,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     print(attacks.table("placed CRS attack payloads (detected)"))
     if args.list:
         print("refused benign:", " ".join(benign.blocked_ids))
+    if args.missed:
+        print("missed attacks:", " ".join(attacks.passed_ids))
     return 1 if benign.errors or attacks.errors else 0
 
 
