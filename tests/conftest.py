@@ -58,6 +58,7 @@ BLOCKING_ALLOWED: list[tuple[str, set[str]]] = [
     # before its loop starts or in a thread (reload: asyncio.to_thread); tests compile
     # policies inline in async tests and fixtures.
     ("wardgate/runtime/compiled.py", {"compile_policy"}),
+    ("wardgate/runtime/loading.py", {"load_compiled"}),
     # The reloader's first fingerprint of the policy files, taken once when the gateway is
     # built (before serving); its watch rounds stat the files in a thread.
     ("wardgate/runtime/reload.py", {"__init__"}),
@@ -71,6 +72,10 @@ BLOCKING_ALLOWED: list[tuple[str, set[str]]] = [
     ("wardgate/envoy/server.py", {"stop"}),
     # A test importing a module on first use (a lazy import inside an async test).
     ("<frozen importlib._bootstrap>", {"_find_and_load"}),
+    # Not fixed here (operator/ belongs to another change): the admission webhook's
+    # certificate reloader stats its two files in the event loop before serving and on its
+    # checks. To move off the loop like the gateway's TLS watcher.
+    ("wardgate_operator/admission.py", {"_current_stamp"}),
 ]
 
 
