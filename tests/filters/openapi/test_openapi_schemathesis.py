@@ -61,6 +61,7 @@ def threaded_upstream() -> Iterator[tuple[str, Any]]:
     yield f"http://127.0.0.1:{box['port']}", app
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    loop.close()
 
 
 def _oracle() -> OpenAPI:
