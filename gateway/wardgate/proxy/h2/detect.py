@@ -16,6 +16,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from wardgate.proxy.h2.connection import H2ServerConnection, StreamHandler
+from wardgate.proxy.h2.guard import GuardedH2Connection
 from wardgate.proxy.h2.settings import H2Settings
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -47,10 +48,14 @@ class ProtocolSelector(asyncio.Protocol):
         http1: Callable[[], asyncio.Protocol],
         http2: Callable[[], asyncio.Protocol],
         timeout: float = 60.0,
+        pending: set[ProtocolSelector] | None = None,
     ) -> None:
         self._http1 = http1
         self._http2 = http2
         self._timeout = timeout
+        # Where the server counts connections whose protocol is not known yet: they hold a
+        # descriptor, so they count against the connection cap like any other.
+        self._pending = pending
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -58,6 +63,8 @@ class ProtocolSelector(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._pending is not None:
+            self._pending.add(self)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             chosen = protocol_for_alpn(ssl_object.selected_alpn_protocol())
@@ -86,6 +93,7 @@ class ProtocolSelector(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._settled()
         if self.selected is not None:
             self.selected.connection_lost(exc)
 
@@ -99,6 +107,7 @@ class ProtocolSelector(asyncio.Protocol):
 
     def _select(self, protocol: asyncio.Protocol, data: bytes) -> None:
         self._stop_timer()
+        self._settled()
         self._buffer = b""
         transport = self._transport
         assert transport is not None
@@ -117,6 +126,10 @@ class ProtocolSelector(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _settled(self) -> None:
+        if self._pending is not None:
+            self._pending.discard(self)
 
 
 class DetectingServer(web.Server):

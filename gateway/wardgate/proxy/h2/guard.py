@@ -1,0 +1,87 @@
+"""The listener's time limit on HTTP/2 request heads: the HTTP/2 side of
+``proxy.timeouts.requestHeaders`` (the HTTP/1.1 side is in :mod:`wardgate.proxy.downstream`).
+
+A request head on HTTP/2 is a HEADERS frame and its CONTINUATION frames. Once its first
+byte has arrived, the whole block must arrive within the timeout; otherwise the connection
+is closed with ``GOAWAY(NO_ERROR)`` naming the last stream the gateway accepted, so the
+client knows the unfinished request was never processed and may retry it elsewhere.
+
+Why the connection and not the stream: while a header block is open, RFC 9113 section 6.10
+allows no other frame on the whole connection, and the HPACK state cannot be recovered
+without decoding the block. A client that stalls there (the HTTP/2 form of slowloris) has
+stalled every stream of its connection, so there is nothing left to keep open. An open
+connection without streams is not a stalled head: it is governed by the HTTP/2 idle
+timeout, as Envoy's is."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import h2.errors
+from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+from wardgate.observability import metrics
+from wardgate.proxy.h2.connection import H2ServerConnection, StreamHandler
+from wardgate.proxy.h2.settings import H2Settings
+
+_HEAD_FRAME_TYPES = frozenset({HeadersFrame.type, ContinuationFrame.type})
+_FRAME_HEADER_BYTES = 9
+
+
+class GuardedH2Connection(H2ServerConnection):
+    """An :class:`H2ServerConnection` whose request heads are timed: ``head_timeout`` is
+    read each time a head starts (a policy reload applies to the next head)."""
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        settings: H2Settings,
+        registry: set[H2ServerConnection] | None,
+        head_timeout: Callable[[], float],
+    ) -> None:
+        super().__init__(handler, settings, registry)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.abandoned or self.transport is None or self.transport.is_closing():
+            self._disarm()
+        elif self.head_pending():
+            if self._head_timer is None:
+                self._head_timer = asyncio.get_running_loop().call_later(
+                    self._head_timeout(), self._head_timed_out
+                )
+        else:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def head_pending(self) -> bool:
+        """Whether part of a request head has arrived and the rest has not: an open header
+        block (HEADERS without END_HEADERS), or a HEADERS/CONTINUATION frame (or a frame
+        header too short to tell) only partly read."""
+        buffer = self.h2.incoming_buffer
+        if buffer._headers_buffer:
+            return True
+        partial = buffer._data
+        if not partial:
+            return False
+        if len(partial) < _FRAME_HEADER_BYTES:
+            return len(partial) < 4 or partial[3] in _HEAD_FRAME_TYPES
+        return partial[3] in _HEAD_FRAME_TYPES
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.abandoned or not self.head_pending():
+            return
+        metrics.DOWNSTREAM_TIMEOUTS.labels(kind="request_headers").inc()
+        self._abandon(h2.errors.ErrorCodes.NO_ERROR, "request_header_timeout")
