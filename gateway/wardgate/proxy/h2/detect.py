@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from wardgate.observability import metrics
 from wardgate.proxy.h2.connection import H2ServerConnection, StreamHandler
 from wardgate.proxy.h2.guard import GuardedH2Connection
 from wardgate.proxy.h2.settings import H2Settings
@@ -137,7 +138,13 @@ class DetectingServer(web.Server):
     HTTP/1.1 connections get the protocol the next server class in the MRO makes
     (aiohttp's own handler, or the guarded one of ``wardgate.proxy.downstream``: nothing
     changes for them), HTTP/2 connections an :class:`H2ServerConnection` running
-    ``stream_handler`` per stream. Graceful shutdown covers both kinds."""
+    ``stream_handler`` per stream. Graceful shutdown covers both kinds.
+
+    Admission is shared: :meth:`open_connections` counts HTTP/1.1, HTTP/2 and
+    not-yet-detected connections alike (one each, however many streams an HTTP/2 one
+    carries), so the guarded server's connection cap holds for all of them, and an HTTP/2
+    connection without streams is idle, closable to make room like an idle keep-alive
+    one."""
 
     def __init__(
         self,
@@ -153,9 +160,12 @@ class DetectingServer(web.Server):
         self.stream_handler = stream_handler
         self.h2_settings = h2_settings
         self.h2_connections: set[H2ServerConnection] = set()
+        self.undetected: set[ProtocolSelector] = set()
 
     def _new_h2(self) -> asyncio.Protocol:
-        return H2ServerConnection(self.stream_handler, self.h2_settings, self.h2_connections)
+        return GuardedH2Connection(
+            self.stream_handler, self.h2_settings, self.h2_connections, self.first_bytes_timeout
+        )
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         # The HTTP/1.1 protocol is made at accept time, so that the server's own admission
@@ -164,11 +174,33 @@ class DetectingServer(web.Server):
         http1 = super().__call__()
         if not isinstance(http1, web.RequestHandler):
             return http1  # a refusal protocol (over the connection cap): it speaks first
-        return ProtocolSelector(lambda: http1, self._new_h2, self.first_bytes_timeout())
+        return ProtocolSelector(
+            lambda: http1, self._new_h2, self.first_bytes_timeout(), self.undetected
+        )
+
+    def open_connections(self) -> int:
+        """Client connections open now, of either protocol or not yet detected."""
+        return len(self._connections) + len(self.h2_connections) + len(self.undetected)
+
+    def _close_an_idle_one(self) -> bool:
+        """Make room at the cap: an idle HTTP/1.1 keep-alive connection first (the next
+        server class's choice, longest idle), else an HTTP/2 connection without streams,
+        closed gracefully (``GOAWAY(NO_ERROR)``: its client reconnects when it needs to).
+        The HTTP/2 scan is linear, and runs only when the cap is reached."""
+        closer = getattr(super(), "_close_an_idle_one", None)
+        if closer is not None and closer():
+            return True
+        for conn in self.h2_connections:
+            if not conn.streams and not conn.closing:
+                metrics.DOWNSTREAM_CX_IDLE_CLOSED.inc()
+                conn.start_shutdown()
+                return True
+        return False
 
     def first_bytes_timeout(self) -> float:
-        """Seconds a new connection has to show its protocol (overridden by the proxy
-        listener with the policy's request-header timeout)."""
+        """Seconds a new connection has to show its protocol, and an HTTP/2 client to
+        finish a request head it started (overridden by the proxy listener with the
+        policy's request-header timeout)."""
         return FIRST_BYTES_TIMEOUT
 
     def pre_shutdown(self) -> None:
