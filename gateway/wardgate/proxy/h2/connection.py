@@ -24,6 +24,7 @@ import h2.settings
 import hyperframe.frame
 
 from wardgate.observability import metrics
+from wardgate.proxy.h2.hpack_out import LiteralEncoder
 from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.h2.stream import (
     DownstreamStream,
@@ -81,6 +82,7 @@ class H2ServerConnection(asyncio.Protocol):
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_out
         self.streams: dict[int, DownstreamStream] = {}
         self.closing = False
         self.abandoned = False
