@@ -66,8 +66,10 @@ async def test_an_http2_connection_counts_once_against_the_cap(upstream, gateway
     gw = await gateway(upstream, "proxy: {maxConnections: 2}", http2=HTTP1)
     address = gw.process.state.listen
     before = await metric(gw.admin_url, "wardgate_downstream_cx_overflow_total")
+    active = await metric(gw.admin_url, "wardgate_downstream_cx_active")
     first = await _busy_h2(address, 5)
     try:
+        assert await metric(gw.admin_url, "wardgate_downstream_cx_active") == active + 1
         assert (await _http1_get(address)).startswith(b"HTTP/1.1 200 ")
         second = await _busy_h2(address, 1)
         try:

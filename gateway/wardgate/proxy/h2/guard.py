@@ -30,8 +30,9 @@ _FRAME_HEADER_BYTES = 9
 
 
 class GuardedH2Connection(H2ServerConnection):
-    """An :class:`H2ServerConnection` whose request heads are timed: ``head_timeout`` is
-    read each time a head starts (a policy reload applies to the next head)."""
+    """An :class:`H2ServerConnection` of the proxy listener: its request heads are timed
+    (``head_timeout`` is read each time a head starts, so a policy reload applies to the
+    next head) and it counts in ``wardgate_downstream_cx_active`` like an HTTP/1.1 one."""
 
     def __init__(
         self,
@@ -43,6 +44,10 @@ class GuardedH2Connection(H2ServerConnection):
         super().__init__(handler, settings, registry)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        metrics.DOWNSTREAM_CX_ACTIVE.inc()  # a client connection like an HTTP/1.1 one
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -58,6 +63,7 @@ class GuardedH2Connection(H2ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        metrics.DOWNSTREAM_CX_ACTIVE.dec()
         super().connection_lost(exc)
 
     def head_pending(self) -> bool:
