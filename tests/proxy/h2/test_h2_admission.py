@@ -11,10 +11,12 @@ import json
 import socket
 import time
 
+import grpc
 import h2.errors
 import h2.events
 import hpack
 import hyperframe.frame
+import pytest
 
 from tests.proxy.h2.conftest import RawH2
 from tests.proxy.stats import metric
@@ -245,3 +247,20 @@ async def test_a_stalled_http2_body_gets_408_on_its_stream(recording_upstream, g
     after = await metric(gw.admin_url, "wardgate_downstream_timeouts_total", 'kind="request_body"')
     assert after == before + 1
     assert all(path != "/upload" for _, path, _ in seen)
+
+
+async def test_a_grpc_client_at_a_full_listener_fails_fast_with_unavailable(upstream, gateway):
+    """At the cap a gRPC client gets a clear UNAVAILABLE (it may retry elsewhere), not a
+    hang until its deadline: the overload answer closes the connection at once."""
+    gw = await gateway(upstream, "proxy: {maxConnections: 1}", http2=HTTP1)
+    busy = await _busy_h2(gw.process.state.listen, 1)
+    try:
+        async with grpc.aio.insecure_channel(gw.process.state.listen) as channel:
+            call = channel.unary_unary("/test.Echo/Unary")
+            start = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await call(b"x", timeout=10)
+    finally:
+        busy.close()
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - start < 8
