@@ -194,7 +194,7 @@ def wardgate(upstream: int, protocol: str, cpus: str) -> Iterator[tuple[int, int
     cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
     cmd += ["--access-log", "off", "--log-level", "error"]
     with process(pinned(cmd, cpus), env=env) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
+        wait_http(f"http://127.0.0.1:{admin}/ready", timeout=180)  # a busy machine starts slowly
         yield port, proc.pid
 
 

@@ -25,7 +25,10 @@ class BodyTimedOut(Exception):
 
 
 async def read_chunk(stream: Downstream, clock: BodyClock, idle: float) -> bytes:
-    """The next body chunk within the body clock; :class:`BodyTimedOut` when it ran out."""
+    """The next body chunk within the body clock; :class:`BodyTimedOut` when it ran out.
+    A body already received whole never waits: read without arming the clock's timer."""
+    if stream.complete_body_bytes is not None:
+        return await stream.read(idle)
     try:
         return await clock.read(stream.read(idle))
     except TimeoutError:
