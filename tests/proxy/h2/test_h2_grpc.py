@@ -415,3 +415,24 @@ async def test_every_message_of_a_stream_is_held_to_the_size_cap(gateway, grpc_u
             await method(channel, "stream_unary", "ClientStream")(gen())
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert all(len(m) <= 1000 for m in grpc_upstream.received)
+
+
+def _pb_string(number: int, value: bytes) -> bytes:
+    """A protobuf message with one string field (short values: one-byte length)."""
+    assert len(value) < 128
+    return bytes((number << 3 | 2, len(value))) + value
+
+
+async def test_waf_inspects_string_fields_of_protobuf_messages(gateway, grpc_upstream):
+    gw = await _gateway(gateway, grpc_upstream)
+    async with _channel(gw) as channel:
+        unary = method(channel, "unary_unary", "Unary")
+        clean = _pb_string(1, b"alice") + _pb_string(2, _pb_string(1, b"hello world"))
+        assert await unary(clean) == clean
+        attack = _pb_string(1, b"alice") + _pb_string(
+            2, _pb_string(1, b"1' UNION SELECT password FROM users--")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await unary(attack)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert grpc_upstream.calls == 1
