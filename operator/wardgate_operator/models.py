@@ -13,6 +13,7 @@ from wardgate.config.baseline import LabelSelectorSpec, SecurityBaselineSpec
 from wardgate.config.loading import format_validation_errors
 from wardgate.config.manifests import CLUSTER_FIELDS
 from wardgate.config.policy import PolicySpec
+from wardgate.errors import SpecError as SpecError  # noqa: PLC0414 - re-export
 
 GROUP = "wardgate.dev"
 VERSION = "v1alpha1"
@@ -213,14 +214,6 @@ class SidecarConfig(SpecModel):
     mode: Literal["native", "classic"] = "native"
     """``native``: an init container with ``restartPolicy: Always`` (Kubernetes 1.29+;
     starts before and stops after the app). ``classic``: a regular container."""
-
-
-class SpecError(Exception):
-    """A custom resource spec that does not validate; ``problems`` are ``path: message``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 def parse_microgateway_spec(spec: Any) -> MicrogatewaySpec:

@@ -19,8 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from wardgate.config.baseline import BaselineError, Finding, apply_baselines
+from wardgate.config.baseline_merge import Finding, apply_baselines
 from wardgate.config.policy import PolicySpec
+from wardgate.errors import BaselineError
 from wardgate.runtime.compiled import PolicyCompileError, compile_policy
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
 from wardgate_operator.injection import SIDECAR_NAME, STATUS_PORT_NAME, configmap_name

@@ -24,7 +24,6 @@ _VERSIONS = itertools.count(1)
 MGW = "wardgate.dev/v1alpha1/microgateways"
 BASELINES = "wardgate.dev/v1alpha1/securitybaselines"
 CONFIGMAPS = "v1/configmaps"
-PODS = "v1/pods"
 NAMESPACES = "v1/namespaces"
 
 

@@ -91,3 +91,57 @@ def test_holder_swaps_generations_without_touching_the_old_object():
     second = holder.swap(compile_policy(load_policy_text("limits: {maxUrlBytes: 100}")))
     assert (first.generation, second.generation, holder.current) == (1, 2, second)
     assert first.spec.limits.max_url_bytes == 8192
+
+
+def _pipeline(policy_text: str, *extra: FilterConfig) -> RequestPipeline:
+    base = compile_policy(load_policy_text(policy_text))
+    policy = dataclasses.replace(
+        base, filters=(*base.filters, *extra), request_body_limit=10 if extra else None
+    )
+    request = build_request(policy, parse_request_description(b"POST / HTTP/1.1\r\n\r\n"))
+    return RequestPipeline(policy, request)
+
+
+class _Refuses(FilterConfig):
+    """Refuses every request at the headers."""
+
+    name = "refuses"
+
+    class _F(HttpFilter):
+        async def decode_headers(self, request: HttpRequest) -> LocalReply | None:
+            return LocalReply(403, "refuses", "no")
+
+    def create_filter(self) -> HttpFilter:
+        return self._F()
+
+
+async def test_the_sequence_is_headers_then_body_then_cap():
+    recorder = BodyRecorder()
+    # Headers first: a refusal there ends the request before any body phase.
+    refused = _pipeline("waf: {mode: off}", _Refuses(), recorder)
+    assert (await refused.decode_request(b"0123")).reason == "no"
+    assert recorder.seen == []
+    # The body phase sees at most its limit, complete only when that is all of it; the
+    # cap comes after it, on every byte the adapter has.
+    text = "waf: {mode: off}\nlimits: {maxRequestBodyBytes: 12}"
+    assert await _pipeline(text, recorder).decode_request(b"0123456789") is None
+    reply = await _pipeline(text, recorder).decode_request(b"0123456789AB", complete=False)
+    assert reply is not None and reply.reason == "too_big"  # the body filter answered first
+    assert recorder.seen == [(b"0123456789", True), (b"0123456789", False)]
+
+
+async def test_no_body_still_runs_the_body_phase_and_the_cap_is_one_413():
+    recorder = BodyRecorder()
+    pipeline = _pipeline("waf: {mode: off}\nlimits: {maxRequestBodyBytes: 12}", recorder)
+    assert await pipeline.decode_request(b"") is None
+    assert recorder.seen == [(b"", True)]
+    # Counted while streaming (no body filter in the way): the limits filter's own 413.
+    assert pipeline.check_body_size(12) is None
+    streamed = pipeline.check_body_size(13)
+    assert streamed is not None
+    policy = compile_policy(load_policy_text("waf: {mode: off}\nlimits: {maxRequestBodyBytes: 12}"))
+    head = b"POST / HTTP/1.1\r\ncontent-length: 13\r\n\r\n"
+    request = build_request(policy, parse_request_description(head))
+    declared = await RequestPipeline(policy, request).decode_headers()  # the limits filter
+    assert declared == streamed
+    assert streamed.detail == "the request body is larger than 12 bytes"

@@ -41,27 +41,62 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action) -> web.Application:
-    """Build the admin application. ``drain`` stops the listeners (in-flight requests
-    finish), ``quit_`` shuts the gateway down gracefully, ``reload`` re-reads the policy.
-    Requests that change something are refused with 403 when they come from a browser page
-    of another origin or through a DNS name (:mod:`wardgate.admin.guard`)."""
+_INDEX = "\n".join(
+    [
+        "admin commands are:",
+        "  /config_dump: effective policy, secrets redacted",
+        "  /drain_listeners (POST): stop accepting, finish in-flight requests",
+        "  /healthcheck/fail (POST): make /ready fail",
+        "  /healthcheck/ok (POST): undo /healthcheck/fail",
+        "  /quitquitquit (POST): shut down gracefully",
+        "  /ready: 200 LIVE when serving, 503 otherwise",
+        "  /reload (POST): re-read the policy file now",
+        "  /server_info: version, state, uptime, policy digest and generation",
+        "  /stats: counters as text",
+        "  /stats/prometheus: metrics in Prometheus format",
+    ]
+)
+
+
+async def _index(_: web.Request) -> web.Response:
+    return _text(_INDEX + "\n")
+
+
+async def _stats(_: web.Request) -> web.Response:
+    return _text(metrics.render_stats())
+
+
+async def _prometheus(_: web.Request) -> web.Response:
+    return prometheus_response()
+
+
+async def _post_required(request: web.Request) -> web.Response:
+    return _text(f"Method {request.method} not allowed, POST required.\n", 400)
+
+
+class _Endpoints:
+    """The endpoints that read the gateway's state or act on it."""
+
+    def __init__(self, state: GatewayState, drain: Action, quit_: Action, reload: Action) -> None:
+        self.state = state
+        self._drain = drain
+        self._quit = quit_
+        self._reload = reload
 
     @web.middleware
-    async def browser_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        bind_host = state.admin.rpartition(":")[0]
+    async def browser_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        bind_host = self.state.admin.rpartition(":")[0]
         problem = refusal(request.method, request.headers, bind_host)
         if problem is not None:
             return _text(f"{problem}\n", 403)
         return await handler(request)
 
-    app = web.Application(middlewares=[browser_guard])
-
-    async def ready(_: web.Request) -> web.Response:
-        current = state.state
+    async def ready(self, _: web.Request) -> web.Response:
+        current = self.state.state
         return _text(f"{current.value}\n", 200 if current.value == "LIVE" else 503)
 
-    async def server_info(_: web.Request) -> web.Response:
+    async def server_info(self, _: web.Request) -> web.Response:
+        state = self.state
         policy = state.holder.current
         uptime = time.time() - state.started
         return _json(
@@ -87,14 +122,8 @@ def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action)
             }
         )
 
-    async def stats(_: web.Request) -> web.Response:
-        return _text(metrics.render_stats())
-
-    async def prometheus(_: web.Request) -> web.Response:
-        return prometheus_response()
-
-    async def config_dump(_: web.Request) -> web.Response:
-        policy = state.holder.current
+    async def config_dump(self, _: web.Request) -> web.Response:
+        policy = self.state.holder.current
         return _json(
             {
                 "policy": policy.spec.redacted(),
@@ -105,64 +134,50 @@ def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action)
             }
         )
 
-    async def health_fail(_: web.Request) -> web.Response:
-        state.health_check_failed = True
+    async def health_fail(self, _: web.Request) -> web.Response:
+        self.state.health_check_failed = True
         return _text("OK\n")
 
-    async def health_ok(_: web.Request) -> web.Response:
-        state.health_check_failed = False
+    async def health_ok(self, _: web.Request) -> web.Response:
+        self.state.health_check_failed = False
         return _text("OK\n")
 
-    async def drain_listeners(_: web.Request) -> web.Response:
-        await drain()
+    async def drain_listeners(self, _: web.Request) -> web.Response:
+        await self._drain()
         return _text("OK\n")
 
-    async def quitquitquit(_: web.Request) -> web.Response:
+    async def quitquitquit(self, _: web.Request) -> web.Response:
         # Answer first, then shut down: the caller gets its OK.
+        quit_ = self._quit
         asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(quit_()))
         return _text("OK\n")
 
-    async def do_reload(_: web.Request) -> web.Response:
-        await reload()
+    async def reload(self, _: web.Request) -> web.Response:
+        await self._reload()
         return _text("OK\n")
 
-    async def post_required(request: web.Request) -> web.Response:
-        return _text(f"Method {request.method} not allowed, POST required.\n", 400)
 
-    async def index(_: web.Request) -> web.Response:
-        return _text(
-            "\n".join(
-                [
-                    "admin commands are:",
-                    "  /config_dump: effective policy, secrets redacted",
-                    "  /drain_listeners (POST): stop accepting, finish in-flight requests",
-                    "  /healthcheck/fail (POST): make /ready fail",
-                    "  /healthcheck/ok (POST): undo /healthcheck/fail",
-                    "  /quitquitquit (POST): shut down gracefully",
-                    "  /ready: 200 LIVE when serving, 503 otherwise",
-                    "  /reload (POST): re-read the policy file now",
-                    "  /server_info: version, state, uptime, policy digest and generation",
-                    "  /stats: counters as text",
-                    "  /stats/prometheus: metrics in Prometheus format",
-                ]
-            )
-            + "\n"
-        )
-
-    app.router.add_get("/", index)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/server_info", server_info)
-    app.router.add_get("/stats", stats)
-    app.router.add_get("/stats/prometheus", prometheus)
-    app.router.add_get("/config_dump", config_dump)
-    handlers = {
-        "/healthcheck/fail": health_fail,
-        "/healthcheck/ok": health_ok,
-        "/drain_listeners": drain_listeners,
-        "/quitquitquit": quitquitquit,
-        "/reload": do_reload,
+def admin_app(state: GatewayState, drain: Action, quit_: Action, reload: Action) -> web.Application:
+    """Build the admin application. ``drain`` stops the listeners (in-flight requests
+    finish), ``quit_`` shuts the gateway down gracefully, ``reload`` re-reads the policy.
+    Requests that change something are refused with 403 when they come from a browser page
+    of another origin or through a DNS name (:mod:`wardgate.admin.guard`)."""
+    endpoints = _Endpoints(state, drain, quit_, reload)
+    app = web.Application(middlewares=[endpoints.browser_guard])
+    app.router.add_get("/", _index)
+    app.router.add_get("/ready", endpoints.ready)
+    app.router.add_get("/server_info", endpoints.server_info)
+    app.router.add_get("/stats", _stats)
+    app.router.add_get("/stats/prometheus", _prometheus)
+    app.router.add_get("/config_dump", endpoints.config_dump)
+    handlers: dict[str, Handler] = {
+        "/healthcheck/fail": endpoints.health_fail,
+        "/healthcheck/ok": endpoints.health_ok,
+        "/drain_listeners": endpoints.drain_listeners,
+        "/quitquitquit": endpoints.quitquitquit,
+        "/reload": endpoints.reload,
     }
     for path in _POST_ONLY:
         app.router.add_post(path, handlers[path])
-        app.router.add_get(path, post_required)
+        app.router.add_get(path, _post_required)
     return app

@@ -11,7 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from wardgate.config.base import POLICY_DIR_CONTEXT
+from wardgate.config.baseline import SecurityBaselineSpec
 from wardgate.config.policy import PolicySpec
+from wardgate.errors import PolicyError as PolicyError  # noqa: PLC0414 - re-export
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 MAX_NESTING_DEPTH = 64
@@ -29,20 +31,6 @@ _OPENING_TOKENS = (
     yaml.FlowSequenceStartToken,
 )
 _CLOSING_TOKENS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
-
-
-class PolicyError(Exception):
-    """A policy document that cannot be used. ``problems`` holds one line per error, each
-    starting with its field path (``limits.maxHeadersCount: ...``)."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
-
-    def report(self) -> str:
-        """A multi-line report for people: the source, then one problem per line."""
-        return "\n".join([f"{self.source}: invalid policy"] + [f"  {p}" for p in self.problems])
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -205,3 +193,41 @@ def load_policy_file(path: str | Path, allow_empty: bool = True) -> PolicySpec:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+# --- SecurityBaseline files (``wardgate validate --baseline``) ------------------------
+
+
+def load_baseline_file(path: str) -> list[tuple[str, SecurityBaselineSpec]]:
+    """Read ``SecurityBaseline`` manifests (one or more YAML documents; a bare baseline
+    ``spec`` works too). Raises ``PolicyError`` naming every problem with its path."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(path, [f"cannot read the file: {exc}"]) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise PolicyError(path, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+    out: list[tuple[str, SecurityBaselineSpec]] = []
+    problems: list[str] = []
+    for index, doc in enumerate(docs):
+        if not isinstance(doc, Mapping):
+            problems.append(f"document {index + 1}: not a mapping")
+            continue
+        if "kind" in doc:
+            if doc.get("kind") != "SecurityBaseline":
+                continue
+            name = str((doc.get("metadata") or {}).get("name") or f"document-{index + 1}")
+            spec, prefix = doc.get("spec") or {}, "spec."
+        else:
+            name, spec, prefix = f"document-{index + 1}", doc, ""
+        try:
+            out.append((name, SecurityBaselineSpec.model_validate(spec)))
+        except ValidationError as exc:
+            problems.extend(f"{name}: {prefix}{line}" for line in format_validation_errors(exc))
+    if problems:
+        raise PolicyError(path, problems)
+    if not out:
+        raise PolicyError(path, ["no SecurityBaseline in the file"])
+    return out

@@ -62,8 +62,9 @@ class Document:
     problems: list[str] = field(default_factory=list)
 
 
-def read_documents(path: str | Path) -> list[Document]:
-    """Every Wardgate document in ``path`` (see the module docstring)."""
+def _parse(path: str | Path) -> list[Any] | Document:
+    """The YAML documents in ``path``, or a ``Policy`` document carrying why it cannot be
+    read (unreadable, too large or deep, not UTF-8, not YAML)."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -75,14 +76,23 @@ def read_documents(path: str | Path) -> list[Document]:
         for doc in docs:
             _check_size(doc, source)
     except OSError as exc:
-        return [Document(source, "Policy", source, problems=[f"cannot read the file: {exc}"])]
+        return Document(source, "Policy", source, problems=[f"cannot read the file: {exc}"])
     except UnicodeDecodeError as exc:
-        return [Document(source, "Policy", source, problems=[f"not UTF-8 text (byte {exc.start})"])]
+        return Document(source, "Policy", source, problems=[f"not UTF-8 text (byte {exc.start})"])
     except yaml.YAMLError as exc:
         problem = f"not valid YAML: {' '.join(str(exc).split())}"
-        return [Document(source, "Policy", source, problems=[problem])]
+        return Document(source, "Policy", source, problems=[problem])
     except PolicyError as exc:
-        return [Document(source, "Policy", source, problems=exc.problems)]
+        return Document(source, "Policy", source, problems=exc.problems)
+    return docs
+
+
+def read_documents(path: str | Path) -> list[Document]:
+    """Every Wardgate document in ``path`` (see the module docstring)."""
+    source = str(path)
+    docs = _parse(path)
+    if isinstance(docs, Document):
+        return [docs]
     base_dir = Path(path).absolute().parent
     if len(docs) <= 1 and not (docs and isinstance(docs[0], Mapping) and "kind" in docs[0]):
         return [_policy(docs[0] if docs else {}, source, source, "Policy", base_dir, "")]

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from wardgate.config.base import SpecModel
 from wardgate.config.jwt import RouteMatchSpec, StringMatcherSpec, exactly_one
+from wardgate.config.lattice import APP, REQUIRED
 
 
 class PrincipalSpec(SpecModel):
@@ -65,12 +66,12 @@ class PeerSpec(SpecModel):
     """Caller (workload) authorization by client certificate. At least one of
     ``requireClientCertificate: true`` and ``rules``."""
 
-    require_client_certificate: bool = False
+    require_client_certificate: Annotated[bool, REQUIRED] = False
     """Every request must come over a connection with a verified client certificate,
     whatever the rules say (Istio's ``PeerAuthentication`` ``STRICT``); otherwise 403
     ``no_client_certificate``. A ``SecurityBaseline`` can make this mandatory."""
 
-    rules: tuple[PeerRuleSpec, ...] = ()
+    rules: Annotated[tuple[PeerRuleSpec, ...], APP] = ()
     """In order; the first match decides; a request no rule matches is refused (403).
     Empty: no per-route principals (only ``requireClientCertificate``)."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from wardgate.config.base import DURATION_PATTERN, SpecModel, format_duration, redacted_dump
 from wardgate.config.headers import HeadersSpec
 from wardgate.config.jwt import JwtSpec
+from wardgate.config.lattice import APP, NESTED, REQUIRED
 from wardgate.config.limits import LimitsSpec
 from wardgate.config.openapi import OpenApiSectionSpec
 from wardgate.config.peer import PeerSpec
@@ -21,26 +22,27 @@ class PolicySpec(SpecModel):
     """A Wardgate policy. Every section is optional and has a secure default; an empty
     document is the built-in default policy."""
 
-    limits: LimitsSpec = LimitsSpec()
+    limits: Annotated[LimitsSpec, NESTED] = LimitsSpec()
     """Request size and shape limits."""
 
-    proxy: ProxySpec = ProxySpec()
+    proxy: Annotated[ProxySpec, APP] = ProxySpec()
     """Forwarding behaviour: request ids, forwarding headers, timeouts."""
 
-    headers: HeadersSpec = HeadersSpec()
+    headers: Annotated[HeadersSpec, APP] = HeadersSpec()
     """Header changes on requests and responses."""
 
-    peer: PeerSpec | None = None
+    peer: Annotated[PeerSpec | None, NESTED] = None
     """Which calling workloads (client certificate identities, mutual TLS) may use which
     routes. Absent: no caller identity checks."""
 
-    jwt: JwtSpec | None = None
+    # A baseline can make JWT mandatory (a provider present), never pick the provider.
+    jwt: Annotated[JwtSpec | None, REQUIRED] = None
     """JWT authentication (Envoy jwt_authn). Absent: no JWT checks."""
 
-    openapi: OpenApiSectionSpec | None = None
+    openapi: Annotated[OpenApiSectionSpec | None, APP] = None
     """OpenAPI allow-listing (off when absent): only declared operations get through."""
 
-    waf: WafSpec = WafSpec()
+    waf: Annotated[WafSpec, NESTED] = WafSpec()
     """The web application firewall: on and enforcing at paranoia level 1 by default."""
 
     def canonical_json(self) -> str:

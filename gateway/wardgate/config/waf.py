@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from wardgate.config.base import SpecModel
+from wardgate.config.lattice import APP, DELEGATED, HIGHER, LOWER, NESTED, REQUIRED, ranked
 
 
 def bare_rule_id(value: str) -> str:
@@ -86,6 +87,9 @@ def _yaml_off(value: object) -> object:
 
 Mode = Annotated[WafMode, BeforeValidator(_yaml_off)]
 
+MODE_STRICTNESS = ranked(WafMode.OFF, WafMode.DETECT, WafMode.ENFORCE)
+"""The merge direction of a WAF mode: ``off`` < ``detect`` < ``enforce``."""
+
 ParanoiaLevel = Annotated[int, Field(ge=1, le=4)]
 
 # Location selectors: `path`, `method`, `body`, or `<part>:<name>` where part is one of
@@ -96,10 +100,10 @@ _LOCATION = r"^(path|method|body|(query|body|header|cookie|file):[^\s]{1,512})$"
 class WafFamilySpec(SpecModel):
     """Overrides for one family; an omitted field inherits the section's value."""
 
-    mode: Mode | None = None
+    mode: Annotated[Mode | None, MODE_STRICTNESS] = None
     """Mode for this family only."""
 
-    paranoia_level: ParanoiaLevel | None = None
+    paranoia_level: Annotated[ParanoiaLevel | None, HIGHER] = None
     """Paranoia level for this family only."""
 
 
@@ -160,11 +164,11 @@ class WafExceptionSpec(SpecModel):
 class SecurityHeadersSpec(SpecModel):
     """Security headers the gateway sets on every response (upstream and its own)."""
 
-    content_type_options: bool = True
+    content_type_options: Annotated[bool, REQUIRED] = True
     """Send ``X-Content-Type-Options: nosniff`` (browsers then never guess a script or
     stylesheet out of a mislabelled body)."""
 
-    strict_transport_security: (
+    strict_transport_security: Annotated[
         Annotated[
             str,
             Field(
@@ -172,13 +176,14 @@ class SecurityHeadersSpec(SpecModel):
                 max_length=128,
             ),
         ]
-        | None
-    ) = None
+        | None,
+        APP,
+    ] = None
     """``Strict-Transport-Security`` value (``max-age=31536000; includeSubDomains``) to
     send; ``None`` (default): not sent, since only whoever owns the TLS setup of the whole
     host may promise HTTPS for it."""
 
-    remove_server_headers: bool = True
+    remove_server_headers: Annotated[bool, REQUIRED] = True
     """Remove the upstream's ``Server``, ``X-Powered-By``, ``X-AspNet-Version`` and
     ``X-AspNetMvc-Version`` (they name the stack and its version; the gateway's own
     ``server: wardgate`` stays)."""
@@ -189,17 +194,19 @@ class WafResponseSpec(SpecModel):
     messages, stack traces, directory listings answered with a generic 502) and security
     headers."""
 
-    mode: Mode = WafMode.ENFORCE
+    mode: Annotated[Mode, MODE_STRICTNESS] = WafMode.ENFORCE
     """``enforce`` replaces a leaking response with a generic 502, ``detect`` logs and
     counts it and lets it through, ``off`` does not inspect response bodies (security
     headers still apply)."""
 
-    max_inspect_bytes: Annotated[int, Field(ge=1, le=16777216)] = 65536
+    max_inspect_bytes: Annotated[int, Field(ge=1, le=16777216), HIGHER] = 65536
     """Bytes of a text-like response body (``text/*`` except ``text/event-stream``, JSON,
     XML, HTML) buffered and inspected; the rest streams through unread. Other content types
     are never buffered."""
 
-    security_headers: SecurityHeadersSpec = Field(default_factory=SecurityHeadersSpec)
+    security_headers: Annotated[SecurityHeadersSpec, NESTED] = Field(
+        default_factory=SecurityHeadersSpec
+    )
     """Headers set or removed on every response."""
 
 
@@ -209,53 +216,56 @@ class WafSpec(SpecModel):
     the OWASP CRS (each match adds its severity's score; a request whose score from
     enforcing families reaches ``anomalyThreshold`` is refused with 403)."""
 
-    mode: Mode = WafMode.ENFORCE
+    mode: Annotated[Mode, MODE_STRICTNESS] = WafMode.ENFORCE
     """``enforce`` refuses attacks, ``detect`` logs and counts them, ``off`` removes the WAF
     from the chain."""
 
-    paranoia_level: ParanoiaLevel = 1
+    paranoia_level: Annotated[ParanoiaLevel, HIGHER] = 1
     """1 (few false positives) to 4 (most rules, most false positives), as in the CRS."""
 
-    level: WafLevel | None = None
+    # A baseline floors what a level sets (paranoiaLevel, anomalyThreshold), not the name.
+    level: Annotated[WafLevel | None, APP] = None
     """A named level (``basic``, ``standard``, ``strict``) that sets ``paranoiaLevel`` and
     ``anomalyThreshold`` together; a field written explicitly still wins."""
 
-    families: dict[WafFamily, WafFamilySpec] = Field(default_factory=dict)
+    families: Annotated[dict[WafFamily, WafFamilySpec], NESTED] = Field(default_factory=dict)
     """Per-family overrides (``sqli: {mode: enforce, paranoiaLevel: 2}``)."""
 
-    exceptions: tuple[WafExceptionSpec, ...] = ()
+    exceptions: Annotated[tuple[WafExceptionSpec, ...], DELEGATED] = ()
     """False-positive exceptions, each scoped to rules or families and places."""
 
-    anomaly_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    anomaly_threshold: Annotated[int, Field(ge=1, le=1000), LOWER] = 5
     """Score at which a request is refused (CRITICAL 5, ERROR 4, WARNING 3, NOTICE 2)."""
 
-    request_body_limit: Annotated[int, Field(ge=0, le=67108864)] = 1048576
+    request_body_limit: Annotated[int, Field(ge=0, le=67108864), HIGHER] = 1048576
     """Bytes of request body inspected."""
 
-    oversize_action: OversizeAction = OversizeAction.REJECT
+    oversize_action: Annotated[
+        OversizeAction, ranked(OversizeAction.ALLOW_UNINSPECTED, OversizeAction.REJECT)
+    ] = OversizeAction.REJECT
     """A body over ``requestBodyLimit``: ``reject`` (413) or ``allowUninspected``."""
 
-    max_decompressed_bytes: Annotated[int, Field(ge=0, le=67108864)] = 1048576
+    max_decompressed_bytes: Annotated[int, Field(ge=0, le=67108864), LOWER] = 1048576
     """Largest decompressed size of a ``Content-Encoding`` (gzip, deflate) body; over it the
     request is refused (413)."""
 
-    max_decompression_ratio: Annotated[int, Field(ge=1, le=10000)] = 100
+    max_decompression_ratio: Annotated[int, Field(ge=1, le=10000), LOWER] = 100
     """Largest ratio of decompressed to compressed size; over it: refused (a zip bomb)."""
 
-    max_parameters: Annotated[int, Field(ge=1, le=100000)] = 1024
+    max_parameters: Annotated[int, Field(ge=1, le=100000), LOWER] = 1024
     """Number of parameters (query, form fields, JSON keys and array elements, multipart
     parts, XML elements). Over it: refused, reason ``too_many_parameters``."""
 
-    max_name_length: Annotated[int, Field(ge=1, le=65536)] = 1024
+    max_name_length: Annotated[int, Field(ge=1, le=65536), LOWER] = 1024
     """Length of one parameter name or JSON key. Over it: ``name_too_long``."""
 
-    max_value_length: Annotated[int, Field(ge=1, le=67108864)] = 1048576
+    max_value_length: Annotated[int, Field(ge=1, le=67108864), LOWER] = 1048576
     """Length of one parameter value. Over it: ``value_too_long``."""
 
-    max_json_depth: Annotated[int, Field(ge=1, le=1000)] = 64
+    max_json_depth: Annotated[int, Field(ge=1, le=1000), LOWER] = 64
     """Nesting depth of a JSON or XML body. Over it: ``body_too_deep``."""
 
-    response: WafResponseSpec = Field(default_factory=WafResponseSpec)
+    response: Annotated[WafResponseSpec, NESTED] = Field(default_factory=WafResponseSpec)
     """The response side: leak masking and security headers (on by default; ``waf.mode:
     off`` turns it off too)."""
 

@@ -256,13 +256,7 @@ async def decide(policy: CompiledPolicy, check: CheckInput) -> Decision:
 async def _run(policy: CompiledPolicy, check: CheckInput, request: HttpRequest) -> Decision:
     before = list(request.headers.items())
     pipeline = RequestPipeline(policy, request)
-    reply = await pipeline.decode_headers()
-    if reply is None and has_body(check, request):
-        reply = await _body_phase(pipeline, check)
-    elif reply is None and pipeline.needs_request_body:
-        # No body at all: the body phase still runs, as in the native proxy (a filter
-        # may require a body).
-        reply = await pipeline.decode_body(b"", True)
+    reply = await pipeline.decode_request(*body_of(check, request))
     if reply is not None:
         return denied(pipeline, reply)
     to_set, to_append, to_remove = header_changes(before, request.headers.items())
@@ -279,29 +273,22 @@ async def _run(policy: CompiledPolicy, check: CheckInput, request: HttpRequest) 
     )
 
 
-async def _body_phase(pipeline: RequestPipeline, check: CheckInput) -> LocalReply | None:
-    """The body phase on what Envoy sent. No body from Envoy (``with_request_body`` not
-    configured) is an empty, incomplete prefix: each body filter then applies its own rule
-    for bodies it cannot see whole, exactly as for a body over its buffer limit.
+def body_of(check: CheckInput, request: HttpRequest) -> tuple[bytes, bool]:
+    """``(bytes, complete)`` of the request body for the pipeline's body phase: ``(b"",
+    True)`` when the client sent none. No body from Envoy for a request that has one
+    (``with_request_body`` not configured) is an empty, incomplete prefix: each body
+    filter then applies its own rule for bodies it cannot see whole, exactly as for a
+    body over its buffer limit.
 
     Envoy's ``x-envoy-auth-partial-body`` says ``false`` when its buffer holds exactly
     ``max_request_bytes`` (more may follow), so it is not trusted alone: a declared
     ``Content-Length`` longer than the bytes sent also means cut, and a body longer than
     the policy's limit is incomplete by length (hence ``max_request_bytes`` > limit)."""
-    policy = pipeline.policy
+    if not has_body(check, request):
+        return b"", True
     data = check.body or b""
     whole = check.body is not None and not check.body_partial
-    declared = pipeline.request.headers.get("content-length", "")
+    declared = request.headers.get("content-length", "")
     if whole and declared.isdigit() and int(declared) > len(data):
         whole = False
-    if pipeline.needs_request_body:
-        limit = policy.request_body_limit or 0
-        reply = await pipeline.decode_body(data[:limit], whole and len(data) <= limit)
-        if reply is not None:
-            return reply
-    cap = policy.max_request_body_bytes
-    if cap is not None and len(data) > cap:
-        return LocalReply(
-            413, "limits", "body_too_large", f"the request body is larger than {cap} bytes"
-        )
-    return None
+    return data, whole

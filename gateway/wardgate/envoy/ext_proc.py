@@ -5,8 +5,9 @@ Phases map onto the same :class:`RequestPipeline` as the native proxy:
 
 * ``request_headers`` -> ``decode_headers``; a refusal is an ``immediate_response``;
   otherwise the header changes filters made go back as a header mutation;
-* ``request_body`` (``BUFFERED``/``BUFFERED_PARTIAL``) -> ``decode_body`` (``end_of_stream``
-  false: the body is incomplete) and the body cap;
+* ``request_body`` (``BUFFERED``/``BUFFERED_PARTIAL``) -> the pipeline's body phase and
+  body cap (``end_of_stream`` false: the body is incomplete); a request whose headers end
+  the stream runs the body phase on no body right away;
 * ``response_headers`` -> ``encode_headers`` (response header policy, response checks);
 * ``response_body`` -> ``encode_body``: a refusal replaces the response, a filter that
   rewrote the body (error masking) sends it back as a body mutation.
@@ -35,7 +36,7 @@ from wardgate.envoy.decision import (
     internal_error,
 )
 from wardgate.envoy.grpc_authz import APPEND, OVERWRITE
-from wardgate.filters.api import HttpResponse, LocalReply
+from wardgate.filters.api import HttpResponse
 from wardgate.observability import metrics
 from wardgate.runtime import CompiledPolicy, PolicyHolder, RequestPipeline
 
@@ -105,7 +106,6 @@ class ProcessStream:
         self.pipeline: RequestPipeline | None = None
         self._request_headers: list[tuple[str, str]] = []
         self._response: HttpResponse | None = None
-        self._response_before: list[tuple[str, str]] = []
 
     async def process(self, message: Any) -> Any:
         """The ``wire.ProcessingResponse`` to one phase message (raises on a message out of
@@ -145,11 +145,11 @@ class ProcessStream:
         request = build_request(check)
         pipeline = self.pipeline = RequestPipeline(self.policy, request)
         before = list(request.headers.items())
-        reply = await pipeline.decode_headers()
-        if reply is None and message.end_of_stream and pipeline.needs_request_body:
-            # No body follows: the body phase still runs, as in the native proxy (a filter
-            # may require a body).
-            reply = await pipeline.decode_body(b"", True)
+        if message.end_of_stream:
+            # No body follows: the whole sequence runs now (a filter may require a body).
+            reply = await pipeline.decode_request(b"", True)
+        else:
+            reply = await pipeline.decode_headers()
         if reply is not None:
             return _immediate(denied(pipeline, reply))
         self._request_headers = list(request.headers.items())
@@ -160,18 +160,8 @@ class ProcessStream:
 
     async def _request_body_phase(self, message: Any) -> Any:
         pipeline = self._require_pipeline()
-        policy = self.policy
-        data = message.body
-        reply: LocalReply | None = None
-        if pipeline.needs_request_body:
-            limit = policy.request_body_limit or 0
-            complete = message.end_of_stream and len(data) <= limit
-            reply = await pipeline.decode_body(data[:limit], complete)
-        cap = policy.max_request_body_bytes
-        if reply is None and cap is not None and len(data) > cap:
-            reply = LocalReply(
-                413, "limits", "body_too_large", f"the request body is larger than {cap} bytes"
-            )
+        # BUFFERED (the whole body) or BUFFERED_PARTIAL (a prefix: not end_of_stream).
+        reply = await pipeline.decode_request_body(message.body, message.end_of_stream)
         if reply is not None:
             return _immediate(denied(pipeline, reply))
         after = list(pipeline.request.headers.items())

@@ -39,7 +39,9 @@ from typing import Any, ClassVar
 
 from multidict import CIMultiDict
 
+from wardgate.errors import FilterCompileError as FilterCompileError  # noqa: PLC0414 - re-export
 from wardgate.filters.identity import PeerIdentity
+from wardgate.observability.response_flags import ResponseFlag
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class LocalReply:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     content_type: str = "application/problem+json"
-    response_flag: str = "UAEX"
+    response_flag: ResponseFlag = ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE
 
     def render_body(self, request_id: str) -> bytes:
         """The body to send: ``body`` as given, or a problem+json document."""
@@ -139,6 +141,11 @@ class HttpRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     findings: list[Violation] = field(default_factory=list)
     peer: PeerIdentity | None = None
+    vouched: frozenset[tuple[str, str]] = frozenset()
+    """(lower-case header name, exact value) pairs that are not client free text: the
+    ``x-request-id`` the gateway generated itself, each bearer header whose token the JWT
+    filter verified. The WAF does not scan these values (RATIONALE.md, "Values the gateway
+    vouches for are not scanned")."""
 
 
 @dataclass(slots=True)
@@ -209,13 +216,3 @@ class FilterConfig(ABC):
         """What this filter cannot check in the current configuration, for ``wardgate
         validate`` and ``config_dump`` (for example: no body under ext_authz)."""
         return ()
-
-
-class FilterCompileError(Exception):
-    """Raised by a filter's ``compile(policy)`` when a section validates against the schema
-    but cannot be compiled (a bad pattern, an unreadable file, an invalid OpenAPI spec).
-    ``problems`` has one ``path: message`` line each (``waf.exceptions[0].pattern: ...``)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
@@ -200,7 +199,3 @@ def configure_gateway_log(level: str = "info", stream: IO[str] | None = None) ->
         other.handlers[:] = [handler]
         other.setLevel("CRITICAL" if name == "aiohttp.access" else "ERROR")
         other.propagate = False
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)

@@ -33,6 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from wardgate.filters.api import LocalReply, Violation
 from wardgate.observability import metrics
+from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.overload import OverflowProtocol, effective_limit, local_reply_bytes
 from wardgate.runtime import PolicyHolder
 
@@ -228,7 +229,13 @@ class ClientConnection(RequestHandler):
                 extra={"wardgate": {"reason": reason, "peer": self._peer()}},
             )
         if self.transport is not None:
-            reply = LocalReply(status, "gateway", reason, detail, response_flag="DPE")
+            reply = LocalReply(
+                status,
+                "gateway",
+                reason,
+                detail,
+                response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
+            )
             self.transport.write(local_reply_bytes(reply, str(uuid.uuid4())))
         self.force_close()
 
@@ -298,7 +305,11 @@ class ClientConnection(RequestHandler):
                 f"more than {self.max_headers} header fields",
             )
         return LocalReply(
-            400, "gateway", "bad_request", "the request is not valid HTTP/1.1", response_flag="DPE"
+            400,
+            "gateway",
+            "bad_request",
+            "the request is not valid HTTP/1.1",
+            response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
         )
 
     def _peer(self) -> str:

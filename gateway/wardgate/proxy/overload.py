@@ -17,6 +17,7 @@ from typing import cast
 
 from wardgate.filters.api import LocalReply
 from wardgate.observability import metrics
+from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.upstream_client import MAX_IDLE_CONNECTIONS
 
 log = logging.getLogger("wardgate.proxy")
@@ -143,7 +144,7 @@ def overload_response() -> bytes:
         "gateway",
         "overloaded",
         "the gateway is at its connection limit",
-        response_flag="OM",
+        response_flag=ResponseFlag.OVERLOAD_MANAGER,
     )
     return local_reply_bytes(reply, request_id)
 

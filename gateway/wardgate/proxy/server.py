@@ -26,6 +26,7 @@ from wardgate.admin.guard import warn_if_exposed
 from wardgate.admin.state import GatewayState
 from wardgate.admin.status import start_status
 from wardgate.config import PolicyError
+from wardgate.errors import UsageError
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog, AccessLogFormat, configure_gateway_log
 from wardgate.proxy.downstream import ProxyServer
@@ -77,7 +78,7 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` or ``:PORT`` (all interfaces is explicit: 0.0.0.0)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{what} must be HOST:PORT, not {text!r}")
+        raise UsageError(f"{what} must be HOST:PORT, not {text!r}")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
 

@@ -46,6 +46,8 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
+from wardgate.errors import TlsConfigError as TlsConfigError  # noqa: PLC0414 - re-export
+from wardgate.errors import UsageError
 from wardgate.filters.identity import PeerIdentity
 from wardgate.observability import metrics
 from wardgate.runtime.identity import identity_from_der, subject_alt_names
@@ -69,11 +71,6 @@ TLS12_CIPHERS = ":".join(
 """Mozilla's "intermediate" TLS 1.2 suites: forward secrecy and AEAD only."""
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-
-
-class TlsConfigError(Exception):
-    """The certificate, key or CA bundle cannot be used. The message names the file and
-    the problem, never key material."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +103,13 @@ class TlsOptions:
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         if self.client_ca is not None and self.cert is None:
-            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
         if (self.upstream_cert is None) != (self.upstream_key is None):
-            raise ValueError("--upstream-cert and --upstream-key go together")
+            raise UsageError("--upstream-cert and --upstream-key go together")
         if self.handshake_timeout <= 0:
-            raise ValueError("--tls-handshake-timeout must be positive")
+            raise UsageError("--tls-handshake-timeout must be positive")
 
     @property
     def downstream(self) -> ServerTlsFiles | None:
@@ -523,7 +520,7 @@ def upstream_tls(options: TlsOptions, scheme: str) -> ssl.SSLContext | None:
     options with an ``http`` upstream are an error: they would silently do nothing."""
     if scheme != "https":
         if options.upstream_configured:
-            raise ValueError("--upstream-ca/-sni/-cert/-key need an https:// upstream")
+            raise UsageError("--upstream-ca/-sni/-cert/-key need an https:// upstream")
         return None
     return upstream_context(options.upstream_ca, options.upstream_cert, options.upstream_key)
 

@@ -3,14 +3,15 @@ Envoy's local replies and response flags."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ssl
 
 import aiohttp
 from yarl import URL
 
+from wardgate.errors import UsageError
 from wardgate.filters.api import LocalReply
+from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.h2.client import H2UpstreamPool
 from wardgate.proxy.tls import TlsOptions, upstream_tls
 from wardgate.proxy.upstream_client import UpstreamPool
@@ -21,45 +22,41 @@ UPSTREAM_FILTER = "upstream"
 _CONNECT_FAILURE = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
-def upstream_failure(flag: str, reason: str = "") -> LocalReply:
+_FAILURES: dict[ResponseFlag, tuple[int, str, str]] = {
+    ResponseFlag.UPSTREAM_CONNECTION_FAILURE: (
+        503,
+        "connect_failure",
+        _CONNECT_FAILURE + "connection failure",
+    ),
+    ResponseFlag.NO_HEALTHY_UPSTREAM: (503, "no_healthy_upstream", "no healthy upstream"),
+    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT: (504, "timeout", "upstream request timeout"),
+    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION: (
+        503,
+        "connection_termination",
+        _CONNECT_FAILURE + "connection termination",
+    ),
+    ResponseFlag.UPSTREAM_PROTOCOL_ERROR: (
+        502,
+        "protocol_error",
+        _CONNECT_FAILURE + "protocol error",
+    ),
+}
+"""Status, reason code and Envoy's body text of each upstream failure."""
+
+
+def upstream_failure(flag: ResponseFlag, reason: str = "") -> LocalReply:
     """The local reply for an upstream failure with Envoy's status, body and flag;
     ``reason`` replaces the flag's own reason code when given (``tls_handshake_failed``)."""
-    status, text = {
-        "UF": (503, _CONNECT_FAILURE + "connection failure"),
-        "UH": (503, "no healthy upstream"),
-        "UT": (504, "upstream request timeout"),
-        "UC": (503, _CONNECT_FAILURE + "connection termination"),
-        "UPE": (502, _CONNECT_FAILURE + "protocol error"),
-    }[flag]
+    status, own_reason, text = _FAILURES[flag]
     return LocalReply(
         status=status,
         filter=UPSTREAM_FILTER,
-        reason=reason
-        or {
-            "UF": "connect_failure",
-            "UH": "no_healthy_upstream",
-            "UT": "timeout",
-            "UC": "connection_termination",
-            "UPE": "protocol_error",
-        }[flag],
+        reason=reason or own_reason,
         detail=text,
         body=text.encode(),
         content_type="text/plain",
         response_flag=flag,
     )
-
-
-def classify_failure(exc: BaseException) -> str:
-    """Envoy response flag for an exception raised before the upstream's response headers:
-    ``UH`` no address for the upstream, ``UF`` connection not made (refused or connect
-    timeout), ``UT`` no response in time, ``UC`` connection reset or closed early."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "UH"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
-        return "UF"
-    if isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
-        return "UT"
-    return "UC"
 
 
 class Upstream:
@@ -74,9 +71,9 @@ class Upstream:
     def __init__(self, url: str, tls: TlsOptions | None = None) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"upstream must be an http(s)://host[:port] URL, not {url!r}")
+            raise UsageError(f"upstream must be an http(s)://host[:port] URL, not {url!r}")
         if parsed.path not in ("", "/") or parsed.query_string:
-            raise ValueError("upstream URL must not have a path or query")
+            raise UsageError("upstream URL must not have a path or query")
         self.base = f"{parsed.scheme}://{parsed.raw_authority}"
         self.host_port = f"{parsed.host}:{parsed.port}"
         assert parsed.host is not None and parsed.port is not None

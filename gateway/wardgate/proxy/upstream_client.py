@@ -36,6 +36,7 @@ import httptools
 from multidict import CIMultiDict
 
 from wardgate.observability import metrics
+from wardgate.observability.response_flags import ResponseFlag
 
 log = logging.getLogger("wardgate.upstream")
 
@@ -50,7 +51,7 @@ MAX_RESPONSE_HEADERS = 100  # Envoy's max_headers_count default
 class UpstreamError(Exception):
     """An upstream failure; ``flag`` is Envoy's response flag for it."""
 
-    def __init__(self, flag: str, detail: str = "", reason: str = "") -> None:
+    def __init__(self, flag: ResponseFlag, detail: str = "", reason: str = "") -> None:
         self.flag = flag
         self.reason = reason
         """A more precise local-reply reason than the flag's (``tls_handshake_failed``)."""
@@ -132,14 +133,22 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(UpstreamError("UC", "unexpected protocol upgrade"))
+            self._fail(
+                UpstreamError(
+                    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "unexpected protocol upgrade"
+                )
+            )
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._head_too_large("too many response header fields")
             elif self._complete or isinstance(exc.__context__, _ExcessData):
                 self._discard_excess()
             else:
-                self._fail(UpstreamError("UC", f"invalid response: {exc}"))
+                self._fail(
+                    UpstreamError(
+                        ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, f"invalid response: {exc}"
+                    )
+                )
 
     def _feed_past_head_limit(self, data: bytes) -> None:
         """``data`` is more than the head may still take: feed only what fits; unless the
@@ -158,7 +167,7 @@ class UpstreamConnection(asyncio.Protocol):
         metrics.UPSTREAM_PROTOCOL_ERRORS.labels(kind="response_headers_too_large").inc()
         self._headers = []
         self.keep_alive = False
-        self._fail(UpstreamError("UPE", detail))
+        self._fail(UpstreamError(ResponseFlag.UPSTREAM_PROTOCOL_ERROR, detail))
 
     def _discard_excess(self) -> None:
         """The upstream sent more than one response: keep the whole response already
@@ -178,11 +187,22 @@ class UpstreamConnection(asyncio.Protocol):
                 self._complete = True  # a body delimited by the connection's end
                 self._wake()
             else:
-                self._fail(UpstreamError("UC", "connection closed mid-body"))
+                self._fail(
+                    UpstreamError(
+                        ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "connection closed mid-body"
+                    )
+                )
         else:
-            self._fail(UpstreamError("UC", "connection closed before response headers"))
+            self._fail(
+                UpstreamError(
+                    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
+                    "connection closed before response headers",
+                )
+            )
         if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_exception(UpstreamError("UC", "connection closed"))
+            self._drain_waiter.set_exception(
+                UpstreamError(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "connection closed")
+            )
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -306,7 +326,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self.closed:
-            raise UpstreamError("UC", "connection closed while sending the body")
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
+                "connection closed while sending the body",
+            )
         if self._write_paused:
             self._drain_waiter = asyncio.get_running_loop().create_future()
             await self._drain_waiter
@@ -344,7 +367,9 @@ class UpstreamConnection(asyncio.Protocol):
                 async with asyncio.timeout(idle_timeout):
                     await self._waiter
             except TimeoutError:
-                raise UpstreamError("UT", "idle timeout reading the response body") from None
+                raise UpstreamError(
+                    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, "idle timeout reading the response body"
+                ) from None
             finally:
                 self._waiter = None
         chunk = self._chunks.popleft()
@@ -435,17 +460,25 @@ class UpstreamPool:
                     server_hostname=self.server_hostname if self.tls else None,
                 )
         except socket.gaierror as exc:
-            raise UpstreamError("UH", f"cannot resolve {self.host}: {exc.strerror}") from None
+            raise UpstreamError(
+                ResponseFlag.NO_HEALTHY_UPSTREAM, f"cannot resolve {self.host}: {exc.strerror}"
+            ) from None
         except TimeoutError:
-            raise UpstreamError("UF", "connect timeout") from None
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, "connect timeout"
+            ) from None
         except ssl.SSLError as exc:
             # Fail closed: an upstream that cannot prove who it is gets no request.
             detail = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
             metrics.UPSTREAM_TLS_FAILURES.inc()
             _log_tls_failure(self.host, self.port, str(detail))
-            raise UpstreamError("UF", f"TLS: {detail}", "tls_handshake_failed") from None
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, f"TLS: {detail}", "tls_handshake_failed"
+            ) from None
         except OSError as exc:
-            raise UpstreamError("UF", exc.strerror or type(exc).__name__) from None
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, exc.strerror or type(exc).__name__
+            ) from None
         return protocol
 
     def release(self, conn: UpstreamConnection) -> None:

@@ -1,19 +1,22 @@
 """WebSocket pass-through: after the request checks passed, open the same WebSocket to the
-upstream and relay messages both ways until either side closes."""
+upstream and relay messages both ways until either side closes.
+
+An upstream that cannot be reached, or refuses the upgrade, is answered like every other
+refusal (:meth:`~wardgate.proxy.stream.ActiveStream.local`: problem body or Envoy's text,
+``x-request-id``, response header policy, counted and logged)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
-from wardgate.filters.api import HttpRequest
-from wardgate.proxy.upstream import Upstream
-
-if TYPE_CHECKING:
-    from wardgate.proxy.handler import Exchange
+from wardgate.filters.api import LocalReply
+from wardgate.observability import metrics
+from wardgate.observability.response_flags import ResponseFlag
+from wardgate.proxy.stream import ActiveStream
+from wardgate.proxy.upstream import UPSTREAM_FILTER, Upstream
 
 # Handshake headers the client library sets itself for the upstream connection.
 _HANDSHAKE = frozenset(
@@ -27,9 +30,22 @@ _HANDSHAKE = frozenset(
 )
 
 
-async def tunnel(
-    request: web.BaseRequest, http_request: HttpRequest, upstream: Upstream, exchange: Exchange
-) -> web.StreamResponse:
+def upgrade_refused(status: int) -> LocalReply:
+    """The upstream answered the upgrade with ``status`` instead of ``101``."""
+    return LocalReply(
+        status,
+        UPSTREAM_FILTER,
+        "websocket_refused",
+        f"the upstream refused the WebSocket upgrade ({status})",
+        response_flag=ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
+    )
+
+
+async def tunnel(stream: ActiveStream, upstream: Upstream) -> web.StreamResponse:
+    """Relay the WebSocket of ``stream``'s upgrade request to the upstream's."""
+    request = stream.request
+    http_request = stream.http_request
+    exchange = stream.exchange
     protocols = tuple(
         p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
     )
@@ -43,13 +59,10 @@ async def tunnel(
             max_msg_size=0,
         )
     except aiohttp.WSServerHandshakeError as exc:
-        exchange.status = exc.status or 502
-        exchange.flag = "UC"
-        return web.Response(status=exc.status or 502, text="upstream refused the WebSocket\n")
+        metrics.UPSTREAM_FAILURES.labels(flag=ResponseFlag.UPSTREAM_CONNECTION_TERMINATION).inc()
+        return stream.local(upgrade_refused(exc.status or 502))
     except (aiohttp.ClientError, OSError):
-        exchange.status = 503
-        exchange.flag = "UF"
-        return web.Response(status=503, text="upstream connect error\n")
+        return stream.upstream_failed(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
     client_ws = web.WebSocketResponse(
         protocols=(upstream_ws.protocol,) if upstream_ws.protocol else (),
         autoping=False,

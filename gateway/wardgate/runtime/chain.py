@@ -1,4 +1,19 @@
-"""Running one request through a policy's filter chain (the adapter-independent part)."""
+"""Running one request through a policy's filter chain: the adapter-independent part.
+
+:class:`RequestPipeline` owns the request sequence every adapter follows (the native
+proxy over HTTP/1.1 and HTTP/2, HTTP and gRPC ext_authz, ext_proc, ``wardgate explain``):
+
+1. :meth:`~RequestPipeline.decode_headers`;
+2. the body phase on the bytes the adapter has (:meth:`~RequestPipeline.decode_request_body`:
+   filters see at most ``request_body_limit`` bytes, ``complete`` only when that is the
+   whole body; no body at all is ``(b"", True)``, so a filter can refuse a missing one);
+3. the body cap (:meth:`~RequestPipeline.check_body_size`), on what was buffered and again
+   on every byte an adapter streams on, always the same 413 (:func:`body_too_large`).
+
+Adapters only supply bytes and carry out the verdict (a :class:`LocalReply` or ``None``:
+continue); :meth:`~RequestPipeline.decode_request` runs 1-3 for those that have the whole
+request at once. The response phases (``encode_*``) and :meth:`~RequestPipeline.local_response`
+(the refusal with response header policy applied) complete the exchange."""
 
 from __future__ import annotations
 
@@ -13,6 +28,7 @@ from wardgate.filters.api import (
     HttpResponse,
     LocalReply,
 )
+from wardgate.filters.limits import body_too_large
 from wardgate.observability import metrics
 from wardgate.runtime.compiled import CompiledPolicy
 
@@ -49,10 +65,6 @@ class RequestPipeline:
         ]
 
     @property
-    def needs_request_body(self) -> bool:
-        return self.policy.request_body_limit is not None
-
-    @property
     def needs_response_body(self) -> bool:
         return self.policy.response_body_limit is not None
 
@@ -83,6 +95,40 @@ class RequestPipeline:
             if reply is not None:
                 return reply
         return None
+
+    async def decode_request(self, body: bytes, complete: bool = True) -> LocalReply | None:
+        """The whole request sequence for an adapter that has the request at once: headers,
+        then the body phase on ``body`` (``complete``: nothing more follows), then the cap."""
+        reply = await self.decode_headers()
+        if reply is None:
+            reply = await self.decode_request_body(body, complete)
+        return reply
+
+    async def decode_request_body(self, data: bytes, complete: bool) -> LocalReply | None:
+        """The body phase on the body bytes the adapter buffered (``complete``: ``data`` is
+        the whole body), then the cap on ``len(data)``. Adapters read up to
+        ``request_body_limit + 1`` bytes when a filter wants the body: the extra byte tells
+        a body over the limit without waiting for its end. ``(b"", True)`` is a request
+        without a body: the body phase still runs (a filter may require one)."""
+        reply = await self.inspect_body(data, complete)
+        if reply is None:
+            reply = self.check_body_size(len(data))
+        return reply
+
+    async def inspect_body(self, data: bytes, complete: bool) -> LocalReply | None:
+        """The body filters on the first ``request_body_limit`` bytes of ``data`` (complete
+        only when ``data`` is the whole body and fits); nothing when no filter wants the
+        body. Without the cap: for gRPC the cap is per message (the adapter's)."""
+        limit = self.policy.request_body_limit
+        if limit is None:
+            return None
+        return await self.decode_body(data[:limit], complete and len(data) <= limit)
+
+    def check_body_size(self, size: int) -> LocalReply | None:
+        """The 413 when ``size`` request body bytes (buffered, declared or counted while
+        streaming) are over the policy's cap, else ``None``."""
+        cap = self.policy.max_request_body_bytes
+        return body_too_large(cap) if cap is not None and size > cap else None
 
     async def decode_body(self, body: bytes, complete: bool) -> LocalReply | None:
         """Run the body phase for filters that asked for the body. ``body`` is at most

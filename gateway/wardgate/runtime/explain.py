@@ -3,8 +3,9 @@
 The request is a YAML/JSON mapping (``method``, ``path`` with its query, ``headers``,
 ``body``, ``client``, ``peer``: the names of the client certificate a mutual-TLS
 connection would have verified, ``{uri: [...], dns: [...], subject: "CN=..."}``) or a raw
-HTTP/1.1 request. The same chain as the gateway runs it
-(decode phases), so the answer is the gateway's answer for that request."""
+HTTP/1.1 request. The gateway's request sequence runs it
+(:meth:`RequestPipeline.decode_request`: headers, body, body cap), so the answer is the
+gateway's answer for that request, in the same words."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 import yaml
 from multidict import CIMultiDict
 
-from wardgate.filters.api import HttpRequest, LocalReply
+from wardgate.errors import RequestDescriptionError as RequestDescriptionError  # noqa: PLC0414 - re-export
+from wardgate.filters.api import HttpRequest
 from wardgate.filters.identity import PeerIdentity
 from wardgate.runtime.chain import RequestPipeline
 from wardgate.runtime.compiled import CompiledPolicy
@@ -27,10 +29,6 @@ from wardgate.runtime.forwarding import (
 from wardgate.runtime.identity import XFCC, set_client_cert_header
 
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
-
-
-class RequestDescriptionError(ValueError):
-    """A request description that cannot be understood; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,16 +140,7 @@ async def explain(policy: CompiledPolicy, desc: RequestDescription) -> dict[str,
     """The decision for ``desc`` under ``policy`` as a JSON-ready mapping."""
     request = build_request(policy, desc)
     pipeline = RequestPipeline(policy, request)
-    reply = await pipeline.decode_headers()
-    if reply is None and pipeline.needs_request_body:
-        limit = policy.request_body_limit or 0
-        reply = await pipeline.decode_body(desc.body[:limit], len(desc.body) <= limit)
-    if (
-        reply is None
-        and policy.max_request_body_bytes is not None
-        and (len(desc.body) > policy.max_request_body_bytes)
-    ):
-        reply = LocalReply(413, "limits", "body_too_large", "the request body is too large")
+    reply = await pipeline.decode_request(desc.body, True)
     result: dict[str, Any] = {
         "policy": {"digest": policy.digest, "generation": policy.generation},
         "request": {"method": desc.method, "path": request.path, "requestId": request.request_id},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -50,17 +51,35 @@ def _valid_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
 
 
-def ensure_request_id(headers: CIMultiDict[str], spec: ProxySpec) -> str:
+class RequestId(NamedTuple):
+    """The ``x-request-id`` in force, and whether the gateway generated it."""
+
+    value: str
+    generated: bool
+
+    @property
+    def vouched(self) -> frozenset[tuple[str, str]]:
+        """``HttpRequest.vouched`` for it: the header, when the gateway made the value (a
+        UUID of its own, not client text), else nothing."""
+        return frozenset({("x-request-id", self.value)}) if self.generated else frozenset()
+
+
+def settle_request_id(headers: CIMultiDict[str], spec: ProxySpec) -> RequestId:
     """Keep a well-formed client ``x-request-id`` when the policy says so, else set a new
-    UUID4. Returns the id in force."""
+    UUID4. Returns the id in force and whether it is new."""
     current = headers.get("x-request-id")
     if spec.preserve_external_request_id and current is not None and _valid_request_id(current):
         if len(headers.getall("x-request-id")) > 1:
             headers["x-request-id"] = current
-        return current
+        return RequestId(current, generated=False)
     request_id = new_request_id()
     headers["x-request-id"] = request_id
-    return request_id
+    return RequestId(request_id, generated=True)
+
+
+def ensure_request_id(headers: CIMultiDict[str], spec: ProxySpec) -> str:
+    """:func:`settle_request_id`'s id in force."""
+    return settle_request_id(headers, spec).value
 
 
 _RANDOM_BATCH = 16 * 256

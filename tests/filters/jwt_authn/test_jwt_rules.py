@@ -22,14 +22,14 @@ from wardgate.config import PolicyError, load_policy_text
 
 A = rsa_key("a-1")
 B = ec_key("b-1")
-A_ISS, B_ISS = ISSUER, "https://b.example"
+B_ISS = "https://b.example"
 
 
 def _b_provider(**fields):
     return local_provider(B, issuer=B_ISS, **fields)
 
 
-def _tree(requires, rules_extra=None, **provider_fields):
+def _tree(requires, **provider_fields):
     rules = [{"match": {"prefix": "/"}, "requires": requires}]
     return compiled(
         policy(

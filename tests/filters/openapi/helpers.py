@@ -52,10 +52,7 @@ async def _explain_with_metadata(
     request = build_request(policy, desc)
     request.metadata.update(metadata)
     pipeline = RequestPipeline(policy, request)
-    reply = await pipeline.decode_headers()
-    if reply is None and pipeline.needs_request_body:
-        limit = policy.request_body_limit or 0
-        reply = await pipeline.decode_body(desc.body[:limit], len(desc.body) <= limit)
+    reply = await pipeline.decode_request(desc.body, True)
     if reply is None:
         return {"decision": "allow", "detected": [v.as_dict() for v in request.findings]}
     return {
@@ -73,7 +70,3 @@ def locations(result: dict[str, Any]) -> list[str]:
 
 def minimal_spec(paths: dict[str, Any], version: str = "3.0.3", **extra: Any) -> dict[str, Any]:
     return {"openapi": version, "info": {"title": "t", "version": "1"}, "paths": paths, **extra}
-
-
-def op_with_params(*params: dict[str, Any], method: str = "get") -> dict[str, Any]:
-    return {method: {"parameters": list(params), "responses": {"200": {"description": "ok"}}}}

@@ -187,7 +187,8 @@ def test_an_empty_peer_section_is_refused() -> None:
 
 
 def test_a_baseline_makes_mutual_tls_mandatory() -> None:
-    from wardgate.config.baseline import SecurityBaselineSpec, apply_baselines
+    from wardgate.config.baseline import SecurityBaselineSpec
+    from wardgate.config.baseline_merge import apply_baselines
 
     baseline = SecurityBaselineSpec.model_validate({"peer": {"requireClientCertificate": True}})
     outcome = apply_baselines(load_policy_text(""), [("mtls", baseline)])

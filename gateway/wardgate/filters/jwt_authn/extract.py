@@ -97,6 +97,31 @@ def extract(
     return out
 
 
+def in_jwt_alphabet(token: str) -> bool:
+    """Whether ``token`` has only the characters of a JWT in compact form: ASCII letters
+    and digits, ``-``, ``_`` (base64url) and ``.`` (C string methods: no per-character
+    Python loop)."""
+    rest = token.replace(".", "").replace("-", "").replace("_", "")
+    return token.isascii() and (rest.isalnum() or not rest)
+
+
+def vouched_headers(headers: CIMultiDict[str], found: list[Extracted]) -> set[tuple[str, str]]:
+    """The exact header values that carried the verified tokens ``found``, as (lower-case
+    name, value): only a value that is the location's prefix followed by the token and
+    nothing else, and only a token :func:`in_jwt_alphabet`. Later filters
+    may treat these values as verified, not as free text (``HttpRequest.vouched``)."""
+    out: set[tuple[str, str]] = set()
+    for item in found:
+        loc = item.location
+        if loc.kind != "header" or not in_jwt_alphabet(item.token):
+            continue
+        cut = len(loc.prefix)
+        for value in headers.getall(loc.name, ()):
+            if value[cut:] == item.token and value[:cut].lower() == loc.prefix.lower():
+                out.add((loc.name.lower(), value))
+    return out
+
+
 def remove(headers: CIMultiDict[str], found: list[Extracted]) -> None:
     """Remove the headers / cookies that carried ``found`` tokens from ``headers``.
     Query parameters cannot be removed (the request target is forwarded unchanged)."""

@@ -18,7 +18,7 @@ from wardgate.filters.api import (
 )
 from wardgate.filters.jwt_authn import stats
 from wardgate.filters.jwt_authn.claims import ClaimChecks
-from wardgate.filters.jwt_authn.extract import remove
+from wardgate.filters.jwt_authn.extract import remove, vouched_headers
 from wardgate.filters.jwt_authn.matching import RequestPredicate, route_matcher
 from wardgate.filters.jwt_authn.provider import Failure, Provider
 from wardgate.filters.jwt_authn.requirements import Context, Node, compile_requirement
@@ -148,9 +148,14 @@ class JwtAuthnFilter(HttpFilter):
             unmet = [rule.claims.first_unmet(v.claims) for v in ctx.verified.values()]
             if all(u is not None for u in unmet):
                 return _refuse(request, 403, "insufficient_claims", rule_id, "token", unmet[0])
+        forwarded = []
         for provider, item in ctx.used:
-            if not provider.forward:
+            if provider.forward:
+                forwarded.append(item)
+            else:
                 remove(headers, [item])
+        if forwarded:
+            request.vouched |= vouched_headers(headers, forwarded)
         for name, verified in ctx.verified.items():
             for header, value in config.providers[name].header_values(verified):
                 headers[header] = value

@@ -1,6 +1,7 @@
 """Request limits: URL length (414), header count and size (431), declared body size (413),
-method allow-list (405). The streamed-body cap is enforced by the adapter through
-:attr:`FilterConfig.max_request_body_bytes`, because only it sees the bytes flow."""
+method allow-list (405). The streamed-body cap is enforced through
+:attr:`FilterConfig.max_request_body_bytes` by the request pipeline, on the bytes the
+adapter counts (only it sees them flow), with the same 413 (:func:`body_too_large`)."""
 
 from __future__ import annotations
 
@@ -92,13 +93,16 @@ def check_request(config: LimitsConfig, request: HttpRequest) -> LocalReply | No
         and declared.isdigit()
         and int(declared) > config.max_request_body_bytes
     ):
-        return _reply(
-            413,
-            "body_too_large",
-            "body",
-            f"the request body is larger than {config.max_request_body_bytes} bytes",
-        )
+        return body_too_large(config.max_request_body_bytes)
     return None
+
+
+def body_too_large(cap: int) -> LocalReply:
+    """The one 413 for a request body over ``maxRequestBodyBytes``, whether its declared
+    ``Content-Length`` says so (here) or the bytes counted on the way prove it (the
+    request pipeline, :meth:`wardgate.runtime.RequestPipeline.check_body_size`): every
+    adapter and ``wardgate explain`` answer with these words."""
+    return _reply(413, "body_too_large", "body", f"the request body is larger than {cap} bytes")
 
 
 def _reply(status: int, reason: str, location: str, detail: str) -> LocalReply:

@@ -19,6 +19,8 @@ from urllib.parse import unquote
 
 import yaml
 
+from wardgate.errors import SpecError as SpecError  # noqa: PLC0414 - re-export
+
 MAX_SPEC_BYTES = 16 * 1024 * 1024
 """Largest single spec file read (the bundle of all files together may be larger)."""
 
@@ -32,14 +34,6 @@ memory."""
 
 FILES_KEY = "x-wardgate-files"
 """Where external files live in the bundle: ``#/x-wardgate-files/<n>/...``."""
-
-
-class SpecError(Exception):
-    """An OpenAPI document that cannot be used; ``problems`` has one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,63 @@ class OpenApiConfig(FilterConfig):
         return tuple(notes)
 
 
+def _match_operation(
+    config: OpenApiConfig, request: HttpRequest
+) -> tuple[Operation, dict[str, str]] | LocalReply:
+    """The declared operation and the path's captured parameters, or the refusal (400 path
+    not normalized, the configured status for an unknown path, 405 an undeclared method)."""
+    problem = _path_problem(request.path)
+    if problem is not None:
+        return LocalReply(
+            400,
+            NAME,
+            "path_not_normalized",
+            problem,
+            (Violation("openapi.path.normalized", "path", problem),),
+        )
+    found = _route(config.spec, request.path)
+    if found is None:
+        return LocalReply(
+            config.section.unknown_path_status,
+            NAME,
+            "unknown_path",
+            "the path is not declared by the API",
+            (Violation("openapi.path", "path", "no declared path matches"),),
+        )
+    entry, captures = found
+    operation = entry.operations.get(request.method)
+    if operation is None:
+        return LocalReply(
+            405,
+            NAME,
+            "method_not_allowed",
+            "the method is not declared for this path",
+            (Violation("openapi.method", "method", "method not declared"),),
+            headers=(("allow", entry.allow),),
+        )
+    return operation, captures
+
+
+def _parameter_violations(
+    operation: Operation, params: RequestParams, section: OpenApiSectionSpec
+) -> list[Violation]:
+    """Every parameter that breaks the operation's declaration, and undeclared query
+    parameters when the section refuses them."""
+    violations: list[Violation] = []
+    check_params(operation.params, params, violations)
+    if section.reject_unknown_query_parameters:
+        for key in params.query:
+            if not operation.knows_query(key):
+                violations.append(
+                    Violation(
+                        "openapi.query.unknown",
+                        f"query:{_safe(key)}",
+                        "query parameter not declared",
+                    )
+                )
+    return violations
+
+
 class OpenApiFilter(HttpFilter):
     """Per-request state: the matched operation between the header and body phases."""
 
@@ -126,49 +183,10 @@ class OpenApiFilter(HttpFilter):
 
     async def decode_headers(self, request: HttpRequest) -> LocalReply | None:
         config = self.config
-        mode = config.section.mode
-        problem = _path_problem(request.path)
-        if problem is not None:
-            return _decide(
-                request,
-                mode,
-                LocalReply(
-                    400,
-                    NAME,
-                    "path_not_normalized",
-                    problem,
-                    (Violation("openapi.path.normalized", "path", problem),),
-                ),
-            )
-        found = _route(config.spec, request.path)
-        if found is None:
-            status = config.section.unknown_path_status
-            return _decide(
-                request,
-                mode,
-                LocalReply(
-                    status,
-                    NAME,
-                    "unknown_path",
-                    "the path is not declared by the API",
-                    (Violation("openapi.path", "path", "no declared path matches"),),
-                ),
-            )
-        entry, captures = found
-        operation = entry.operations.get(request.method)
-        if operation is None:
-            return _decide(
-                request,
-                mode,
-                LocalReply(
-                    405,
-                    NAME,
-                    "method_not_allowed",
-                    "the method is not declared for this path",
-                    (Violation("openapi.method", "method", "method not declared"),),
-                    headers=(("allow", entry.allow),),
-                ),
-            )
+        matched = _match_operation(config, request)
+        if isinstance(matched, LocalReply):
+            return _decide(request, config.section.mode, matched)
+        operation, captures = matched
         if operation.excluded:
             return None
         self.operation = operation
@@ -192,18 +210,7 @@ class OpenApiFilter(HttpFilter):
             )
         params = RequestParams(captures, query, headers, cookies)
         self.params = params
-        violations: list[Violation] = []
-        check_params(operation.params, params, violations)
-        if config.section.reject_unknown_query_parameters:
-            for key in query:
-                if not operation.knows_query(key):
-                    violations.append(
-                        Violation(
-                            "openapi.query.unknown",
-                            f"query:{_safe(key)}",
-                            "query parameter not declared",
-                        )
-                    )
+        violations = _parameter_violations(operation, params, config.section)
         body = operation.body
         if body is not None:
             early = _early_body_check(body, headers, config.section.max_body_bytes)

@@ -107,12 +107,9 @@ class CompiledSpec:
     router: Router[PathEntry]
     base_paths: tuple[str, ...]
     """Longest first; ``""`` is the root."""
-    operation_count: int
-    secured_operations: int
     jwt_operations: int
     presence_only_schemes: tuple[str, ...]
     excluded: tuple[str, ...]
-    unmatched_overrides: tuple[str, ...]
 
 
 def base_paths(document: Document) -> tuple[str, ...]:
@@ -176,7 +173,7 @@ class _Builder:
 
     def build(self) -> CompiledSpec:
         router: Router[PathEntry] = Router()
-        count = secured = jwt = 0
+        jwt = 0
         excluded: list[str] = []
         paths = self.document.bundle.get("paths") or {}
         for template, item in paths.items():
@@ -193,9 +190,6 @@ class _Builder:
                 if op is None:
                     continue
                 operations[method.upper()] = op
-                count += 1
-                if not op.security.open:
-                    secured += 1
                 if op.security.uses_jwt:
                     jwt += 1
                 if op.excluded:
@@ -222,12 +216,9 @@ class _Builder:
         return CompiledSpec(
             router=router,
             base_paths=base_paths(self.document),
-            operation_count=count,
-            secured_operations=secured,
             jwt_operations=jwt,
             presence_only_schemes=presence,
             excluded=tuple(excluded),
-            unmatched_overrides=unmatched,
         )
 
     def _override(self, template: str, method: str, op_id: str) -> tuple[OpenApiMode, bool]:

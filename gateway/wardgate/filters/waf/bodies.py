@@ -140,6 +140,63 @@ def _corrupt() -> BodyProblem:
     )
 
 
+class _XmlDeclarations:
+    """Expat handlers that report DOCTYPE and ENTITY declarations as written (the WAF's
+    XXE rules read them), never resolving them."""
+
+    def __init__(self, found: list[Target]) -> None:
+        self.found = found
+
+    def entity(
+        self,
+        name: str,
+        _is_param: int,
+        value: str | None,
+        _base: str | None,
+        system_id: str | None,
+        public_id: str | None,
+        _notation: str | None,
+    ) -> None:
+        parts = ["<!ENTITY", name]
+        if system_id is not None:
+            parts += ["SYSTEM", system_id]
+        if public_id is not None:
+            parts += ["PUBLIC", public_id]
+        if value is not None:
+            parts.append(value)
+        self.found.append(Target(XML_DECL, name, "body", " ".join(parts) + ">"))
+
+    def doctype(self, name: str, system_id: str | None, public_id: str | None, _: int) -> None:
+        text = f"<!DOCTYPE {name} SYSTEM {system_id}" if system_id else f"<!DOCTYPE {name}"
+        if public_id:
+            text += f" PUBLIC {public_id}"
+        self.found.append(Target(XML_DECL, name, "body", text + ">"))
+
+
+def _parse_xml(parser: Any, body: bytes, found: list[Target]) -> None:
+    """Run ``parser`` over ``body``. Not well-formed XML is inspected raw; a body Expat
+    cannot decode is refused (400), since the upstream would read other characters."""
+    try:
+        parser.Parse(body, True)
+    except _Refuse:
+        raise
+    except expat.ExpatError:
+        # Not well-formed: inspect it raw (rules still see every byte).
+        found.append(Target(ARGS, "", "body", body.decode("utf-8", "replace")))
+    except Exception as exc:  # any other parser failure is a refusal, never a 500
+        # A declared encoding Expat cannot read (UTF-7, multi-byte, unknown names): the
+        # upstream would read other characters than the WAF did.
+        raise _Refuse(
+            BodyProblem(
+                400,
+                "xml_unparseable",
+                "body",
+                f"the XML body cannot be inspected ({type(exc).__name__}: a declared "
+                "encoding other than UTF-8, UTF-16, ISO-8859-1 or US-ASCII?)",
+            )
+        ) from None
+
+
 class BodyParser:
     """Turns one body into targets for one policy's :class:`Shape`."""
 
@@ -329,55 +386,14 @@ class BodyParser:
                 path = "/" + "/".join(stack)
                 found.append(Target(ARGS, path, "body:" + path[:256], text))
 
-        def entity(
-            name: str,
-            _is_param: int,
-            value: str | None,
-            _base: str | None,
-            system_id: str | None,
-            public_id: str | None,
-            _notation: str | None,
-        ) -> None:
-            parts = ["<!ENTITY", name]
-            if system_id is not None:
-                parts += ["SYSTEM", system_id]
-            if public_id is not None:
-                parts += ["PUBLIC", public_id]
-            if value is not None:
-                parts.append(value)
-            found.append(Target(XML_DECL, name, "body", " ".join(parts) + ">"))
-
-        def doctype(name: str, system_id: str | None, public_id: str | None, _: int) -> None:
-            text = f"<!DOCTYPE {name} SYSTEM {system_id}" if system_id else f"<!DOCTYPE {name}"
-            if public_id:
-                text += f" PUBLIC {public_id}"
-            found.append(Target(XML_DECL, name, "body", text + ">"))
-
         parser.StartElementHandler = start
         parser.EndElementHandler = end
         parser.CharacterDataHandler = data
-        parser.EntityDeclHandler = entity
-        parser.StartDoctypeDeclHandler = doctype
+        declarations = _XmlDeclarations(found)
+        parser.EntityDeclHandler = declarations.entity
+        parser.StartDoctypeDeclHandler = declarations.doctype
         parser.DefaultHandler = lambda _text: None  # references stay unexpanded
-        try:
-            parser.Parse(body, True)
-        except _Refuse:
-            raise
-        except expat.ExpatError:
-            # Not well-formed: inspect it raw (rules still see every byte).
-            found.append(Target(ARGS, "", "body", body.decode("utf-8", "replace")))
-        except Exception as exc:  # any other parser failure is a refusal, never a 500
-            # A declared encoding Expat cannot read (UTF-7, multi-byte, unknown names): the
-            # upstream would read other characters than the WAF did.
-            raise _Refuse(
-                BodyProblem(
-                    400,
-                    "xml_unparseable",
-                    "body",
-                    f"the XML body cannot be inspected ({type(exc).__name__}: a declared "
-                    "encoding other than UTF-8, UTF-16, ISO-8859-1 or US-ASCII?)",
-                )
-            ) from None
+        _parse_xml(parser, body, found)
         self._check_lengths(found)
         out.extend(found)
 

@@ -331,7 +331,8 @@ def corroborated(match: Match, matches: list[Match], weak_families: frozenset[Wa
 
 
 def request_targets(request: HttpRequest) -> list[Target]:
-    """Targets of the request line and headers (the body comes in its own phase)."""
+    """Targets of the request line and headers (the body comes in its own phase). A header
+    value an earlier filter vouched for (``HttpRequest.vouched``) is not a target."""
     targets = [
         Target(REQUEST_METHOD, "", "method", request.method),
         Target(REQUEST_PROTOCOL, "", "protocol", request.version),
@@ -341,6 +342,7 @@ def request_targets(request: HttpRequest) -> list[Target]:
     split_path(request.path, targets)
     if request.query:
         split_query(request.query, "query", targets)
+    vouched = request.vouched
     for name, value in request.headers.items():
         lower = name.lower()
         if lower == "cookie":
@@ -348,6 +350,8 @@ def request_targets(request: HttpRequest) -> list[Target]:
             continue
         location = f"header:{lower}"
         targets.append(Target(REQUEST_HEADERS_NAMES, lower, location, name))
+        if vouched and (lower, value) in vouched:
+            continue  # a token the JWT filter verified: not free text (RATIONALE.md)
         targets.append(Target(REQUEST_HEADERS, lower, location, value))
     return targets
 

@@ -6,6 +6,7 @@ streaming call (:class:`MessageInspector`)."""
 from __future__ import annotations
 
 from wardgate.filters.api import LocalReply
+from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.h2 import grpc
 from wardgate.proxy.h2.calls import Downstream, UpstreamCall
 from wardgate.proxy.timeouts import BodyClock
@@ -152,8 +153,8 @@ async def send_body(
                     raise BodyRefused(message_too_large(too_big, cap))
                 if inspector is not None:
                     chunk = await inspector.take(chunk)
-            elif scanner is None and cap is not None and sent > cap:
-                raise BodyRefused(too_large(cap))
+            elif scanner is None and (over := pipeline.check_body_size(sent)) is not None:
+                raise BodyRefused(over)
             if chunk:
                 await up.send(chunk, idle)
         scanned = False
@@ -178,12 +179,6 @@ async def read_response_prefix(up: UpstreamCall, limit: int, idle: float) -> tup
     return b"".join(parts), False
 
 
-def too_large(cap: int | None) -> LocalReply:
-    return LocalReply(
-        413, "limits", "body_too_large", f"the request body is larger than {cap} bytes"
-    )
-
-
 def message_too_large(size: int, cap: int | None) -> LocalReply:
     return LocalReply(
         413,
@@ -200,5 +195,5 @@ def body_timed_out() -> LocalReply:
         "gateway",
         "request_body_timeout",
         "the request body did not arrive in time",
-        response_flag="SI",
+        response_flag=ResponseFlag.STREAM_IDLE_TIMEOUT,
     )

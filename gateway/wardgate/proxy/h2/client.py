@@ -20,6 +20,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.h2.hpack_out import LiteralEncoder
 from wardgate.proxy.h2.stream import wire_headers
 from wardgate.proxy.upstream_client import UpstreamError
@@ -101,11 +102,15 @@ class UpstreamStream:
         view = memoryview(data)
         while view:
             if self._error is not None or conn.closed:
-                raise self._error or UpstreamError("UC", "connection closed")
+                raise self._error or UpstreamError(
+                    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "connection closed"
+                )
             try:
                 window = conn.h2.local_flow_control_window(self.stream_id)
             except h2.exceptions.StreamClosedError:
-                raise UpstreamError("UC", "stream closed by the upstream") from None
+                raise UpstreamError(
+                    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "stream closed by the upstream"
+                ) from None
             size = min(window, conn.h2.max_outbound_frame_size, len(view))
             if size <= 0:
                 self._window.clear()
@@ -113,7 +118,10 @@ class UpstreamStream:
                     async with asyncio.timeout(idle):
                         await self._window.wait()
                 except TimeoutError:
-                    raise UpstreamError("UT", "no flow-control window from the upstream") from None
+                    raise UpstreamError(
+                        ResponseFlag.UPSTREAM_REQUEST_TIMEOUT,
+                        "no flow-control window from the upstream",
+                    ) from None
                 continue
             conn.h2.send_data(self.stream_id, bytes(view[:size]))
             view = view[size:]
@@ -149,7 +157,9 @@ class UpstreamStream:
                 async with asyncio.timeout(idle):
                     await self._waiter
             except TimeoutError:
-                raise UpstreamError("UT", "idle timeout reading the response body") from None
+                raise UpstreamError(
+                    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, "idle timeout reading the response body"
+                ) from None
             finally:
                 self._waiter = None
         data, length = self._chunks.popleft()
@@ -223,7 +233,12 @@ class H2ClientConnection(asyncio.Protocol):
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._fail_all(UpstreamError("UC", f"HTTP/2 protocol error: {type(exc).__name__}"))
+            self._fail_all(
+                UpstreamError(
+                    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
+                    f"HTTP/2 protocol error: {type(exc).__name__}",
+                )
+            )
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.close_connection(_ERR.PROTOCOL_ERROR)
             self._flush_now()
@@ -249,7 +264,12 @@ class H2ClientConnection(asyncio.Protocol):
                     stream._end()
             elif isinstance(event, h2.events.StreamReset):
                 if stream is not None:
-                    stream._fail(UpstreamError("UC", f"upstream reset: {event.error_code!r}"))
+                    stream._fail(
+                        UpstreamError(
+                            ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
+                            f"upstream reset: {event.error_code!r}",
+                        )
+                    )
             elif isinstance(event, h2.events.WindowUpdated):
                 if stream is not None:
                     stream._window.set()
@@ -264,12 +284,18 @@ class H2ClientConnection(asyncio.Protocol):
                 last = event.last_stream_id or 0
                 for sid, s in list(self.streams.items()):
                     if sid > last or event.error_code:
-                        s._fail(UpstreamError("UC", "upstream sent GOAWAY"))
+                        s._fail(
+                            UpstreamError(
+                                ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "upstream sent GOAWAY"
+                            )
+                        )
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._fail_all(UpstreamError("UC", "connection closed"))
+        self._fail_all(
+            UpstreamError(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, "connection closed")
+        )
         self._drained.set()
         self.pool.discard(self)
 
@@ -316,7 +342,10 @@ class H2ClientConnection(asyncio.Protocol):
         if self._paused:
             await self._drained.wait()
         if self.closed:
-            raise UpstreamError("UC", "connection closed while sending the body")
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
+                "connection closed while sending the body",
+            )
 
     def consumed(self, stream_id: int, length: int) -> None:
         if length <= 0 or self.closed:
@@ -380,7 +409,9 @@ class H2UpstreamPool:
 
     async def _connect(self, connect_timeout: float) -> H2ClientConnection:
         if len(self._conns) >= MAX_CONNECTIONS:
-            raise UpstreamError("UF", "too many upstream HTTP/2 connections")
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, "too many upstream HTTP/2 connections"
+            )
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
@@ -392,11 +423,17 @@ class H2UpstreamPool:
                     server_hostname=self.host if self.tls else None,
                 )
         except socket.gaierror as exc:
-            raise UpstreamError("UH", f"cannot resolve {self.host}: {exc.strerror}") from None
+            raise UpstreamError(
+                ResponseFlag.NO_HEALTHY_UPSTREAM, f"cannot resolve {self.host}: {exc.strerror}"
+            ) from None
         except TimeoutError:
-            raise UpstreamError("UF", "connect timeout") from None
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, "connect timeout"
+            ) from None
         except OSError as exc:
-            raise UpstreamError("UF", exc.strerror or type(exc).__name__) from None
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, exc.strerror or type(exc).__name__
+            ) from None
         self._conns.append(protocol)
         return protocol
 

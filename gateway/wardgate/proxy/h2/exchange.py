@@ -22,6 +22,9 @@ from wardgate.config.proxy import ProxySpec
 from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog
+from wardgate.observability.response_flags import ResponseFlag
+from wardgate.proxy.body_io import apply_replaced_body
+from wardgate.proxy.exchange import SERVER_HEADER, Exchange, note_local_reply, record_exchange
 from wardgate.proxy.h2 import grpc
 from wardgate.proxy.h2.body import (
     BodyRefused,
@@ -31,18 +34,10 @@ from wardgate.proxy.h2.body import (
     read_prefix,
     read_response_prefix,
     send_body,
-    too_large,
 )
 from wardgate.proxy.h2.calls import Downstream, H1Call, UpstreamCall
 from wardgate.proxy.h2.settings import H2Settings
 from wardgate.proxy.h2.stream import StreamGone, StreamStalled
-from wardgate.proxy.handler import (
-    SERVER_HEADER,
-    Exchange,
-    apply_replaced_body,
-    note_local_reply,
-    record_exchange,
-)
 from wardgate.proxy.timeouts import BodyClock
 from wardgate.proxy.upstream import Upstream, upstream_failure
 from wardgate.proxy.upstream_client import InvalidHeaderValue, UpstreamError
@@ -109,7 +104,7 @@ class H2Gateway:
         return self.settings.upstream_protocol != "http1"
 
     async def __call__(self, stream: Downstream) -> None:
-        exchange = Exchange(start=time.monotonic(), wall_start=time.time())
+        exchange = Exchange.begin()
         policy = self.holder.current  # read once: this stream keeps this generation
         request, te_trailers = self._build_request(stream, policy.proxy)
         pipeline = RequestPipeline(policy, request)
@@ -129,14 +124,12 @@ class H2Gateway:
         try:
             await self._handle(call)
         except asyncio.CancelledError:
-            exchange.flag = exchange.flag or "DC"
-            exchange.status = exchange.status or 499
+            exchange.client_gone()
             raise
         except StreamGone:
-            exchange.flag = exchange.flag or "DC"
-            exchange.status = exchange.status or 499
+            exchange.client_gone()
         except StreamStalled:
-            exchange.flag = "SI"  # Envoy's stream idle timeout
+            exchange.flag = ResponseFlag.STREAM_IDLE_TIMEOUT
             exchange.status = exchange.status or 499
             stream.reset()
         except Exception as exc:
@@ -154,7 +147,7 @@ class H2Gateway:
                         "gateway",
                         "internal_error",
                         "the gateway failed to handle the request",
-                        response_flag="DPE",
+                        response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                     ),
                 )
         finally:
@@ -211,7 +204,7 @@ class H2Gateway:
                     "gateway",
                     "connect_unsupported",
                     "CONNECT is not supported",
-                    response_flag="DPE",
+                    response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                 ),
             )
             return
@@ -227,7 +220,7 @@ class H2Gateway:
                     "gateway",
                     "invalid_authority",
                     "host and :authority name different targets",
-                    response_flag="DPE",
+                    response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                 ),
             )
             return
@@ -245,9 +238,9 @@ class H2Gateway:
         stream = call.stream
         pipeline = call.pipeline
         policy = pipeline.policy
-        if not pipeline.needs_request_body:
-            return b""
-        limit = policy.request_body_limit or 0
+        limit = policy.request_body_limit
+        if limit is None:
+            return b""  # no filter wants the body
         prefix = b""
         complete = True
         if stream.has_body:
@@ -261,13 +254,13 @@ class H2Gateway:
             except BodyRefused as exc:
                 await self._local(call, exc.reply)
                 return None
-        reply = await pipeline.decode_body(prefix[:limit], complete)
+        # gRPC: the cap is per message (the scanner's), not on the whole stream.
+        if call.scanner is None:
+            reply = await pipeline.decode_request_body(prefix, complete)
+        else:
+            reply = await pipeline.inspect_body(prefix, complete)
         if reply is not None:
             await self._local(call, reply)
-            return None
-        cap = policy.max_request_body_bytes
-        if call.scanner is None and cap is not None and len(prefix) > cap:
-            await self._local(call, too_large(cap))
             return None
         if call.scanner is not None and complete and stream.has_body:
             # Every later message of a streaming call is shown too, within what is left
@@ -337,7 +330,7 @@ class H2Gateway:
                 if call.grpc_timeout is not None:
                     await self._grpc_deadline(call)
                 else:
-                    await self._upstream_failed(call, "UT")
+                    await self._upstream_failed(call, ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
                 return
             await self._respond(call, up, upstream_start, sender)
         finally:
@@ -428,18 +421,18 @@ class H2Gateway:
         else:
             await stream.end()
 
-    async def _upstream_failed(self, call: _Call, flag: str) -> None:
+    async def _upstream_failed(self, call: _Call, flag: ResponseFlag) -> None:
         metrics.UPSTREAM_FAILURES.labels(flag=flag).inc()
         await self._local(call, upstream_failure(flag))
 
     async def _grpc_deadline(self, call: _Call) -> None:
-        metrics.UPSTREAM_FAILURES.labels(flag="UT").inc()
+        metrics.UPSTREAM_FAILURES.labels(flag=ResponseFlag.UPSTREAM_REQUEST_TIMEOUT).inc()
         reply = LocalReply(
             504,
             "upstream",
             "deadline_exceeded",
             "the grpc-timeout deadline passed before the upstream answered",
-            response_flag="UT",
+            response_flag=ResponseFlag.UPSTREAM_REQUEST_TIMEOUT,
         )
         await self._local(call, reply, grpc_status=grpc.DEADLINE_EXCEEDED)
 

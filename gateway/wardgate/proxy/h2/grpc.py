@@ -106,14 +106,13 @@ class MessageScanner:
     the declared length of the first message over ``limit`` (else ``None``), so an
     oversized message is refused before its bytes are forwarded in full."""
 
-    __slots__ = ("_header", "_remaining", "first_complete", "limit", "messages")
+    __slots__ = ("_header", "_remaining", "limit", "messages")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._remaining = 0  # bytes of the current message still to come
         self._header = b""  # a message header split across chunks
         self.messages = 0
-        self.first_complete = False
 
     @property
     def at_boundary(self) -> bool:
@@ -128,8 +127,6 @@ class MessageScanner:
                 step = min(self._remaining, size - pos)
                 self._remaining -= step
                 pos += step
-                if not self._remaining:
-                    self.first_complete = True
                 continue
             need = MESSAGE_HEADER_BYTES - len(self._header)
             self._header += chunk[pos : pos + need]
@@ -142,6 +139,4 @@ class MessageScanner:
             if self.limit is not None and length > self.limit:
                 return length
             self._remaining = length
-            if not length:
-                self.first_complete = True
         return None

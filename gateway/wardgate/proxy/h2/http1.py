@@ -13,6 +13,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from wardgate.proxy.body_io import send_continue
 from wardgate.proxy.h2.connection import StreamGone
 from wardgate.proxy.h2.exchange import H2Gateway
 from wardgate.proxy.tls import peer_of
@@ -55,8 +56,6 @@ class Http1Downstream:
             return b""
         if not self._continued:
             self._continued = True
-            from wardgate.proxy.handler import send_continue
-
             await send_continue(self.request)
         try:
             async with asyncio.timeout(idle):

@@ -19,7 +19,7 @@ Modules, in the order a request meets them:
 - :mod:`.facade` — :class:`Engine` (the API the filter uses), :class:`Match`,
   :func:`engine_for` (compiled engines of recent rule selections, so a reload that changes
   no rule reuses the compiled databases);
-- :mod:`.memo` — recent answers by (kind, name, value);
+- :mod:`.memo` — recent answers by (kind, name, value; long values by a keyed digest);
 - :mod:`.batch` — many targets of one kind in one buffer per tree node;
 - :mod:`.single` — one target at a time (small requests, the batch fallback, and the
   reference the tests hold the other two to);

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from wardgate.filters.waf.engine.batch import BATCH_MIN_TARGETS, rules_batched
 from wardgate.filters.waf.engine.databases import Scratches
-from wardgate.filters.waf.engine.memo import MEMO_VALUE_MAX, Memo
+from wardgate.filters.waf.engine.memo import MEMO_VALUE_MAX, Key, Memo, memo_key
 from wardgate.filters.waf.engine.plan import Plan, compile_plan
 from wardgate.filters.waf.engine.single import rules_each
 from wardgate.filters.waf.rules import Rule
@@ -26,6 +26,12 @@ class Match:
     kind: str
 
 
+_HERE = object()
+"""Route of a kind this engine scans itself (:attr:`Engine._routes`)."""
+_OWN = object()
+"""Route of a kind an engine of its own scans (``split``)."""
+
+
 class Engine:
     """Compiled rules. :meth:`scan` returns every rule that matched, with its location.
 
@@ -34,7 +40,7 @@ class Engine:
     is per thread; so one engine serves every thread and every policy generation that
     selects the same rules."""
 
-    __slots__ = ("_memo", "_own", "_scratches", "plan", "rules")
+    __slots__ = ("_memo", "_own", "_routes", "_scratches", "plan", "rules")
 
     def __init__(self, rules: Sequence[Rule], *, split: bool = True) -> None:
         """Compile ``rules`` (raises :class:`~wardgate.filters.api.FilterCompileError`).
@@ -49,6 +55,8 @@ class Engine:
             if split
             else {}
         )
+        self._routes: dict[str, object] = dict.fromkeys(self.plan.kinds, _HERE)
+        self._routes.update(dict.fromkeys(self._own, _OWN))
 
     def forget(self) -> None:
         """Empty the memo: the next scans work everything out again (tests and the cold
@@ -73,32 +81,38 @@ class Engine:
     def _answers(self, listed: list[Target]) -> list[tuple[Rule, ...] | None]:
         """The rules that match each target (``None`` or empty: none)."""
         answers: list[tuple[Rule, ...] | None] = [None] * len(listed)
-        kinds = self.plan.kinds
-        own = self._own
+        routes = self._routes
         remembered = self._memo.lookup
         unseen: dict[str, list[int]] = {}
+        keys: dict[int, Key] = {}
         delegated: dict[str, list[int]] | None = None
         for position, target in enumerate(listed):
             value = target.value
-            if not value or target.kind not in kinds:
-                answers[position] = ()
+            kind = target.kind
+            # None (the answer already in place): empty, or a kind no rule looks at.
+            route = routes.get(kind) if value else None
+            if route is None:
                 continue
-            if target.kind in own:
+            if route is _OWN:
                 if delegated is None:
                     delegated = {}
-                delegated.setdefault(target.kind, []).append(position)
+                delegated.setdefault(kind, []).append(position)
                 continue
-            if len(value) <= MEMO_VALUE_MAX:
-                known = remembered((target.kind, target.name, value))
+            # Inline memo_key for the common short value: this runs for every target.
+            key = (kind, target.name, value) if len(value) <= MEMO_VALUE_MAX else memo_key(target)
+            if key is not None:
+                known = remembered(key)
                 if known is not None:
                     answers[position] = known
                     continue
-            unseen.setdefault(target.kind, []).append(position)
+                keys[position] = key
+            unseen.setdefault(kind, []).append(position)
         if unseen:
             self._scan_unseen(listed, unseen, answers)
+            self._memo.put_all(list(keys.values()), [answers[p] for p in keys])
         if delegated is not None:
             for kind, positions in delegated.items():
-                found_own = own[kind]._answers([listed[i] for i in positions])
+                found_own = self._own[kind]._answers([listed[i] for i in positions])
                 for position, answer in zip(positions, found_own, strict=True):
                     answers[position] = answer
         return answers
@@ -109,7 +123,7 @@ class Engine:
         unseen: dict[str, list[int]],
         answers: list[tuple[Rule, ...] | None],
     ) -> None:
-        """Fill ``answers`` at the ``unseen`` positions (by kind) and remember them."""
+        """Fill ``answers`` at the ``unseen`` positions (by kind)."""
         # libinjection answers by (operator, value): repeated values (the same text in
         # every element of a JSON array) are judged once per request.
         verdicts: dict[tuple[str, str], bool] = {}
@@ -135,8 +149,6 @@ class Engine:
             each = rules_each(self.plan, [listed[i] for i in single], verdicts, scratches)
             for position, rules in zip(single, each, strict=True):
                 answers[position] = tuple(rules)
-        positions = [p for kind_positions in unseen.values() for p in kind_positions]
-        self._memo.put_all([listed[p] for p in positions], [answers[p] for p in positions])
 
 
 _CACHE: OrderedDict[tuple[str, ...], Engine] = OrderedDict()

@@ -10,12 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wardgate.config import PolicySpec
-from wardgate.config.baseline import (
+from wardgate.config.baseline import DelegableExceptionSpec, SecurityBaselineSpec, WafFloorSpec
+from wardgate.config.baseline_merge import (
     MODE_RANK,
     WAF_FAMILIES,
-    DelegableExceptionSpec,
-    SecurityBaselineSpec,
-    WafFloorSpec,
     apply_baselines,
     clamp_waf,
     exception_delegated,
@@ -228,7 +226,7 @@ def test_exceptions_survive_only_where_delegated():
 
 
 @st.composite
-def limits_docs(draw: st.DrawFn, allow_empty_methods: bool = False) -> dict[str, Any]:
+def limits_docs(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for key, (lo, hi) in LIMIT_BOUNDS.items():
         if draw(st.booleans()):

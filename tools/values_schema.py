@@ -1,4 +1,4 @@
-"""Generator of ``charts/wardgate/values.schema.json`` (``make docs`` writes it; a test checks
+"""Generator of ``charts/wardgate/values.schema.json`` (``make generate`` writes it; a test checks
 drift).
 
 Every object level carries ``additionalProperties: false`` (maps of labels/annotations/
@@ -8,7 +8,7 @@ label selectors) reuse the strict Kubernetes 1.29 JSON schema definitions shippe
 kubernetes-validate, copied with everything they reference: the chart validates those values
 exactly as the API server would validate the fields they end up in.
 
-Run: ``python -m tests.chart.values_schema > charts/wardgate/values.schema.json``.
+Registered in :mod:`tools.generated` (``make generate`` writes it, ``make verify`` checks it).
 """
 
 from __future__ import annotations
@@ -353,7 +353,3 @@ def kubernetes_defs() -> Schema:
 
 def render() -> str:
     return json.dumps(values_schema(), indent=2) + "\n"
-
-
-if __name__ == "__main__":
-    print(render(), end="")

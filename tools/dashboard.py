@@ -1,8 +1,8 @@
-"""Generator of ``charts/wardgate/files/dashboard.json``, the Grafana dashboard (``make docs``
+"""Generator of ``charts/wardgate/files/dashboard.json``, the Grafana dashboard (``make generate``
 writes it; a test checks drift and that every query names metrics and labels the gateway
 exports).
 
-Run: ``python -m tests.chart.dashboard > charts/wardgate/files/dashboard.json``.
+Registered in :mod:`tools.generated` (``make generate`` writes it, ``make verify`` checks it).
 """
 
 from __future__ import annotations
@@ -291,7 +291,3 @@ def dashboard() -> dict[str, Any]:
 
 def render() -> str:
     return json.dumps(dashboard(), indent=2) + "\n"
-
-
-if __name__ == "__main__":
-    print(render(), end="")

@@ -1,0 +1,98 @@
+"""Where a request's time goes: the issue 17 policies in process, under ``cProfile``.
+
+Runs the GET (694-byte bearer token) or the 1 KiB JSON POST of ``make bench`` through
+:class:`~wardgate.runtime.chain.RequestPipeline` with one of the bench policies (``limits``,
+``waf``, ``full`` = JWT + OpenAPI + default WAF) and prints the functions that took the most
+time, and the mean µs per request without the profiler. Filters only: the proxy's socket
+work is not in it (profile the server for that).
+
+Usage: ``python bench/profile_policy.py [--policy full] [--kind GET|POST] [--requests N]
+[--unique] [--top N]``; ``--unique`` makes the query value and token differ per request
+(a new token each time costs a signature check: it measures the WAF without the memo's help
+for short values, with the same token's signature verified once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "gateway"), str(ROOT)]
+
+from bench.harness.workload import (  # noqa: E402
+    full_policy,
+    json_body,
+    jwt_material,
+    limits_policy,
+    waf_policy,
+)
+from multidict import CIMultiDict  # noqa: E402
+
+from wardgate.config import PolicySpec  # noqa: E402
+from wardgate.filters.api import HttpRequest  # noqa: E402
+from wardgate.runtime import RequestPipeline, compile_policy  # noqa: E402
+from wardgate.runtime.compiled import CompiledPolicy  # noqa: E402
+
+
+def setup(args: argparse.Namespace) -> tuple[CompiledPolicy, str]:
+    """The compiled policy ``args.policy`` and a bearer token it accepts."""
+    jwks, token = jwt_material()
+    doc = {"limits": limits_policy, "waf": waf_policy}.get(args.policy, lambda: None)()
+    return compile_policy(PolicySpec.model_validate(doc or full_policy(jwks))), token
+
+
+async def run(args: argparse.Namespace, policy: CompiledPolicy, token: str) -> float:
+    """Mean µs per request over ``args.requests`` requests."""
+    body = json_body(1024)
+    start = time.perf_counter()
+    for number in range(args.requests):
+        query = f"x={number}" if args.unique else "x=1"
+        headers = CIMultiDict(
+            {
+                "host": "127.0.0.1:8080",
+                "authorization": f"Bearer {token}",
+                "user-agent": "wrk",
+            }
+        )
+        method = "GET"
+        if args.kind == "POST":
+            method = "POST"
+            headers["content-type"] = "application/json"
+            headers["content-length"] = str(len(body))
+        request = HttpRequest(method, f"/bench?{query}", "/bench", query, headers)
+        reply = await RequestPipeline(policy, request).decode_request(
+            body if method == "POST" else b""
+        )
+        if reply is not None:
+            raise SystemExit(f"refused: {reply}")
+    return (time.perf_counter() - start) / args.requests * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--policy", choices=("limits", "waf", "full"), default="full")
+    parser.add_argument("--kind", choices=("GET", "POST"), default="GET")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--unique", action="store_true")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    policy, token = setup(args)
+    asyncio.run(run(args, policy, token))  # warm-up: imports, memo, caches
+    per_request = asyncio.run(run(args, policy, token))
+    print(f"{args.policy} {args.kind}: {per_request:.1f} us/request (no profiler)")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    asyncio.run(run(args, policy, token))
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
