@@ -7,16 +7,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import h2.connection
 import h2.errors
 import h2.exceptions
 
 from wardgate.filters.identity import PeerIdentity
 from wardgate.proxy.tls import peer_of
 
-if TYPE_CHECKING:
-    from wardgate.proxy.h2.connection import H2ServerConnection
+
+class StreamOwner(Protocol):
+    """What a stream needs of its connection
+    (:class:`~wardgate.proxy.h2.connection.H2ServerConnection`)."""
+
+    h2: h2.connection.H2Connection
+    tls: bool
+    peer: str
+    transport: asyncio.Transport | None
+
+    def _consumed(self, stream_id: int, length: int) -> None: ...
+    def _flush(self) -> None: ...
+    async def _writable(self, idle: float) -> None: ...
+    def _reset(self, stream_id: int, code: int) -> None: ...
+
 
 _ERR = h2.errors.ErrorCodes
 
@@ -48,9 +62,7 @@ class DownstreamStream:
     control credit is returned only as the body is consumed, so the window bounds the
     memory a stream can use), and the response going back."""
 
-    def __init__(
-        self, conn: H2ServerConnection, stream_id: int, raw: list[tuple[bytes, bytes]]
-    ) -> None:
+    def __init__(self, conn: StreamOwner, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
         self.conn = conn
         self.stream_id = stream_id
         self.method = ""
