@@ -130,6 +130,23 @@ async def test_at_the_cap_an_http2_connection_without_streams_makes_room(upstrea
         idle.close()
 
 
+async def test_at_the_cap_the_longest_idle_http2_connection_goes_first(upstream, gateway):
+    gw = await gateway(upstream, "proxy: {maxConnections: 2}", http2=HTTP1)
+    address = gw.process.state.listen
+    older = await _finished_h2(address)
+    await asyncio.sleep(0.1)
+    newer = await _finished_h2(address)
+    try:
+        assert (await _http1_get(address)).startswith(b"HTTP/1.1 200 ")
+        await asyncio.to_thread(older.pump, 3)
+        await asyncio.to_thread(newer.pump, 0.5)
+        assert older.goaway() is not None and older.closed
+        assert newer.goaway() is None and not newer.closed
+    finally:
+        older.close()
+        newer.close()
+
+
 def _open_header_block(stream_id: int) -> bytes:
     """A HEADERS frame of a valid request without END_HEADERS: the head is unfinished."""
     block = hpack.Encoder().encode(

@@ -10,6 +10,7 @@ negotiated ALPN after the handshake (:func:`protocol_for_alpn`)."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -161,10 +162,15 @@ class DetectingServer(web.Server):
         self.h2_settings = h2_settings
         self.h2_connections: set[H2ServerConnection] = set()
         self.undetected: set[ProtocolSelector] = set()
+        self.h2_idle: OrderedDict[H2ServerConnection, None] = OrderedDict()
 
     def _new_h2(self) -> asyncio.Protocol:
         return GuardedH2Connection(
-            self.stream_handler, self.h2_settings, self.h2_connections, self.first_bytes_timeout
+            self.stream_handler,
+            self.h2_settings,
+            self.h2_connections,
+            self.first_bytes_timeout,
+            self.h2_idle,
         )
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
@@ -184,14 +190,16 @@ class DetectingServer(web.Server):
 
     def _close_an_idle_one(self) -> bool:
         """Make room at the cap: an idle HTTP/1.1 keep-alive connection first (the next
-        server class's choice, longest idle), else an HTTP/2 connection without streams,
-        closed gracefully (``GOAWAY(NO_ERROR)``: its client reconnects when it needs to).
-        The HTTP/2 scan is linear, and runs only when the cap is reached."""
+        server class's choice, longest idle), else the longest-idle HTTP/2 connection
+        without streams, closed gracefully (``GOAWAY(NO_ERROR)``: its client reconnects
+        when it needs to). Each entry is taken at most once per idle period: amortised
+        O(1)."""
         closer = getattr(super(), "_close_an_idle_one", None)
         if closer is not None and closer():
             return True
-        for conn in self.h2_connections:
-            if not conn.streams and not conn.closing:
+        while self.h2_idle:
+            conn, _ = self.h2_idle.popitem(last=False)
+            if not conn.streams and not conn.closing and conn.transport is not None:
                 metrics.DOWNSTREAM_CX_IDLE_CLOSED.inc()
                 conn.start_shutdown()
                 return True

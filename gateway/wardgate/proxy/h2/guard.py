@@ -16,6 +16,7 @@ timeout, as Envoy's is."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
 import h2.errors
@@ -32,7 +33,8 @@ _FRAME_HEADER_BYTES = 9
 class GuardedH2Connection(H2ServerConnection):
     """An :class:`H2ServerConnection` of the proxy listener: its request heads are timed
     (``head_timeout`` is read each time a head starts, so a policy reload applies to the
-    next head) and it counts in ``wardgate_downstream_cx_active`` like an HTTP/1.1 one."""
+    next head), it counts in ``wardgate_downstream_cx_active`` like an HTTP/1.1 one, and
+    while it has no stream it is listed in ``idle`` (the server's, oldest first)."""
 
     def __init__(
         self,
@@ -40,7 +42,9 @@ class GuardedH2Connection(H2ServerConnection):
         settings: H2Settings,
         registry: set[H2ServerConnection] | None,
         head_timeout: Callable[[], float],
+        idle: OrderedDict[H2ServerConnection, None] | None = None,
     ) -> None:
+        self._idle = idle  # set before super().__init__: the idle timer hooks use it
         super().__init__(handler, settings, registry)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
@@ -65,6 +69,20 @@ class GuardedH2Connection(H2ServerConnection):
         self._disarm()
         metrics.DOWNSTREAM_CX_ACTIVE.dec()
         super().connection_lost(exc)
+
+    # The idle timer runs exactly while the connection has no stream: it is idle then, and
+    # listed (longest idle first) where the server looks for room at the connection cap.
+
+    def _arm_idle(self) -> None:
+        super()._arm_idle()
+        if self._idle is not None and self._idle_timer is not None:
+            self._idle[self] = None
+            self._idle.move_to_end(self)
+
+    def _cancel_idle(self) -> None:
+        super()._cancel_idle()
+        if self._idle is not None:
+            self._idle.pop(self, None)
 
     def head_pending(self) -> bool:
         """Whether part of a request head has arrived and the rest has not: an open header
