@@ -45,6 +45,7 @@ from bench.harness import (  # noqa: E402
     process,
     rotated,
     wait_http,
+    wait_port,
 )
 
 METHOD = "/bench.Echo/Unary"
@@ -203,17 +204,6 @@ def wardgate(
     with process(pinned(cmd, cpus), env=env) as proc:
         wait_http(f"http://127.0.0.1:{admin}/ready", timeout=180)  # a busy machine starts slowly
         yield port, proc.pid
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"port {port} did not open")
 
 
 def main() -> int:

@@ -44,8 +44,8 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from wardgate.config import PolicySpec  # noqa: E402
 from wardgate.config.baseline import SecurityBaselineSpec  # noqa: E402
 from wardgate.config.baseline_merge import apply_baselines  # noqa: E402
+from wardgate_operator.admission import start_injector  # noqa: E402
 from wardgate_operator.injection import apply_patch, inject  # noqa: E402
-from wardgate_operator.injector import start_injector  # noqa: E402
 from wardgate_operator.models import SidecarConfig  # noqa: E402
 
 TEMPLATE = SidecarConfig.model_validate(

@@ -60,23 +60,17 @@ from bench.harness import (  # noqa: E402
     CpuLayout,
     Load,
     build_pace,
-    cpu_seconds,
     ensure_modsecurity,
     ensure_tools,
     envoy_proxy,
-    envoy_proxy_config,
-    free_port,
     jwt_authn_filter,
     median_load,
     nginx_modsecurity,
     nginx_upstream,
-    pinned,
-    process,
     rotated,
     rss_mib,
     run_pace,
     run_wrk,
-    wait_http,
     wardgate_proxy,
     wrk_script,
 )
@@ -89,17 +83,6 @@ from bench.harness.workload import (  # noqa: E402
     waf_policy,
     write_policy,
 )
-
-# Re-exported for bench/h2_bench.py and tests/proxy/h2, which still import them from here.
-__all__ = [
-    "cpu_seconds",
-    "envoy_proxy_config",
-    "free_port",
-    "main",
-    "pinned",
-    "process",
-    "wait_http",
-]
 
 KINDS = ("GET", "POST 1KiB JSON")
 

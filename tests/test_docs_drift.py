@@ -17,7 +17,7 @@ from tests.chart.render import CHART, NAMESPACE, RELEASE, VALUE_SETS, render
 from tests.chart.test_chart_extras import _exported_series
 from tests.conftest import ROOT
 from wardgate.observability.logs import AccessRecord, ecs_access
-from wardgate_operator import injection, podports, reconciling, rendering
+from wardgate_operator import evaluation, injection, podports, propagation, reconciling, rendering
 from wardgate_operator.models import API_VERSION
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -48,7 +48,7 @@ def found(pattern: re.Pattern[str]) -> list[tuple[str, str, bool]]:
 def _constants(prefix: str) -> set[str]:
     """Module-level string constants starting with ``prefix`` in the operator modules."""
     out = set()
-    for module in (injection, podports, rendering, reconciling):
+    for module in (injection, podports, rendering, reconciling, evaluation, propagation):
         out |= {v for v in vars(module).values() if isinstance(v, str) and v.startswith(prefix)}
     return out
 

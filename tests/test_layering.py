@@ -46,3 +46,24 @@ def test_import_linter_contracts_hold():
         env={"PYTHONPATH": f"{ROOT / 'gateway'}:{ROOT / 'operator'}", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_operator_contracts_are_checked_and_only_the_admission_server_serves_http():
+    """The operator's import rules are in the import-linter configuration (so the test
+    above checks them), and the webhook server is the one operator module using aiohttp.web."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert "wardgate_operator" in config["root_packages"]
+    names = [c["name"] for c in config["contracts"]]
+    assert any(n.startswith("Operator: kopf only in the handlers") for n in names)
+    assert any(
+        n.startswith("Operator: evaluation, rendering and injection are pure") for n in names
+    )
+    package = ROOT / "operator" / "wardgate_operator"
+    servers = sorted(
+        path.name
+        for path in package.glob("*.py")
+        if any(name.startswith("aiohttp.web") for name in _imports(path))
+    )
+    assert servers == ["admission.py"]

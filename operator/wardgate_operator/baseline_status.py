@@ -3,7 +3,7 @@
 :func:`baseline_statuses` is pure: from the baselines, the Microgateways and their
 namespaces' labels, each baseline's ``status`` (``observedGeneration``, the ``Accepted``
 condition with the parse problems, and how many Microgateways it selects, clamps and finds
-non-compliant, by the same :func:`~wardgate_operator.reconciling.evaluate` the operator
+non-compliant, by the same :func:`~wardgate_operator.evaluation.evaluate` the operator
 renders with). :func:`update_baseline_statuses` adds the API reads and writes (only when a
 status changed). With ``--namespace`` the counts cover the watched namespaces only.
 """
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
+from wardgate_operator.evaluation import evaluate, now_rfc3339
 from wardgate_operator.kube import (
     BASELINES_PATH,
     KubeApi,
@@ -22,7 +23,6 @@ from wardgate_operator.kube import (
     namespace_path,
 )
 from wardgate_operator.models import SpecError, parse_baseline_spec
-from wardgate_operator.reconciling import evaluate, now_rfc3339
 from wardgate_operator.rendering import condition
 
 Counts = dict[str, dict[str, int]]

@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument(
         "--baselines-from-cluster",
         action="store_true",
-        help="read SecurityBaselines for /validate (needs get/list on securitybaselines and "
-        "get on namespaces); without it /validate checks schema and compilation only",
+        help="read SecurityBaselines for /validate and /inject (floors, sidecar ceilings, "
+        "mandatory mutual TLS; needs get/list on securitybaselines and get on namespaces); "
+        "without it /validate checks schema and compilation only",
     )
 
     crds = sub.add_parser("crds", help="write the CRD manifests")
@@ -83,7 +84,7 @@ def _cmd_injector(args: argparse.Namespace) -> int:
     import logging
 
     from wardgate.proxy.server import parse_host_port
-    from wardgate_operator.injector import (
+    from wardgate_operator.admission import (
         BaselineSource,
         api_baselines,
         load_sidecar_config,
@@ -169,8 +170,8 @@ def _flatten(docs: list[Any]) -> Iterator[Any]:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
+    from wardgate_operator.evaluation import evaluate
     from wardgate_operator.models import SpecError, parse_baseline_spec
-    from wardgate_operator.reconciling import evaluate
     from wardgate_operator.rendering import pod_annotations
 
     labels: dict[str, str] = {}
@@ -267,8 +268,8 @@ def inject_document(doc: Any, template: SidecarConfig, warnings: list[str]) -> A
 
 
 def _cmd_inject(args: argparse.Namespace) -> int:
+    from wardgate_operator.admission import load_sidecar_config
     from wardgate_operator.injection import InjectionError
-    from wardgate_operator.injector import load_sidecar_config
 
     try:
         if args.sidecar_config is not None:

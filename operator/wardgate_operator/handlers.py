@@ -1,4 +1,5 @@
-"""The kopf handlers: each a thin call into :mod:`wardgate_operator.reconciling`.
+"""The kopf handlers: each a thin call into :mod:`wardgate_operator.reconciling` (or, for
+the periodic loop, :mod:`wardgate_operator.resync`).
 
 Importing this module registers the handlers in kopf's default registry (``kopf run`` and
 ``wardgate-operator run`` both do). Settings: kopf's progress and diff-base annotations use
@@ -23,7 +24,8 @@ import kopf
 from wardgate_operator.baseline_status import update_baseline_statuses
 from wardgate_operator.kube import KubeApi
 from wardgate_operator.models import GROUP, VERSION
-from wardgate_operator.reconciling import reconcile, reconcile_all, resync_forever
+from wardgate_operator.reconciling import reconcile, reconcile_all
+from wardgate_operator.resync import resync_forever
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 

@@ -1,6 +1,6 @@
 """Sidecar injection as a pure function: ``inject(pod, template) -> JSONPatch``.
 
-The admission webhook (:mod:`wardgate_operator.injector`) and ``wardgate-operator inject``
+The admission webhook (:mod:`wardgate_operator.admission`) and ``wardgate-operator inject``
 both call :func:`inject`; neither has another code path. Contract:
 
 * A pod (or pod template: anything with ``metadata`` and ``spec``) is injected when it
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from wardgate_operator.models import SidecarConfig
+from wardgate_operator.models import SidecarConfig, TlsSpec
 from wardgate_operator.podports import (
     ANNOTATION_APP_PORT,
     ANNOTATION_PORT_NAME,
@@ -296,22 +296,66 @@ CLIENT_CA_DIR = "/etc/wardgate/client-ca"
 _RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+DEFAULT_CA_KEY = "ca.crt"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCa:
+    """Where a client CA bundle is: ``kind`` ``secret`` or ``configmap``, its name and the
+    data key holding the PEM bundle."""
+
+    kind: str
+    name: str
+    key: str = DEFAULT_CA_KEY
+
+
 @dataclass(frozen=True, slots=True)
 class TlsRequest:
-    """What a pod's TLS annotations ask for.
+    """What a pod's TLS annotations ask for (``spec.tls`` of a Microgateway renders them:
+    :func:`tls_annotations`).
 
     * ``wardgate.dev/tls-secret: <name>``: serve HTTPS with a ``kubernetes.io/tls`` Secret
       (``tls.crt``, ``tls.key``; what a cert-manager ``Certificate`` writes), mounted
       read-only; a renewal reaches the sidecar through the kubelet's ``..data`` swap and is
       picked up without a restart.
     * ``wardgate.dev/tls-client-ca``: require client certificates (mutual TLS) chaining to
-      ``ca.crt`` of that same Secret (``secret``, cert-manager CA issuers fill it) or of a
-      ConfigMap (``configmap/<name>``, e.g. a trust-manager ``Bundle``).
+      ``ca.crt`` of that same Secret (``secret``, cert-manager CA issuers fill it), of
+      another Secret (``secret/<name>``) or of a ConfigMap (``configmap/<name>``, e.g. a
+      trust-manager ``Bundle``); ``:<key>`` after any of them names another data key
+      (``configmap/mesh-roots:trust-bundle.pem``).
     """
 
     secret: str
-    client_ca_configmap: str | None
-    client_ca_from_secret: bool
+    client_ca: ClientCa | None = None
+
+    @property
+    def mutual(self) -> bool:
+        """Client certificates are required."""
+        return self.client_ca is not None
+
+
+_CLIENT_CA_FORMS = "use 'secret', 'secret/<name>' or 'configmap/<name>', optionally ':<key>'"
+
+
+def _client_ca(value: object, secret: str) -> ClientCa | None:
+    """The bundle a ``tls-client-ca`` annotation names (``secret``: the serving Secret)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: {_CLIENT_CA_FORMS}")
+    where, colon, key = value.partition(":")
+    if colon and not _DATA_KEY.match(key):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a data key: {key!r}")
+    key = key or DEFAULT_CA_KEY
+    if where == "secret":
+        return ClientCa("secret", secret, key)
+    kind, slash, name = where.partition("/")
+    if not slash or kind not in ("secret", "configmap"):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: {_CLIENT_CA_FORMS}")
+    if not _RESOURCE_NAME.match(name):
+        raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a resource name")
+    return ClientCa(kind, name, key)
 
 
 def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
@@ -326,26 +370,33 @@ def read_tls_request(pod: Mapping[str, Any]) -> TlsRequest | None:
         return None
     if not isinstance(secret, str) or not _RESOURCE_NAME.match(secret):
         raise InjectionError(f"annotation {ANNOTATION_TLS_SECRET}: not a Secret name")
-    configmap: str | None = None
-    from_secret = False
-    if client_ca == "secret":
-        from_secret = True
-    elif isinstance(client_ca, str) and client_ca.startswith("configmap/"):
-        configmap = client_ca.removeprefix("configmap/")
-        if not _RESOURCE_NAME.match(configmap):
-            raise InjectionError(f"annotation {ANNOTATION_TLS_CLIENT_CA}: not a ConfigMap name")
-    elif client_ca is not None:
-        raise InjectionError(
-            f"annotation {ANNOTATION_TLS_CLIENT_CA}: use 'secret' or 'configmap/<name>'"
-        )
-    return TlsRequest(secret, configmap, from_secret)
+    return TlsRequest(secret, _client_ca(client_ca, secret))
+
+
+def tls_annotations(tls: TlsSpec | None) -> dict[str, str]:
+    """The pod annotations that make the injector serve ``spec.tls``."""
+    if tls is None:
+        return {}
+    out = {ANNOTATION_TLS_SECRET: tls.secret_name}
+    ca = tls.client_ca
+    if ca is None:
+        return out
+    if ca.config_map_name is not None:
+        value = f"configmap/{ca.config_map_name}"
+    elif ca.secret_name == tls.secret_name:
+        value = "secret"
+    else:
+        value = f"secret/{ca.secret_name}"
+    out[ANNOTATION_TLS_CLIENT_CA] = value if ca.key == DEFAULT_CA_KEY else f"{value}:{ca.key}"
+    return out
 
 
 def add_tls(container: dict[str, Any], volumes: list[dict[str, Any]], tls: TlsRequest) -> None:
     """Mount the certificate (and client CA) into the sidecar, read-only, and pass the
     ``--tls-*`` options. Only the sidecar mounts the Secret (the app container never sees
     the key); the volume keeps the default file mode so the non-root sidecar can read it
-    without a pod-wide ``fsGroup``."""
+    without a pod-wide ``fsGroup``. The status port stays plain HTTP (the kubelet's probes
+    and Prometheus need no certificate)."""
     container["args"] += [
         "--tls-cert",
         f"{TLS_DIR}/tls.crt",
@@ -354,12 +405,21 @@ def add_tls(container: dict[str, Any], volumes: list[dict[str, Any]], tls: TlsRe
     ]
     mounts = [{"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}]
     volumes.append({"name": TLS_VOLUME, "secret": {"secretName": tls.secret}})
-    if tls.client_ca_from_secret:
-        container["args"] += ["--tls-client-ca", f"{TLS_DIR}/ca.crt"]
-    elif tls.client_ca_configmap is not None:
-        container["args"] += ["--tls-client-ca", f"{CLIENT_CA_DIR}/ca.crt"]
+    ca = tls.client_ca
+    if ca is not None and ca == ClientCa("secret", tls.secret):
+        container["args"] += ["--tls-client-ca", f"{TLS_DIR}/{DEFAULT_CA_KEY}"]
+    elif ca is not None:
+        # Only the bundle's key, as ca.crt: a Secret's other keys (a CA's own tls.key)
+        # never reach the sidecar's filesystem.
+        items = [{"key": ca.key, "path": DEFAULT_CA_KEY}]
+        source = (
+            {"secret": {"secretName": ca.name, "items": items}}
+            if ca.kind == "secret"
+            else {"configMap": {"name": ca.name, "items": items}}
+        )
+        container["args"] += ["--tls-client-ca", f"{CLIENT_CA_DIR}/{DEFAULT_CA_KEY}"]
         mounts.append({"name": CLIENT_CA_VOLUME, "mountPath": CLIENT_CA_DIR, "readOnly": True})
-        volumes.append({"name": CLIENT_CA_VOLUME, "configMap": {"name": tls.client_ca_configmap}})
+        volumes.append({"name": CLIENT_CA_VOLUME, **source})
     container["volumeMounts"] += mounts
 
 
@@ -388,10 +448,13 @@ def inject(
     template: SidecarConfig,
     warnings: list[str] | None = None,
     ceiling: Mapping[str, str] | None = None,
+    mutual_tls_required_by: str | None = None,
 ) -> JsonPatch:
     """The JSONPatch that adds the gateway sidecar to ``pod`` (empty when the pod asks for
     none or already has it). ``ceiling`` (``{"cpu": ..., "memory": ...}``, from the
-    baselines) caps the sidecar's requests and limits below the template's. Appends to
+    baselines) caps the sidecar's requests and limits below the template's.
+    ``mutual_tls_required_by`` names the baseline that makes mutual TLS mandatory: a pod
+    without a client CA is then refused (its sidecar would answer every request 403). Appends to
     ``warnings`` what the caller should tell the user. Raises :class:`InjectionError` when
     the pod asks for injection in a way that cannot work."""
     notes = warnings if warnings is not None else []
@@ -405,6 +468,12 @@ def inject(
     patch: JsonPatch = []
     container = sidecar_container(request, template, notes, ceiling)
     tls = read_tls_request(pod)
+    if mutual_tls_required_by is not None and (tls is None or not tls.mutual):
+        raise InjectionError(
+            f"mutual TLS is mandatory here (SecurityBaseline {mutual_tls_required_by}): set the "
+            f"Microgateway's spec.tls.clientCa and put {ANNOTATION_TLS_SECRET} and "
+            f"{ANNOTATION_TLS_CLIENT_CA} on the pod (wardgate-operator render prints them)"
+        )
 
     if request.mode == "native":
         if spec.get("initContainers"):

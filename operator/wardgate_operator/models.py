@@ -66,6 +66,51 @@ class NetworkPolicySpec(SpecModel):
     """Further TCP ports of the app to admit from anywhere (e.g. its own metrics port)."""
 
 
+ResourceName = Annotated[
+    str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", max_length=253)
+]
+
+
+class TlsClientCaSpec(SpecModel):
+    """Where the client CA bundle is: exactly one of ``secretName`` and ``configMapName``,
+    and its data ``key`` (default ``ca.crt``)."""
+
+    secret_name: ResourceName | None = None
+    """A Secret holding the bundle (``key``): usually the same Secret as
+    ``tls.secretName`` (cert-manager's CA and Vault issuers fill ``ca.crt``)."""
+
+    config_map_name: ResourceName | None = None
+    """A ConfigMap holding the bundle (``key``), e.g. a trust-manager ``Bundle`` target:
+    for roots other than the issuer of the serving certificate."""
+
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = "ca.crt"
+    """The data key holding the PEM bundle (a trust-manager ``Bundle``'s
+    ``target.configMap.key``); only that key is mounted, as ``ca.crt``."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TlsClientCaSpec:
+        if (self.secret_name is None) == (self.config_map_name is None):
+            raise ValueError("set exactly one of secretName and configMapName")
+        return self
+
+
+class TlsSpec(SpecModel):
+    """The sidecar's downstream TLS (mutual TLS with ``clientCa``). Rendered into the pod
+    annotations ``wardgate.dev/tls-secret`` / ``wardgate.dev/tls-client-ca`` that the
+    injector reads (``wardgate-operator render`` prints them); the operator reports
+    selected pods whose sidecar does not serve it as ``Degraded``."""
+
+    secret_name: ResourceName
+    """A ``kubernetes.io/tls`` Secret (``tls.crt``, ``tls.key``): a cert-manager
+    ``Certificate``'s ``secretName``. Mounted read-only into the sidecar only; renewals
+    are picked up without a restart. The status port stays plain HTTP (probes)."""
+
+    client_ca: TlsClientCaSpec | None = None
+    """Require client certificates chaining to this bundle (mutual TLS). The verified
+    identity reaches the ``peer`` rules and the upstream (``x-forwarded-client-cert``).
+    Mandatory where a SecurityBaseline sets ``peer.requireClientCertificate``."""
+
+
 class MicrogatewaySpec(PolicySpec):
     """A ``Microgateway``: the policy for the pods it selects (every policy section, the same
     document as a standalone policy file), plus where the sidecar sits in those pods."""
@@ -93,6 +138,10 @@ class MicrogatewaySpec(PolicySpec):
 
     network_policy: NetworkPolicySpec = NetworkPolicySpec()
     """The NetworkPolicy closing the app's port (see ``docs/operator.md``)."""
+
+    tls: TlsSpec | None = None
+    """Serve HTTPS (and mutual TLS) on the sidecar's proxy port from a cert-manager
+    Secret. Unset: plain HTTP (or the pod's own ``wardgate.dev/tls-*`` annotations)."""
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MicrogatewaySpec:

@@ -20,6 +20,7 @@ from wardgate_operator.injection import (
     ANNOTATION_MEMORY,
     ANNOTATION_MICROGATEWAY,
     configmap_name,
+    tls_annotations,
 )
 from wardgate_operator.models import API_VERSION, MicrogatewaySpec, SidecarConfig
 from wardgate_operator.podports import (
@@ -84,7 +85,8 @@ def _label_value(name: str) -> str:
 def pod_annotations(spec: MicrogatewaySpec, name: str) -> dict[str, str]:
     """The annotations a workload's pod template needs for the injector to add this
     Microgateway's sidecar (the injector reads only the pod). Only the first is required;
-    the others repeat what the Microgateway sets explicitly."""
+    the others repeat what the Microgateway sets explicitly (``spec.tls`` included: without
+    its annotations the sidecar serves plain HTTP, reported as ``Degraded``)."""
     out = {ANNOTATION_MICROGATEWAY: name}
     if spec.service_port is not None:
         out[ANNOTATION_SERVICE_PORT] = str(spec.service_port)
@@ -97,6 +99,7 @@ def pod_annotations(spec: MicrogatewaySpec, name: str) -> dict[str, str]:
         out[ANNOTATION_CPU] = requests.cpu
     if requests.memory is not None:
         out[ANNOTATION_MEMORY] = requests.memory
+    out.update(tls_annotations(spec.tls))
     return out
 
 

@@ -32,8 +32,8 @@ from tests.chart.render import (
 from tests.chart.test_helm_test_script import SERVICE_URL, run_script, write_tls
 from tests.conftest import ROOT
 from wardgate_operator import crds as crd_generator
+from wardgate_operator.admission import load_sidecar_config
 from wardgate_operator.cli import _parser
-from wardgate_operator.injector import load_sidecar_config
 from wardgate_operator.models import parse_baseline_spec
 
 CRD_NAMES = {

@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import ROOT
 from wardgate.cli import main
-from wardgate_operator.reconciling import evaluate
+from wardgate_operator.evaluation import evaluate
 
 DEPLOYMENT = {
     "apiVersion": "apps/v1",

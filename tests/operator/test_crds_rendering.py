@@ -15,8 +15,8 @@ from tests.conftest import ROOT
 from wardgate.config import load_policy_text
 from wardgate.config.baseline import SecurityBaselineSpec
 from wardgate_operator.crds import all_crds, structural
+from wardgate_operator.evaluation import evaluate, status_for
 from wardgate_operator.models import MicrogatewaySpec, parse_microgateway_spec
-from wardgate_operator.reconciling import evaluate, status_for
 from wardgate_operator.rendering import ANNOTATION_DIGEST, condition, merge_conditions
 
 K8S_VERSIONS = ["1.29", "1.30", "1.31", "1.32", "1.33"]

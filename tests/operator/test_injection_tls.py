@@ -49,7 +49,10 @@ def test_client_ca_from_a_configmap_bundle() -> None:
     kubernetes_validate.validate(result, "1.31", strict=True)
     args = sidecar_of(result)["args"]
     assert args[args.index("--tls-client-ca") + 1] == "/etc/wardgate/client-ca/ca.crt"
-    assert _volumes(result)["wardgate-client-ca"]["configMap"] == {"name": "mesh-roots"}
+    assert _volumes(result)["wardgate-client-ca"]["configMap"] == {
+        "name": "mesh-roots",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
 
 
 def test_without_tls_annotations_nothing_changes() -> None:
@@ -64,7 +67,15 @@ def test_without_tls_annotations_nothing_changes() -> None:
         ({"wardgate.dev/tls-secret": "Bad_Name"}, "not a Secret name"),
         (
             {"wardgate.dev/tls-secret": "ok", "wardgate.dev/tls-client-ca": "elsewhere"},
-            "use 'secret' or 'configmap/<name>'",
+            "use 'secret', 'secret/<name>' or 'configmap/<name>', optionally ':<key>'",
+        ),
+        (
+            {"wardgate.dev/tls-secret": "ok", "wardgate.dev/tls-client-ca": "configmap/a:b/c"},
+            "not a data key",
+        ),
+        (
+            {"wardgate.dev/tls-secret": "ok", "wardgate.dev/tls-client-ca": "configmap/A"},
+            "not a resource name",
         ),
     ],
 )

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from wardgate.config.baseline import SecurityBaselineSpec
+from wardgate_operator.admission import InjectorServer, start_injector, static_baselines
 from wardgate_operator.baseline import ClusterBaseline
-from wardgate_operator.injector import InjectorServer, start_injector, static_baselines
 from wardgate_operator.models import SidecarConfig
 
 TEMPLATE = SidecarConfig.model_validate({"image": "ghcr.io/wardgate/wardgate:0.1.0"})

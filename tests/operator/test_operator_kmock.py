@@ -340,7 +340,7 @@ async def test_propagation_reads_each_sidecars_digest_and_flags_pods_without_one
 
 
 async def test_reader_never_guesses_a_localhost_admin_port():
-    from wardgate_operator.reconciling import http_sidecar_reader
+    from wardgate_operator.propagation import http_sidecar_reader
 
     report = await http_sidecar_reader(sidecar_pod("p", "127.0.0.1:9901"))
     assert report.digest is None and report.problem == "admin port bound to localhost"
@@ -350,7 +350,7 @@ async def test_reader_never_guesses_a_localhost_admin_port():
 
 async def test_reader_reads_a_legacy_admin_port_on_all_addresses(upstream, gateway):
     """Sidecars injected before the status port existed: /server_info on 0.0.0.0."""
-    from wardgate_operator.reconciling import http_sidecar_reader
+    from wardgate_operator.propagation import http_sidecar_reader
 
     sidecar = await gateway(upstream, "", admin_host="0.0.0.0")
     port = sidecar.admin_url.rsplit(":", 1)[1]
@@ -429,7 +429,7 @@ async def test_delete_is_immediate_and_the_configmap_is_owned(kmock):
 
 
 async def test_webhook_reads_baselines_and_namespace_labels_from_the_api(kmock):
-    from wardgate_operator.injector import api_baselines
+    from wardgate_operator.admission import api_baselines
     from wardgate_operator.kube import KubeApi
 
     declare_resources(kmock)

@@ -44,6 +44,7 @@ CLUSTER_FIELDS = (
     "portName",
     "sidecar",
     "networkPolicy",
+    "tls",
 )
 """Top-level ``Microgateway`` ``spec`` fields that are not part of the policy document."""
 

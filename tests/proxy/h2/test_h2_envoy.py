@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from bench.run import envoy_proxy_config
+from bench.harness import envoy_proxy_config
 
 from tests.envoy.harness import free_port, start_envoy
 from tests.proxy.h2.conftest import CHANNEL_OPTIONS, method

@@ -1,7 +1,7 @@
 """The admission server: a plain aiohttp AdmissionReview endpoint over TLS.
 
 * ``POST /inject`` (mutating, pods): the JSONPatch from :func:`injection.inject`.
-* ``POST /validate`` (validating, Microgateways): the same :func:`reconciling.evaluate` the
+* ``POST /validate`` (validating, Microgateways): the same :func:`evaluation.evaluate` the
   operator runs; refuses invalid policies and baseline violations (each violated floor
   listed), answers clamps as warnings. For ``SecurityBaseline`` objects: refuses a spec
   that does not parse, with every problem (one bad baseline would otherwise stop rendering
@@ -37,12 +37,13 @@ from pydantic import ValidationError
 from wardgate.config.baseline import SecurityBaselineSpec
 from wardgate.config.loading import format_validation_errors
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
+from wardgate_operator.evaluation import evaluate
 from wardgate_operator.injection import InjectionError, inject, resource_ceiling
 from wardgate_operator.kube import KubeApi, KubeError, namespace_path
 from wardgate_operator.models import SidecarConfig, SpecError, parse_baseline_spec
-from wardgate_operator.reconciling import cluster_baselines, evaluate
+from wardgate_operator.reconciling import cluster_baselines
 
-log = logging.getLogger("wardgate_operator.injector")
+log = logging.getLogger("wardgate_operator.admission")
 
 MAX_REVIEW_BYTES = 8 * 1024 * 1024
 
@@ -173,8 +174,9 @@ async def review_inject(
     ceiling = resource_ceiling(
         spec.sidecar_resources.model_dump(exclude_none=True) for _, spec in view.baselines
     )
+    mandatory = [name for name, spec in view.baselines if spec.peer.require_client_certificate]
     try:
-        patch = inject(pod, template, warnings, ceiling)
+        patch = inject(pod, template, warnings, ceiling, mandatory[0] if mandatory else None)
     except InjectionError as exc:
         return response(uid, False, code=400, message=f"wardgate sidecar injection: {exc}")
     if patch:
