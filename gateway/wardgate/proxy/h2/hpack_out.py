@@ -74,9 +74,10 @@ class LiteralEncoder:
         self._table_size = value
         self._announce = True
 
-    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
+    def encode(self, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """One header block. ``headers`` are byte pairs, names lower case (the gateway's
-        ``h2`` connections are set up so: ``header_encoding=None``, ``wire_headers``)."""
+        ``h2`` connections are set up so: ``header_encoding=None``, ``wire_headers``).
+        ``h2`` calls it as ``encoder.encode(headers)``; literals are never Huffman-coded."""
         out = bytearray()
         if self._announce:
             out += _TABLE_SIZE_ZERO
