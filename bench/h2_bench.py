@@ -1,8 +1,9 @@
 """HTTP/2 and gRPC through Wardgate, in one run on this machine:
 
 * **gRPC unary calls/s** (16-byte messages, 32 calls in flight on one channel) through
-  Wardgate (``--upstream-protocol auto``) and through Envoy 1.40 (``--concurrency 1``, h2
-  upstream), both in front of the same grpcio server; target: Wardgate >= 0.5x Envoy;
+  Wardgate (``--upstream-protocol auto``; the pass-through policy, and as ``wardgate waf``
+  the built-in default policy) and through Envoy 1.40 (``--concurrency 1``, h2 upstream),
+  all in front of the same grpcio server; target: Wardgate >= 0.5x Envoy;
 * **h2c GET req/s vs HTTP/1.1 GET req/s** through the same Wardgate (HTTP/1.1 upstream):
   what the HTTP/2 path costs next to the HTTP/1.1 one.
 
@@ -187,15 +188,21 @@ def run_load(
 
 
 @contextlib.contextmanager
-def wardgate(upstream: int, protocol: str, cpus: str) -> Iterator[tuple[int, int]]:
+def wardgate(
+    upstream: int, protocol: str, cpus: str, default_policy: bool = False
+) -> Iterator[tuple[int, int]]:
+    """A Wardgate with the pass-through policy (limits only), or with ``default_policy``
+    the built-in default (WAF on: path, metadata and every message inspected)."""
     port, admin = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'gateway'}")
     cmd = [sys.executable, "-m", "wardgate", "run", "--upstream", f"http://127.0.0.1:{upstream}"]
-    cmd += ["--policy", str(ROOT / "bench" / "passthrough.yaml"), "--upstream-protocol", protocol]
+    if not default_policy:
+        cmd += ["--policy", str(ROOT / "bench" / "passthrough.yaml")]
+    cmd += ["--upstream-protocol", protocol]
     cmd += ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
     cmd += ["--access-log", "off", "--log-level", "error"]
     with process(pinned(cmd, cpus), env=env) as proc:
-        wait_http(f"http://127.0.0.1:{admin}/ready")
+        wait_http(f"http://127.0.0.1:{admin}/ready", timeout=180)  # a busy machine starts slowly
         yield port, proc.pid
 
 
@@ -241,6 +248,7 @@ def main() -> int:
         with (
             envoy_proxy(Path(tmp), grpc_port, cpus.proxy, http2_upstream=True) as envoy,
             wardgate(grpc_port, "auto", cpus.proxy) as (wg_grpc, wg_grpc_pid),
+            wardgate(grpc_port, "auto", cpus.proxy, default_policy=True) as (wg_waf, wg_waf_pid),
             wardgate(http_port, "http1", cpus.proxy) as (wg_http, wg_http_pid),
         ):
             suites = {
@@ -248,6 +256,7 @@ def main() -> int:
                     "direct": ("grpc", f"127.0.0.1:{grpc_port}", None),
                     "envoy": ("grpc", f"127.0.0.1:{envoy}", PIDS[envoy]),
                     "wardgate": ("grpc", f"127.0.0.1:{wg_grpc}", wg_grpc_pid),
+                    "wardgate waf": ("grpc", f"127.0.0.1:{wg_waf}", wg_waf_pid),
                 },
                 "GET": {
                     "wardgate h1": ("h1", f"127.0.0.1:{wg_http}", wg_http_pid),

@@ -24,8 +24,6 @@ MAX_FUNCTION_LINES = 80
 
 LONG_MODULES: dict[str, int] = {
     # path -> its length today; it may only get shorter.
-    "gateway/wardgate/proxy/h2/connection.py": 637,
-    "gateway/wardgate/proxy/h2/exchange.py": 707,
 }
 LONG_FUNCTIONS: dict[str, int] = {
     # path:function -> its length today; it may only get shorter.

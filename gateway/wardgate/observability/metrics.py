@@ -128,9 +128,9 @@ H2_PREMATURE_RESETS = Counter(
 )
 H2_CONNECTIONS_ABANDONED = Counter(
     "wardgate_http2_connections_abandoned",
-    "HTTP/2 connections closed by the gateway for a violation or an attack, by reason "
-    "(protocol_error, header_list_too_large, control_frame_flood, premature_resets, "
-    "outbound_buffer).",
+    "HTTP/2 connections closed by the gateway for a violation, an attack or a stalled request "
+    "head, by reason (protocol_error, too_many_streams, header_list_too_large, "
+    "control_frame_flood, premature_resets, outbound_buffer, request_header_timeout).",
     ["reason"],
 )
 

@@ -60,8 +60,13 @@ class ProxyServer(web.Server):
     def max_connections(self) -> int:
         return effective_limit(self.holder.current.proxy.max_connections, self.fd_budget)
 
+    def open_connections(self) -> int:
+        """Client connections counted against the cap (the listener adds its HTTP/2 and
+        not-yet-detected ones: :class:`~wardgate.proxy.h2.detect.DetectingServer`)."""
+        return len(self._connections)
+
     def __call__(self) -> Any:  # a RequestHandler, or the refusal protocol over the cap
-        if len(self._connections) >= self.max_connections and not self._close_an_idle_one():
+        if self.open_connections() >= self.max_connections and not self._close_an_idle_one():
             return OverflowProtocol()
         return ClientConnection(self, loop=self._loop, **self._kwargs)
 

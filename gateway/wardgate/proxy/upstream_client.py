@@ -302,6 +302,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         loop = asyncio.get_running_loop()
         self._headers_done = loop.create_future()
+        # Its waiter may be gone (the client went away and the exchange was cancelled):
+        # a failure set afterwards must not surface as asyncio's "exception was never
+        # retrieved" error with a traceback.
+        self._headers_done.add_done_callback(_retrieve)
         if timeout is not None:
             self._headers_timer = loop.call_later(timeout, self._headers_timed_out)
         return self._headers_done
@@ -488,3 +492,9 @@ class UpstreamPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a future's exception as seen (the awaiting side, if any, still gets it)."""
+    if not future.cancelled():
+        future.exception()

@@ -30,6 +30,8 @@ class GrpcUpstream:
     address: str
     metadata: list[dict[str, str]] = field(default_factory=list)
     calls: int = 0
+    received: list[bytes] = field(default_factory=list)
+    """Every message the streaming handlers read, in order."""
     release: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -63,12 +65,16 @@ def _handlers(state: GrpcUpstream) -> grpc.GenericRpcHandler:
 
     def client_stream(requests, context: grpc.ServicerContext) -> bytes:  # type: ignore[no-untyped-def]
         seen(context)
-        parts = list(requests)
+        parts = []
+        for r in requests:
+            state.received.append(r)
+            parts.append(r)
         return b"%d:%s" % (len(parts), hashlib.sha256(b"".join(parts)).hexdigest().encode())
 
     def bidi(requests, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
         seen(context)
         for r in requests:
+            state.received.append(r)
             yield b"echo:" + r
 
     return grpc.method_handlers_generic_handler(

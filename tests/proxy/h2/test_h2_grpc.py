@@ -322,3 +322,117 @@ async def test_calls_cancelled_after_a_while_are_not_rapid_resets(gateway, grpc_
     client.close()
     assert client.goaway() is None
     assert any(type(e).__name__ == "DataReceived" and e.stream_id == sid for e in events)
+
+
+# What the WAF's raw-body rules flag in a binary (gRPC) body: an XML external entity.
+ATTACK = b'<!ENTITY % xxe SYSTEM "file:///etc/passwd">'
+
+
+async def test_waf_sees_every_message_of_a_client_stream(gateway, grpc_upstream):
+    gw = await _gateway(gateway, grpc_upstream)
+    async with _channel(gw) as channel:
+
+        async def gen():  # type: ignore[no-untyped-def]
+            yield b"hello"
+            yield b"world"
+            yield ATTACK
+            yield b"after"
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(channel, "stream_unary", "ClientStream")(gen())
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # A clean stream of many messages still passes whole.
+        clean = [b"m%d" % i for i in range(20)]
+
+        async def clean_gen():  # type: ignore[no-untyped-def]
+            for m in clean:
+                yield m
+
+        reply = await method(channel, "stream_unary", "ClientStream")(clean_gen())
+        assert reply == b"20:" + hashlib.sha256(b"".join(clean)).hexdigest().encode()
+    # The refused message and those after it never reached the upstream.
+    assert ATTACK not in grpc_upstream.received
+    assert b"after" not in grpc_upstream.received
+
+
+async def test_waf_stops_a_bidi_call_whose_later_message_attacks(gateway, grpc_upstream):
+    gw = await _gateway(gateway, grpc_upstream)
+    async with _channel(gw) as channel:
+        call = method(channel, "stream_stream", "Bidi")()
+        await call.write(b"first")
+        assert await call.read() == b"echo:first"  # the response has begun
+        await call.write(ATTACK)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while True:
+                message = await asyncio.wait_for(call.read(), 20)
+                assert message != b"echo:" + ATTACK
+                if message is grpc.aio.EOF:
+                    break
+        assert err.value.code() != grpc.StatusCode.OK
+    assert grpc_upstream.received == [b"first"]
+
+
+async def test_a_stream_over_the_inspection_limit_follows_the_oversize_action(
+    gateway, grpc_upstream
+):
+    gw = await _gateway(gateway, grpc_upstream, "waf: {requestBodyLimit: 1000}")
+
+    def gen(count: int):  # type: ignore[no-untyped-def]
+        async def messages():  # type: ignore[no-untyped-def]
+            for _ in range(count):
+                yield b"c" * 300
+
+        return messages()
+
+    async with _channel(gw) as channel:
+        # 3 x 305 framed bytes are inspected whole; a 4th passes the 1000-byte limit, and
+        # the default oversize action refuses what it cannot inspect (fail closed).
+        assert (await method(channel, "stream_unary", "ClientStream")(gen(3))).startswith(b"3:")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(channel, "stream_unary", "ClientStream")(gen(4))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    allowing = await _gateway(
+        gateway,
+        grpc_upstream,
+        "waf: {requestBodyLimit: 1000, oversizeAction: allowUninspected}",
+    )
+    async with _channel(allowing) as channel:
+        reply = await method(channel, "stream_unary", "ClientStream")(gen(6))
+        assert reply.startswith(b"6:")
+
+
+async def test_every_message_of_a_stream_is_held_to_the_size_cap(gateway, grpc_upstream):
+    gw = await _gateway(gateway, grpc_upstream, "limits: {maxRequestBodyBytes: 1000}")
+    async with _channel(gw) as channel:
+
+        async def gen():  # type: ignore[no-untyped-def]
+            yield b"a" * 10
+            yield b"b" * 10
+            yield b"c" * 1001
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(channel, "stream_unary", "ClientStream")(gen())
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert all(len(m) <= 1000 for m in grpc_upstream.received)
+
+
+def _pb_string(number: int, value: bytes) -> bytes:
+    """A protobuf message with one string field (short values: one-byte length)."""
+    assert len(value) < 128
+    return bytes((number << 3 | 2, len(value))) + value
+
+
+async def test_waf_inspects_string_fields_of_protobuf_messages(gateway, grpc_upstream):
+    gw = await _gateway(gateway, grpc_upstream)
+    async with _channel(gw) as channel:
+        unary = method(channel, "unary_unary", "Unary")
+        clean = _pb_string(1, b"alice") + _pb_string(2, _pb_string(1, b"hello world"))
+        assert await unary(clean) == clean
+        attack = _pb_string(1, b"alice") + _pb_string(
+            2, _pb_string(1, b"1' UNION SELECT password FROM users--")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await unary(attack)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert grpc_upstream.calls == 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.parsers import expat
 
+from wardgate.filters.waf.protobuf import grpc_string_targets
 from wardgate.filters.waf.targets import (
     ARGS,
     ARGS_NAMES,
@@ -208,12 +209,16 @@ class BodyParser:
             return None
         mtype, params = media_type(content_type)
         text = _text(body)
-        if text is None or mtype == "application/grpc" or mtype.startswith("application/grpc+"):
+        grpc = mtype == "application/grpc" or mtype.startswith("application/grpc+")
+        if text is None or grpc:
             # gRPC messages are length-prefixed binary (protobuf) even when they happen to
             # decode as UTF-8: the 5-byte prefix alone holds NUL bytes. Like other binary
             # bodies (an image, an archive, random bytes), parameter rules would
-            # only misfire on it. The raw-body rules still see it.
+            # only misfire on it. The raw-body rules still see it, and the parameter
+            # rules see the string fields of its protobuf messages.
             out.append(Target(REQUEST_BODY, "", "body", body.decode("latin-1")))
+            if grpc and mtype in ("application/grpc", "application/grpc+proto"):
+                grpc_string_targets(body, out)
             return None
         out.append(Target(REQUEST_BODY, "", "body", text))
         try:

@@ -21,7 +21,8 @@ import h2.exceptions
 import h2.settings
 
 from wardgate.observability.response_flags import ResponseFlag
-from wardgate.proxy.h2.connection import wire_headers
+from wardgate.proxy.h2.hpack_out import LiteralEncoder
+from wardgate.proxy.h2.stream import wire_headers
 from wardgate.proxy.upstream_client import UpstreamError
 
 _SETTINGS = h2.settings.SettingCodes
@@ -202,6 +203,7 @@ class H2ClientConnection(asyncio.Protocol):
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_out
         self.streams: dict[int, UpstreamStream] = {}
         self.closed = False
         self.goaway = False

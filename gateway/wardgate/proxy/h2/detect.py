@@ -10,12 +10,15 @@ negotiated ALPN after the handshake (:func:`protocol_for_alpn`)."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
 
+from wardgate.observability import metrics
 from wardgate.proxy.h2.connection import H2ServerConnection, StreamHandler
+from wardgate.proxy.h2.guard import GuardedH2Connection
 from wardgate.proxy.h2.settings import H2Settings
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -47,10 +50,14 @@ class ProtocolSelector(asyncio.Protocol):
         http1: Callable[[], asyncio.Protocol],
         http2: Callable[[], asyncio.Protocol],
         timeout: float = 60.0,
+        pending: set[ProtocolSelector] | None = None,
     ) -> None:
         self._http1 = http1
         self._http2 = http2
         self._timeout = timeout
+        # Where the server counts connections whose protocol is not known yet: they hold a
+        # descriptor, so they count against the connection cap like any other.
+        self._pending = pending
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -58,6 +65,8 @@ class ProtocolSelector(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._pending is not None:
+            self._pending.add(self)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             chosen = protocol_for_alpn(ssl_object.selected_alpn_protocol())
@@ -86,6 +95,7 @@ class ProtocolSelector(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._settled()
         if self.selected is not None:
             self.selected.connection_lost(exc)
 
@@ -99,6 +109,7 @@ class ProtocolSelector(asyncio.Protocol):
 
     def _select(self, protocol: asyncio.Protocol, data: bytes) -> None:
         self._stop_timer()
+        self._settled()
         self._buffer = b""
         transport = self._transport
         assert transport is not None
@@ -118,13 +129,23 @@ class ProtocolSelector(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    def _settled(self) -> None:
+        if self._pending is not None:
+            self._pending.discard(self)
+
 
 class DetectingServer(web.Server):
     """aiohttp's low-level server whose connections start with a :class:`ProtocolSelector`:
     HTTP/1.1 connections get the protocol the next server class in the MRO makes
     (aiohttp's own handler, or the guarded one of ``wardgate.proxy.downstream``: nothing
     changes for them), HTTP/2 connections an :class:`H2ServerConnection` running
-    ``stream_handler`` per stream. Graceful shutdown covers both kinds."""
+    ``stream_handler`` per stream. Graceful shutdown covers both kinds.
+
+    Admission is shared: :meth:`open_connections` counts HTTP/1.1, HTTP/2 and
+    not-yet-detected connections alike (one each, however many streams an HTTP/2 one
+    carries), so the guarded server's connection cap holds for all of them, and an HTTP/2
+    connection without streams is idle, closable to make room like an idle keep-alive
+    one."""
 
     def __init__(
         self,
@@ -140,9 +161,17 @@ class DetectingServer(web.Server):
         self.stream_handler = stream_handler
         self.h2_settings = h2_settings
         self.h2_connections: set[H2ServerConnection] = set()
+        self.undetected: set[ProtocolSelector] = set()
+        self.h2_idle: OrderedDict[H2ServerConnection, None] = OrderedDict()
 
     def _new_h2(self) -> asyncio.Protocol:
-        return H2ServerConnection(self.stream_handler, self.h2_settings, self.h2_connections)
+        return GuardedH2Connection(
+            self.stream_handler,
+            self.h2_settings,
+            self.h2_connections,
+            self.first_bytes_timeout,
+            self.h2_idle,
+        )
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         # The HTTP/1.1 protocol is made at accept time, so that the server's own admission
@@ -151,11 +180,35 @@ class DetectingServer(web.Server):
         http1 = super().__call__()
         if not isinstance(http1, web.RequestHandler):
             return http1  # a refusal protocol (over the connection cap): it speaks first
-        return ProtocolSelector(lambda: http1, self._new_h2, self.first_bytes_timeout())
+        return ProtocolSelector(
+            lambda: http1, self._new_h2, self.first_bytes_timeout(), self.undetected
+        )
+
+    def open_connections(self) -> int:
+        """Client connections open now, of either protocol or not yet detected."""
+        return len(self._connections) + len(self.h2_connections) + len(self.undetected)
+
+    def _close_an_idle_one(self) -> bool:
+        """Make room at the cap: an idle HTTP/1.1 keep-alive connection first (the next
+        server class's choice, longest idle), else the longest-idle HTTP/2 connection
+        without streams, closed gracefully (``GOAWAY(NO_ERROR)``: its client reconnects
+        when it needs to). Each entry is taken at most once per idle period: amortised
+        O(1)."""
+        closer = getattr(super(), "_close_an_idle_one", None)
+        if closer is not None and closer():
+            return True
+        while self.h2_idle:
+            conn, _ = self.h2_idle.popitem(last=False)
+            if not conn.streams and not conn.closing and conn.transport is not None:
+                metrics.DOWNSTREAM_CX_IDLE_CLOSED.inc()
+                conn.start_shutdown()
+                return True
+        return False
 
     def first_bytes_timeout(self) -> float:
-        """Seconds a new connection has to show its protocol (overridden by the proxy
-        listener with the policy's request-header timeout)."""
+        """Seconds a new connection has to show its protocol, and an HTTP/2 client to
+        finish a request head it started (overridden by the proxy listener with the
+        policy's request-header timeout)."""
         return FIRST_BYTES_TIMEOUT
 
     def pre_shutdown(self) -> None:

@@ -10,32 +10,37 @@ trailers-only response, never a body a gRPC client cannot read."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
 
 from multidict import CIMultiDict
 
 from wardgate.config.proxy import ProxySpec
 from wardgate.filters.api import HttpRequest, HttpResponse, LocalReply
-from wardgate.filters.identity import PeerIdentity
 from wardgate.observability import metrics
 from wardgate.observability.logs import AccessLog
 from wardgate.observability.response_flags import ResponseFlag
 from wardgate.proxy.body_io import apply_replaced_body
 from wardgate.proxy.exchange import SERVER_HEADER, Exchange, note_local_reply, record_exchange
 from wardgate.proxy.h2 import grpc
-from wardgate.proxy.h2.connection import StreamGone, StreamStalled
-from wardgate.proxy.h2.settings import H2Settings
-from wardgate.proxy.upstream import Upstream, upstream_failure
-from wardgate.proxy.upstream_client import (
-    InvalidHeaderValue,
-    UpstreamConnection,
-    UpstreamError,
-    UpstreamPool,
-    build_head,
+from wardgate.proxy.h2.body import (
+    BodyRefused,
+    BodyTimedOut,
+    MessageInspector,
+    body_timed_out,
+    read_prefix,
+    read_response_prefix,
+    send_body,
 )
+from wardgate.proxy.h2.calls import Downstream, H1Call, UpstreamCall
+from wardgate.proxy.h2.settings import H2Settings
+from wardgate.proxy.h2.stream import StreamGone, StreamStalled
+from wardgate.proxy.timeouts import BodyClock
+from wardgate.proxy.upstream import Upstream, upstream_failure
+from wardgate.proxy.upstream_client import InvalidHeaderValue, UpstreamError
 from wardgate.runtime import PolicyHolder, RequestPipeline
 from wardgate.runtime.forwarding import (
     apply_forwarded_headers,
@@ -53,143 +58,6 @@ before waiting for its answer, without a task of its own (within any flow-contro
 window HTTP/2 allows)."""
 
 
-class _BodyTooLarge(Exception):
-    def __init__(self, reply: LocalReply) -> None:
-        self.reply = reply
-        super().__init__(reply.reason)
-
-
-class Downstream(Protocol):
-    """The client's side of one exchange: an HTTP/2 stream
-    (:class:`~wardgate.proxy.h2.connection.DownstreamStream`), or an HTTP/1.1 request
-    when HTTP/1.1 clients are forwarded over h2c (:mod:`wardgate.proxy.h2.http1`)."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def authority(self) -> str: ...
-    @property
-    def protocol(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def tls(self) -> bool: ...
-    @property
-    def peer(self) -> str: ...
-    @property
-    def peer_identity(self) -> PeerIdentity | None:
-        """The verified client certificate's identity (mutual TLS), else ``None``."""
-
-    @property
-    def headers(self) -> list[tuple[str, str]]: ...
-    @property
-    def trailers(self) -> list[tuple[str, str]]: ...
-    @property
-    def bytes_received(self) -> int: ...
-    @property
-    def response_started(self) -> bool: ...
-    @property
-    def has_body(self) -> bool: ...
-    @property
-    def complete_body_bytes(self) -> int | None:
-        """Bytes of a request body already received whole; ``None`` while more may come."""
-
-    async def read(self, idle: float) -> bytes: ...
-    async def send_headers(
-        self, headers: list[tuple[str, str]], end_stream: bool = False
-    ) -> None: ...
-    async def send_data(self, data: bytes, idle: float, end_stream: bool = False) -> None: ...
-    async def end(self) -> None: ...
-    def reset(self, code: int = ...) -> None: ...
-
-
-class UpstreamCall(Protocol):
-    """One exchange with the upstream, whatever its protocol."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    trailers: list[tuple[str, str]]
-    head_ended: bool
-
-    async def send(self, data: bytes, idle: float) -> None: ...
-    def end(self, trailers: list[tuple[str, str]] | None = None) -> None: ...
-    async def head(self) -> None: ...
-    async def read(self, idle: float) -> bytes: ...
-    def release(self) -> None: ...
-    def abort(self) -> None: ...
-
-
-class H1Call:
-    """An exchange on a pooled HTTP/1.1 connection (the client spoke HTTP/2). Request
-    trailers have no place in an HTTP/1.1 request the upstream would read and are
-    dropped, as Envoy does."""
-
-    def __init__(self, conn: UpstreamConnection, pool: UpstreamPool, chunked: bool) -> None:
-        self.conn = conn
-        self.pool = pool
-        self.chunked = chunked
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.trailers: list[tuple[str, str]] = []
-        self.head_ended = False
-        self._headers_done: asyncio.Future[None] | None = None
-        self._done = False
-
-    @classmethod
-    async def open(
-        cls,
-        pool: UpstreamPool,
-        request: HttpRequest,
-        has_body: bool,
-        connect_timeout: float,
-    ) -> H1Call:
-        headers = request.headers
-        chunked = has_body and "content-length" not in headers
-        if len(headers.getall("cookie", ())) > 1:
-            # HTTP/2 may split cookies; HTTP/1.1 needs one field (RFC 9113 8.2.3).
-            headers = headers.copy()
-            joined = "; ".join(headers.popall("cookie"))
-            headers["cookie"] = joined
-        head = build_head(request.method, request.raw_target, headers, chunked)
-        conn = pool.take_idle() or await pool.acquire(connect_timeout)
-        call = cls(conn, pool, chunked)
-        call._headers_done = conn.begin(head_request=request.method == "HEAD")
-        conn.write(head)
-        return call
-
-    async def send(self, data: bytes, idle: float) -> None:
-        if self.chunked:
-            self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self.conn.write(data)
-        await self.conn.drain()
-
-    def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
-        if self.chunked and not self.conn.closed:
-            self.conn.write(b"0\r\n\r\n")
-
-    async def head(self) -> None:
-        assert self._headers_done is not None
-        await asyncio.shield(self._headers_done)
-        self.status = self.conn.status
-        self.headers = self.conn.headers
-
-    async def read(self, idle: float) -> bytes:
-        return await self.conn.read_chunk(idle)
-
-    def release(self) -> None:
-        if not self._done:
-            self._done = True
-            self.pool.release(self.conn)
-
-    def abort(self) -> None:
-        if not self._done:
-            self._done = True
-            self.conn.close()
-
-
 @dataclass(slots=True)
 class _Call:
     """One stream's state on its way through."""
@@ -201,6 +69,10 @@ class _Call:
     is_grpc: bool
     grpc_timeout: float | None
     te_trailers: bool
+    clock: BodyClock
+    scanner: grpc.MessageScanner | None
+    inspector: MessageInspector | None = None
+    body_failed: bool = False
 
 
 def _check_values(headers: CIMultiDict[str]) -> None:
@@ -246,6 +118,8 @@ class H2Gateway:
             is_grpc,
             grpc.parse_timeout(request.headers.get("grpc-timeout")) if is_grpc else None,
             te_trailers,
+            BodyClock(policy.proxy),
+            grpc.MessageScanner(policy.max_request_body_bytes) if is_grpc else None,
         )
         try:
             await self._handle(call)
@@ -322,7 +196,6 @@ class H2Gateway:
     async def _handle(self, call: _Call) -> None:
         stream = call.stream
         pipeline = call.pipeline
-        policy = pipeline.policy
         if stream.method == "CONNECT" or stream.protocol:
             await self._local(
                 call,
@@ -355,34 +228,47 @@ class H2Gateway:
         if reply is not None:
             await self._local(call, reply)
             return
-        prefix = b""
-        scanner = grpc.MessageScanner(policy.max_request_body_bytes) if call.is_grpc else None
-        idle = policy.proxy.timeouts.idle
-        limit = policy.request_body_limit
-        if limit is not None:
-            complete = True
-            if stream.has_body:
-                try:
-                    prefix, complete = await _read_prefix(stream, limit, idle, scanner)
-                except TimeoutError:
-                    await self._local(call, _body_read_failed())
-                    return
-                except _BodyTooLarge as exc:
-                    await self._local(call, exc.reply)
-                    return
-            # gRPC: the cap is per message (the scanner's), not on the whole stream.
-            if scanner is None:
-                reply = await pipeline.decode_request_body(prefix, complete)
-            else:
-                reply = await pipeline.inspect_body(prefix, complete)
-            if reply is not None:
-                await self._local(call, reply)
-                return
-        await self._forward(call, prefix, scanner)
+        prefix = await self._body_prefix(call)
+        if prefix is not None:
+            await self._forward(call, prefix)
 
-    async def _forward(
-        self, call: _Call, prefix: bytes, scanner: grpc.MessageScanner | None
-    ) -> None:
+    async def _body_prefix(self, call: _Call) -> bytes | None:
+        """The body phase: the prefix the body filters judged (``b""`` when none asked),
+        or ``None`` when the request was answered here."""
+        stream = call.stream
+        pipeline = call.pipeline
+        policy = pipeline.policy
+        limit = policy.request_body_limit
+        if limit is None:
+            return b""  # no filter wants the body
+        prefix = b""
+        complete = True
+        if stream.has_body:
+            try:
+                prefix, complete = await read_prefix(
+                    stream, limit, call.clock, policy.proxy.timeouts.idle, call.scanner
+                )
+            except BodyTimedOut:
+                await self._local(call, body_timed_out())
+                return None
+            except BodyRefused as exc:
+                await self._local(call, exc.reply)
+                return None
+        # gRPC: the cap is per message (the scanner's), not on the whole stream.
+        if call.scanner is None:
+            reply = await pipeline.decode_request_body(prefix, complete)
+        else:
+            reply = await pipeline.inspect_body(prefix, complete)
+        if reply is not None:
+            await self._local(call, reply)
+            return None
+        if call.scanner is not None and complete and stream.has_body:
+            # Every later message of a streaming call is shown too, within what is left
+            # of the inspection limit.
+            call.inspector = MessageInspector(pipeline, limit - len(prefix))
+        return prefix
+
+    async def _forward(self, call: _Call, prefix: bytes) -> None:
         stream = call.stream
         request = call.request
         pipeline = call.pipeline
@@ -417,18 +303,23 @@ class H2Gateway:
         pending = stream.complete_body_bytes
         inline = has_body and pending is not None and pending + len(prefix) <= INLINE_BODY_BYTES
         if has_body and not inline:
-            sender = asyncio.ensure_future(
-                self._send_body(call, up, prefix, scanner, idle=timeouts.idle)
+            sender = asyncio.ensure_future(_send_body(call, up, prefix))
+            sender.add_done_callback(
+                functools.partial(_stop_on_refusal, call, up, asyncio.current_task())
             )
         try:
             try:
                 async with asyncio.timeout(timeout):
                     if inline:
-                        await self._send_body(call, up, prefix, scanner, idle=timeouts.idle)
+                        await _send_body(call, up, prefix)
                     await _await_head(up, sender)
-            except _BodyTooLarge as exc:
+            except BodyRefused as exc:
                 up.abort()
                 await self._local(call, exc.reply)
+                return
+            except BodyTimedOut:
+                up.abort()
+                await self._local(call, body_timed_out())
                 return
             except UpstreamError as exc:
                 up.abort()
@@ -446,45 +337,6 @@ class H2Gateway:
             if sender is not None and not sender.done():
                 sender.cancel()
             up.release()
-
-    async def _send_body(
-        self,
-        call: _Call,
-        up: UpstreamCall,
-        prefix: bytes,
-        scanner: grpc.MessageScanner | None,
-        idle: float,
-    ) -> None:
-        """Stream the request body up as it arrives (flow control both ways), counted
-        against the body cap, or for gRPC against the per-message cap."""
-        stream = call.stream
-        cap = call.pipeline.policy.max_request_body_bytes
-        sent = 0
-        chunk = prefix
-        scanned = bool(prefix)  # the prefix was scanned when it was read
-        while True:
-            if chunk:
-                sent += len(chunk)
-                if scanner is not None:
-                    if not scanned:
-                        too_big = scanner.feed(chunk)
-                        if too_big is not None:
-                            raise _BodyTooLarge(_message_too_large(too_big, cap))
-                else:
-                    too_large = call.pipeline.check_body_size(sent)
-                    if too_large is not None:
-                        raise _BodyTooLarge(too_large)
-                await up.send(chunk, idle)
-            scanned = False
-            try:
-                chunk = await stream.read(idle)
-            except TimeoutError:
-                raise UpstreamError(
-                    ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, "idle timeout reading the request body"
-                ) from None
-            if not chunk:
-                break
-        up.end(stream.trailers or None)
 
     def _h2_head(self, call: _Call) -> list[tuple[str, str]]:
         request = call.request
@@ -529,7 +381,7 @@ class H2Gateway:
         limit = pipeline.response_body_limit_for(response)
         if limit is not None and not up.head_ended:
             try:
-                prefix, complete = await _read_response_prefix(up, limit, idle)
+                prefix, complete = await read_response_prefix(up, limit, idle)
             except UpstreamError as exc:
                 await self._upstream_failed(call, exc.flag)
                 return
@@ -562,13 +414,8 @@ class H2Gateway:
             metrics.UPSTREAM_FAILURES.labels(flag=exc.flag).inc()
             stream.reset()
             return
-        if sender is not None and sender.done() and not sender.cancelled():
-            error = sender.exception()
-            if isinstance(error, _BodyTooLarge):
-                # A message over the cap after the response began: stop the call.
-                note_local_reply(exchange, error.reply)
-                stream.reset()
-                return
+        if call.body_failed:
+            return  # the stream was reset when a message was refused (_stop_on_refusal)
         if up.trailers:
             await stream.send_headers(up.trailers, end_stream=True)
         else:
@@ -618,6 +465,32 @@ class H2Gateway:
             call.exchange.bytes_sent = len(body)
 
 
+def _send_body(call: _Call, up: UpstreamCall, prefix: bytes) -> Awaitable[None]:
+    return send_body(
+        call.stream, up, call.pipeline, prefix, call.scanner, call.inspector, call.clock
+    )
+
+
+def _stop_on_refusal(
+    call: _Call, up: UpstreamCall, main: asyncio.Task[object] | None, sender: asyncio.Task[None]
+) -> None:
+    """A message refused (or the body clock run out) after the response began (a
+    streaming call): the refusal is logged, both streams are reset and the exchange's task
+    stops (it may be waiting for an upstream that waits for more messages). Before the
+    response began, :func:`_await_head` turns the failure into a local reply instead."""
+    if sender.cancelled() or not call.stream.response_started:
+        return
+    error = sender.exception()
+    if isinstance(error, BodyRefused | BodyTimedOut):
+        call.body_failed = True
+        reply = error.reply if isinstance(error, BodyRefused) else body_timed_out()
+        note_local_reply(call.exchange, reply)
+        call.stream.reset()
+        up.abort()
+        if main is not None and not main.done():
+            main.cancel()
+
+
 async def _await_head(up: UpstreamCall, sender: asyncio.Task[None] | None) -> None:
     """The response headers; while waiting, the body goes up, and an error sending it
     (too large, client gone) wins over waiting."""
@@ -633,65 +506,6 @@ async def _await_head(up: UpstreamCall, sender: asyncio.Task[None] | None) -> No
     finally:
         if not head.done():
             head.cancel()
-
-
-async def _read_prefix(
-    stream: Downstream, limit: int, idle: float, scanner: grpc.MessageScanner | None
-) -> tuple[bytes, bool]:
-    """Up to ``limit + 1`` body bytes for the filters' body phase, and whether that is the
-    whole body.
-
-    For gRPC the body phase sees whole messages: reading stops at the first message
-    boundary (a streaming call may wait for a response before it sends more, and must not
-    deadlock on the gateway), and ``complete`` is true when the prefix ends with a whole
-    message within ``limit``. Later messages of a stream are not shown to body filters;
-    the per-message size cap still applies to every one."""
-    parts: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await stream.read(idle)
-        if not chunk:
-            return b"".join(parts), True
-        parts.append(chunk)
-        size += len(chunk)
-        if scanner is not None:
-            too_big = scanner.feed(chunk)
-            if too_big is not None:
-                raise _BodyTooLarge(_message_too_large(too_big, scanner.limit))
-            if scanner.at_boundary:
-                return b"".join(parts), size <= limit
-    return b"".join(parts), False
-
-
-async def _read_response_prefix(up: UpstreamCall, limit: int, idle: float) -> tuple[bytes, bool]:
-    parts: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await up.read(idle)
-        if not chunk:
-            return b"".join(parts), True
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts), False
-
-
-def _message_too_large(size: int, cap: int | None) -> LocalReply:
-    return LocalReply(
-        413,
-        "limits",
-        "message_too_large",
-        f"a gRPC message of {size} bytes is larger than {cap} bytes",
-    )
-
-
-def _body_read_failed() -> LocalReply:
-    return LocalReply(
-        400,
-        "gateway",
-        "body_read_failed",
-        "the request body could not be read",
-        response_flag=ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION,
-    )
 
 
 def _bad_header(exc: InvalidHeaderValue) -> LocalReply:
