@@ -321,7 +321,8 @@ class CertificateReloader:
     async def watch(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.check()
+            # stat and PEM parsing are file I/O: off the loop that answers admission reviews.
+            await asyncio.to_thread(self.check)
 
 
 @dataclass
