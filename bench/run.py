@@ -85,6 +85,9 @@ from bench.harness.workload import (  # noqa: E402
 )
 
 KINDS = ("GET", "POST 1KiB JSON")
+ALL_TARGETS = frozenset(
+    ("envoy", "envoy+jwt_authn", "modsecurity", "wg-limits", "wg-waf", "wg-full")
+)
 
 
 @dataclass(frozen=True)
@@ -113,28 +116,34 @@ def requests(workdir: Path, token: str) -> dict[str, Request]:
 
 
 @contextlib.contextmanager
-def targets(workdir: Path, cpus: CpuLayout, jwks: str) -> Iterator[tuple[dict[str, int], str]]:
-    """Start every target (module docstring): (name -> port, why ModSecurity is missing)."""
+def targets(
+    workdir: Path, cpus: CpuLayout, jwks: str, only: frozenset[str] = ALL_TARGETS
+) -> Iterator[tuple[dict[str, int], str]]:
+    """Start the targets (module docstring) named in ``only`` (``direct`` always): (name ->
+    port, why ModSecurity is missing)."""
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(nginx_upstream(workdir, cpus.upstream))
         ports = {"direct": upstream}
-        ports["envoy"] = stack.enter_context(envoy_proxy(workdir, upstream, cpus.proxy))
-        jwt_filter = [jwt_authn_filter(envoy_jwt_config(jwks))]
-        ports["envoy+jwt_authn"] = stack.enter_context(
-            envoy_proxy(workdir, upstream, cpus.proxy, http_filters=jwt_filter)
-        )
-        why_not = ensure_modsecurity()
-        if why_not is None:
+        if "envoy" in only:
+            ports["envoy"] = stack.enter_context(envoy_proxy(workdir, upstream, cpus.proxy))
+        if "envoy+jwt_authn" in only:
+            jwt_filter = [jwt_authn_filter(envoy_jwt_config(jwks))]
+            ports["envoy+jwt_authn"] = stack.enter_context(
+                envoy_proxy(workdir, upstream, cpus.proxy, http_filters=jwt_filter)
+            )
+        why_not = ensure_modsecurity() if "modsecurity" in only else None
+        if why_not is None and "modsecurity" in only:
             modsec = nginx_modsecurity(workdir, upstream, cpus.proxy)
             ports["modsecurity"] = stack.enter_context(modsec)[0]
         policies = {
-            "wg-limits": limits_policy(),
-            "wg-waf": waf_policy(),
-            "wg-full": full_policy(jwks),
+            "wg-limits": limits_policy,
+            "wg-waf": waf_policy,
+            "wg-full": lambda: full_policy(jwks),
         }
         for name, doc in policies.items():
-            policy = write_policy(workdir / f"{name}.yaml", doc)
-            ports[name] = stack.enter_context(wardgate_proxy(upstream, policy, cpus.proxy))
+            if name in only:
+                policy = write_policy(workdir / f"{name}.yaml", doc())
+                ports[name] = stack.enter_context(wardgate_proxy(upstream, policy, cpus.proxy))
         yield ports, why_not or ""
 
 
@@ -153,7 +162,7 @@ def measure(args: argparse.Namespace, cpus: CpuLayout) -> tuple[Figures, str]:
     with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
         workdir = Path(tmp)
         kinds = requests(workdir, token)
-        with targets(workdir, cpus, jwks) as (ports, why_not):
+        with targets(workdir, cpus, jwks, args.targets) as (ports, why_not):
             names = list(ports)
             figures = Figures({}, {}, {})
             for kind, request in kinds.items():
@@ -286,13 +295,14 @@ def print_report(
         f"{'half-peak p50':>14} {'p99 ms':>7} {'RSS MiB':>8}"
     )
     for kind, by_target in peak.items():
-        envoy = by_target["envoy"].rps
+        envoy = by_target["envoy"].rps if "envoy" in by_target else None
         for name, load in by_target.items():
             cpu = f"{load.cpu_us:11.1f}" if load.cpu_us is not None else f"{'-':>11}"
             lat = paced[kind][name]
             mem = f"{rss[name]:8.1f}" if name in rss else f"{'-':>8}"
+            vs_envoy = f"{load.rps / envoy:9.2f}" if envoy else f"{'-':>9}"
             print(
-                f"{kind:15} {name:16} {load.rps:8.0f} {cpu} {load.rps / envoy:9.2f} "
+                f"{kind:15} {name:16} {load.rps:8.0f} {cpu} {vs_envoy} "
                 f"{lat.p50_ms:11.2f} ms {lat.p99_ms:7.2f} {mem}"
             )
     print(
@@ -312,6 +322,17 @@ def print_report(
         )
 
 
+def _target_names(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = names - ALL_TARGETS
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown target(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+            f"known: {', '.join(sorted(ALL_TARGETS))}"
+        )
+    return names
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=5)
@@ -321,6 +342,14 @@ def main() -> int:
         "--only",
         metavar="SUITE",
         help="run only this suite: 'proxy' (the peers above) or a bench/<SUITE>_bench.py name",
+    )
+    parser.add_argument(
+        "--targets",
+        type=_target_names,
+        default=ALL_TARGETS,
+        help="comma-separated subset of the proxy suite's targets (default: all of "
+        + ", ".join(sorted(ALL_TARGETS))
+        + "); the ratios of targets not run read 'not measured'",
     )
     args = parser.parse_args()
     if args.quick:

@@ -50,6 +50,23 @@ async def test_slow_upstream_is_504_ut(upstream, gateway):
     assert gw.access_records()[-1]["wardgate"]["response_flags"] == "UT"
 
 
+async def test_request_timeout_runs_from_each_request_on_a_reused_connection(upstream, gateway):
+    # The head timer is armed once per connection and re-armed for a later request: the
+    # first request's deadline (1 s after it) must not cut the second one short, and the
+    # second still times out at its own deadline.
+    gw = await gateway(upstream, "proxy: {timeouts: {request: 1s}}")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gw.url + "/") as resp:
+            assert resp.status == 200
+        await asyncio.sleep(0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with session.get(gw.url + "/delay/5") as resp:
+            assert (resp.status, await resp.text()) == (504, "upstream request timeout")
+        assert loop.time() - started >= 0.9
+    assert gw.access_records()[-1]["wardgate"]["response_flags"] == "UT"
+
+
 async def _closing_server(respond_partially: bool) -> tuple[asyncio.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

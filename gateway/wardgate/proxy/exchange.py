@@ -71,7 +71,7 @@ def record_exchange(
     """Metrics and the access-log record of one finished exchange, whatever the client's
     protocol (HTTP/1.1 or HTTP/2)."""
     duration = time.monotonic() - exchange.start
-    metrics.REQUEST_DURATION.observe(duration)
+    metrics.observe_request_seconds(duration)
     metrics.count_request(exchange.status, exchange.replied_by)
     if http_request.findings:
         metrics.DETECTIONS.labels(filter=http_request.findings[0].rule_id.split(".")[0]).inc()

@@ -367,7 +367,7 @@ class ProxyHandler:
         exchange = stream.exchange
         pipeline = stream.pipeline
         elapsed = time.monotonic() - upstream_start
-        metrics.UPSTREAM_DURATION.observe(elapsed)
+        metrics.observe_upstream_seconds(elapsed)
         exchange.upstream_ms = int(elapsed * 1000)
         headers = strip_hop_by_hop(conn.headers)
         response = HttpResponse(conn.status, headers)

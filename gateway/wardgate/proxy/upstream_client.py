@@ -97,6 +97,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = ""
         self._headers_done: asyncio.Future[None] | None = None
         self._headers_timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when the armed timer fires (loop time)
+        self._deadline: float | None = None  # when the pending response head times out
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -180,6 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._headers_timer is not None:  # nothing can time out on a closed connection
+            self._headers_timer.cancel()
+            self._headers_timer = None
         if self._headers_done is None or self._complete:
             pass  # idle, or the response was already whole
         elif self._headers_done.done():
@@ -241,7 +246,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete = True
             # llhttp would wait for a body announced by Content-Length: start afresh.
             self._parser = httptools.HttpResponseParser(self)
-        self._stop_headers_timer()
+        self._deadline = None
         if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_result(None)
 
@@ -267,11 +272,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _fail(self, error: UpstreamError) -> None:
-        self._stop_headers_timer()
+        self._deadline = None
         if self._error is None:
             self._error = error
         if self._headers_done is not None and not self._headers_done.done():
-            self._headers_done.set_exception(error)
+            _set_exception(self._headers_done, error)
         self._wake()
         if self.transport is not None:
             self.transport.close()
@@ -287,9 +292,10 @@ class UpstreamConnection(asyncio.Protocol):
         ``timeout`` (seconds) the future fails with :class:`TimeoutError` when the headers
         have not arrived by then: one loop timer, cheaper than ``asyncio.timeout`` (a
         context object, a task cancellation and its undoing) on the path every request
-        takes. A response head (interim 1xx heads included) over ``max_head_bytes`` bytes
-        or ``max_headers`` fields fails it with :class:`UpstreamError` ``UPE``."""
-        self._stop_headers_timer()
+        takes; the timer is armed once and re-armed when it fires for a later request on
+        the same connection, not created and cancelled per request. A response head
+        (interim 1xx heads included) over ``max_head_bytes`` bytes or ``max_headers``
+        fields fails it with :class:`UpstreamError` ``UPE``."""
         self._head_open = True
         self._head_room = max_head_bytes
         self._max_headers = max_headers
@@ -302,20 +308,35 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         loop = asyncio.get_running_loop()
         self._headers_done = loop.create_future()
-        # Its waiter may be gone (the client went away and the exchange was cancelled):
-        # a failure set afterwards must not surface as asyncio's "exception was never
-        # retrieved" error with a traceback.
-        self._headers_done.add_done_callback(_retrieve)
-        if timeout is not None:
-            self._headers_timer = loop.call_later(timeout, self._headers_timed_out)
+        self._deadline = None if timeout is None else loop.time() + timeout
+        if self._deadline is not None and (
+            self._headers_timer is None or self._timer_at > self._deadline
+        ):
+            self._arm_timer(loop, self._deadline)
         return self._headers_done
 
-    def _headers_timed_out(self) -> None:
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+        self._timer_at = when
+        self._headers_timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """The armed time came: the pending head times out if its deadline passed; a
+        later request's deadline re-arms the timer; with none pending it stops."""
         self._headers_timer = None
-        if self._headers_done is not None and not self._headers_done.done():
-            self._headers_done.set_exception(TimeoutError())
+        deadline = self._deadline
+        if deadline is None or self._headers_done is None or self._headers_done.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._arm_timer(loop, deadline)
+            return
+        self._deadline = None
+        _set_exception(self._headers_done, TimeoutError())
 
     def _stop_headers_timer(self) -> None:
+        self._deadline = None
         if self._headers_timer is not None:
             self._headers_timer.cancel()
             self._headers_timer = None
@@ -494,7 +515,10 @@ class UpstreamPool:
         self._idle.clear()
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a future's exception as seen (the awaiting side, if any, still gets it)."""
-    if not future.cancelled():
-        future.exception()
+def _set_exception(future: asyncio.Future[None], error: BaseException) -> None:
+    """Fail ``future`` and mark its exception as seen: its waiter may be gone (the client
+    went away and the exchange was cancelled), and a failure nobody awaits must not
+    surface as asyncio's "exception was never retrieved" error with a traceback. The
+    awaiting side, if any, still gets it."""
+    future.set_exception(error)
+    future.exception()

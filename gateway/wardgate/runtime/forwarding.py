@@ -36,6 +36,11 @@ def strip_hop_by_hop(
     """A copy of ``headers`` (a multidict or ``(name, value)`` pairs) without hop-by-hop
     fields, including every field that ``Connection`` names and any ``Proxy-*`` field."""
     out: CIMultiDict[str] = CIMultiDict(headers)  # a C-level copy, then removals
+    # The names lowercased in one C-level pass: the common message has none of the
+    # fields to remove, and then nothing else runs (this is on every request and response).
+    lowered = "\n" + "\n".join(out).lower()
+    if "\nproxy-" not in lowered and HOP_BY_HOP.isdisjoint(lowered.split("\n")):
+        return out
     named = out.getall("connection", ())
     for name in HOP_BY_HOP:
         out.popall(name, None)
