@@ -86,6 +86,26 @@ async def test_idle_keep_alive_is_not_cut_but_a_slow_second_head_is(upstream, ga
         writer.close()
 
 
+async def test_second_head_gets_its_full_time_on_a_keep_alive_connection(upstream, gateway):
+    # One timer per connection, re-armed when it fires for a later head: the deadline set
+    # at connect (1 s) must not cut short the head of a second request sent 0.5 s later.
+    gw = await gateway(upstream, "proxy: {timeouts: {requestHeaders: 1s}}")
+    reader, writer = await _connect(gw.process.state.listen)
+    try:
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        writer.write(b"GET /echo HTTP/1.1\r\n")  # and then nothing more
+        data = await _read_all(reader, 5)
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert time.monotonic() - started >= 0.9
+    finally:
+        writer.close()
+
+
 BODY_POLICIES = {
     "inspected": "proxy: {timeouts: {requestBody: 500ms}, minRequestBodyRate: 1000}",
     "streamed": "waf: {mode: off}\nproxy: {timeouts: {requestBody: 500ms}, minRequestBodyRate: 1000}",

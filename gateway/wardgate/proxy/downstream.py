@@ -87,17 +87,32 @@ class ClientConnection(RequestHandler):
 
     The timer runs while the parser is between requests: armed at the connection's start
     and at the first byte after a request's body is complete; disarmed when the parser
-    produces the next request (or its refusal)."""
+    produces the next request (or its refusal). Arming and disarming only move the
+    deadline: one loop timer per connection fires at the earliest deadline set and is
+    re-armed then for a later one, instead of a timer created and cancelled per request."""
 
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._server = manager
         self._holder = manager.holder
+        self._head_deadline: float | None = None  # the pending head's (loop time), if any
         self._head_timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _head_timer fires
         self._head_room = MAX_HEAD_BYTES
         self._head_seen = False  # bytes of the pending head arrived (408, not a silent close)
         self._last_payload: StreamReader | None = None
         self._counted = False
+        self._client: tuple[str, str] | None = None
+
+    def client(self) -> tuple[str, str]:
+        """The peer's address and the scheme (``http``/``https``) of this connection, read
+        from the transport once (two transport calls per request otherwise)."""
+        if self._client is None:
+            transport = self.transport
+            peer = transport.get_extra_info("peername") if transport else None
+            tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+            self._client = (peer[0] if peer else "", "https" if tls else "http")
+        return self._client
 
     # -- connection lifecycle -------------------------------------------------------------
 
@@ -109,6 +124,9 @@ class ClientConnection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self._server.idle.pop(self, None)
         if self._counted:
             self._counted = False
@@ -138,12 +156,12 @@ class ClientConnection(RequestHandler):
             self.transport is not None
             and self._current_request is None
             and not self._messages
-            and self._head_timer is None
+            and self._head_deadline is None
             and self._between_requests()
         )
 
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is None:
+        if self._head_deadline is None:
             if not data or not self._between_requests():
                 super().data_received(data)
                 return
@@ -153,7 +171,7 @@ class ClientConnection(RequestHandler):
             # Feed only what the head may still take; the rest only if the head ended.
             fits, rest = data[: self._head_room], data[self._head_room :]
             self._feed_head(fits)
-            if self._head_timer is not None:
+            if self._head_deadline is not None:
                 self._refuse_head(
                     431,
                     "headers_too_large",
@@ -184,19 +202,36 @@ class ClientConnection(RequestHandler):
     # -- the request-header timer ---------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
         self._head_room = MAX_HEAD_BYTES
         self._head_seen = False
         timeout = self._holder.current.proxy.timeouts.request_headers
-        self._head_timer = self._loop.call_later(timeout, self._head_timed_out)
+        deadline = self._head_deadline = self._loop.time() + timeout
+        if self._head_timer is None or self._timer_at > deadline:
+            self._start_timer(deadline)
 
-    def _disarm_head_timer(self) -> None:
+    def _start_timer(self, when: float) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-            self._head_timer = None
+        self._timer_at = when
+        self._head_timer = self._loop.call_at(when, self._on_timer)
+
+    def _disarm_head_timer(self) -> None:
+        self._head_deadline = None
+
+    def _on_timer(self) -> None:
+        """The timer fired: time out the pending head if its deadline passed, re-arm for a
+        later deadline, or stop with none pending."""
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return
+        if self._loop.time() < deadline:
+            self._start_timer(deadline)
+            return
+        self._head_deadline = None
+        self._head_timed_out()
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         if self.transport is None or self._force_close:
             return
         if self._current_request is not None or self._messages:

@@ -40,6 +40,7 @@ from wardgate.proxy.body_io import (
     send_body,
     send_continue,
 )
+from wardgate.proxy.downstream import ClientConnection
 from wardgate.proxy.exchange import SERVER_HEADER, Exchange, note_local_reply, record_exchange
 from wardgate.proxy.framing import is_websocket, request_error, split_absolute_form
 from wardgate.proxy.one_write import SentResponse, can_send_whole, send_whole
@@ -144,9 +145,13 @@ class ProxyHandler:
         proxy = policy.proxy
         settled = settle_request_id(headers, proxy)
         transport = request.transport
-        peer = transport.get_extra_info("peername") if transport else None
-        remote = peer[0] if peer else ""
-        scheme = "https" if transport and transport.get_extra_info("sslcontext") else "http"
+        connection = request.protocol
+        if isinstance(connection, ClientConnection):
+            remote, scheme = connection.client()
+        else:
+            peer = transport.get_extra_info("peername") if transport else None
+            remote = peer[0] if peer else ""
+            scheme = "https" if transport and transport.get_extra_info("sslcontext") else "http"
         client = apply_forwarded_headers(headers, proxy, remote, scheme)
         headers.popall(XFCC, None)  # a client's own x-forwarded-client-cert never passes
         version = request.version
