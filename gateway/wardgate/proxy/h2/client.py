@@ -21,6 +21,7 @@ import h2.exceptions
 import h2.settings
 
 from wardgate.observability.response_flags import ResponseFlag
+from wardgate.proxy.h2.hpack_in import HeaderBlockDecoder
 from wardgate.proxy.h2.hpack_out import LiteralEncoder
 from wardgate.proxy.h2.stream import wire_headers
 from wardgate.proxy.upstream_client import UpstreamError
@@ -204,6 +205,7 @@ class H2ClientConnection(asyncio.Protocol):
         )
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_out
+        self.h2.decoder = HeaderBlockDecoder()  # type: ignore[assignment]  # see hpack_in
         self.streams: dict[int, UpstreamStream] = {}
         self.closed = False
         self.goaway = False
