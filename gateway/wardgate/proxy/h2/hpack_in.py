@@ -118,11 +118,10 @@ class HeaderBlockDecoder:
 
     @max_allowed_table_size.setter
     def max_allowed_table_size(self, value: int) -> None:
-        # Lowered by our settings: the table shrinks at once (memory), the peer's encoder
-        # must announce the new size before using the table again.
+        # Only bounds the sizes the peer may announce from now on: a table the peer filled
+        # before it read our SETTINGS stays usable (it keeps its size until the peer's
+        # next size update), so a client that indexed fields early is not broken.
         self._allowed = value
-        if self._size > value:
-            self._resize(value)
 
     @property
     def header_table_size(self) -> int:
