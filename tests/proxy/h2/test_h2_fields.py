@@ -136,3 +136,59 @@ async def test_malformed_trailers_close_the_connection(recording_upstream, gatew
     client = await asyncio.to_thread(run)
     goaway = client.goaway()
     assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+async def _bad_h2_upstream(response: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    """An h2c upstream (the ``h2`` library, its outbound checks off) that answers every
+    request with ``response`` as its head."""
+    import h2.config
+    import h2.connection
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=False, validate_outbound_headers=False, normalize_outbound_headers=False
+            )
+        )
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        while data := await reader.read(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    conn.send_headers(event.stream_id, response, end_stream=True)
+            writer.write(conn.data_to_send())
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        [(":status", "200"), ("x-a", "1\r\nset-cookie: injected=1")],
+        [(":status", "200"), ("X-Upper", "1")],
+        [(":status", "200"), ("transfer-encoding", "chunked")],
+        [("x-a", "1"), (":status", "200")],
+        [(":status", "2000")],
+        [(":status", "200"), (":path", "/")],
+    ],
+    ids=["crlf", "uppercase", "transfer-encoding", "status-late", "status-4-digits", "path"],
+)
+async def test_malformed_upstream_response_heads_never_reach_the_client(gateway, response):
+    server = await _bad_h2_upstream(response)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway(
+            f"http://127.0.0.1:{port}", "", http2=H2Settings(upstream_protocol="h2c")
+        )
+        client = await asyncio.to_thread(RawH2, gw.process.state.listen)
+        client.request("/a")
+        events = await asyncio.to_thread(
+            client.pump, 5, lambda ev: any(isinstance(e, h2.events.StreamEnded) for e in ev)
+        )
+        client.close()
+    finally:
+        server.close()
+    heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert heads and heads[0][":status"] in ("502", "503")
+    assert "x-a" not in heads[0] and "x-upper" not in heads[0] and "set-cookie" not in heads[0]

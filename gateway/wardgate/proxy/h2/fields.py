@@ -1,7 +1,8 @@
-"""The checks RFC 9113 sections 8.2 and 8.3 require of a received request head or
-trailer block, in one pass over the decoded fields.
+"""The checks RFC 9113 sections 8.2 and 8.3 require of a received request head, response
+head or trailer block, in one pass over the decoded fields.
 
-The gateway's server connections run ``h2`` with its own inbound validation off (a chain
+The gateway's connections (to clients and to the upstream) run ``h2`` with its own inbound
+validation off (a chain
 of seven generators per block, a large share of a gRPC call's CPU) and call these
 instead, before a stream is handed to anyone. A block that fails is malformed: the
 connection is closed with ``PROTOCOL_ERROR``, as ``h2`` did. What is refused:
@@ -97,6 +98,23 @@ def _check_pseudo_headers(pseudo: dict[bytes, bytes]) -> None:
         raise MalformedFields("no :scheme or :path")
     if not pseudo[b":path"]:
         raise MalformedFields("empty :path")
+
+
+def check_response_head(fields: Iterable[tuple[bytes, bytes]]) -> None:
+    """Raise :class:`MalformedFields` unless ``fields`` is a well-formed response head:
+    the field rules above, and exactly one ``:status`` of three digits, first."""
+    status: bytes | None = None
+    regular_seen = False
+    for name, value in fields:
+        _check_field(name, value)
+        if name[:1] == b":":
+            if name != b":status" or status is not None or regular_seen:
+                raise MalformedFields(f"pseudo-header {name!r} misplaced in a response")
+            status = value
+        else:
+            regular_seen = True
+    if status is None or len(status) != 3 or not status.isdigit():
+        raise MalformedFields("no valid :status")
 
 
 def check_trailers(fields: Iterable[tuple[bytes, bytes]]) -> None:
