@@ -88,6 +88,7 @@ class OverflowSelector(asyncio.Protocol):
         self._lingering = False
         self._refused = False
         self._h2 = False
+        self._preface_read = False  # the client's preface, still to come after ALPN h2
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -106,15 +107,22 @@ class OverflowSelector(asyncio.Protocol):
         if self._refused:
             return  # discarded: the connection is refused whatever it asks
         self._buffer += data
-        if self._h2:
+        if self._h2 and self._preface_read:
             self._answer_first_stream()
             return
         size = min(len(self._buffer), len(PREFACE))
         if self._buffer[:size] != PREFACE[:size]:
-            self._to_http1()
+            if self._h2:  # ALPN h2 without the preface: nothing to answer
+                self._finish(0)
+            else:
+                self._to_http1()
         elif size == len(PREFACE):
             self._buffer = self._buffer[size:]
-            self._start_h2()
+            self._preface_read = True
+            if self._h2:
+                self._answer_first_stream()
+            else:
+                self._start_h2()
 
     def eof_received(self) -> bool:
         return False  # the client is done: close now
