@@ -106,12 +106,13 @@ class ActiveStream:
         """Metrics and the access-log record of the finished exchange."""
         request = self.request
         headers = request.headers
+        logged = self.access_log.enabled  # the two values only go to the access log
         record_exchange(
             self.access_log,
             self.upstream_host,
             request.method,
-            headers.get("user-agent", ""),
-            headers.get("host", ""),
+            headers.get("user-agent", "") if logged else "",
+            headers.get("host", "") if logged else "",
             self.http_request,
             self.policy,
             self.exchange,

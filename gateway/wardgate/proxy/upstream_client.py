@@ -223,6 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete:
             raise _ExcessData  # a second response in the same read
         self._headers = []
+        self._length_delimited = False
 
     def on_status(self, status: bytes) -> None:
         self._reason = status.decode("latin-1")
@@ -230,7 +231,12 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self._headers) >= self._max_headers:
             raise _HeadTooLarge
-        self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        text = name.decode("latin-1")
+        # The body's end is framed by the message, not by the connection's close (a length
+        # test first: most names are neither).
+        if len(name) in (14, 17) and text.lower() in ("content-length", "transfer-encoding"):
+            self._length_delimited = True
+        self._headers.append((text, value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -239,9 +245,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = status
         self._head_open = False
         self.keep_alive = self._parser.should_keep_alive()
-        self._length_delimited = any(
-            n.lower() in ("content-length", "transfer-encoding") for n, _ in self._headers
-        )
         if self._head_request or status in (204, 304):
             self._complete = True
             # llhttp would wait for a body announced by Content-Length: start afresh.
