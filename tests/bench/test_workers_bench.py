@@ -23,9 +23,22 @@ def test_on_a_small_machine_the_ratio_is_a_projection(capsys: pytest.CaptureFixt
     }
     report(rounds, False, "2 CPUs shared", argparse.Namespace(repeats=3, duration=5))
     out = capsys.readouterr().out
-    assert "2 x 0.83 = 1.67x one worker" in out
+    assert "2 x 0.83 = 1.67x one worker with both saturated" in out
+    assert "0.83 / 0.50 = 1.67x if the busiest worker's share" in out
     assert "does NOT hold as a projection" in out
     assert "Not measured: the req/s ratio itself (0.75x here" in out
+
+
+def test_an_uneven_split_lowers_the_projection(capsys: pytest.CaptureFixture[str]) -> None:
+    rounds = {
+        "1 worker": [Round(2000.0, 10000, [1.0])] * 3,  # 100 us per request
+        "2 workers": [Round(2000.0, 10000, [0.6, 0.4])] * 3,  # 100 us, 60 % on one worker
+    }
+    report(rounds, False, "2 CPUs shared", argparse.Namespace(repeats=3, duration=5))
+    out = capsys.readouterr().out
+    assert "2 x 1.00 = 2.00x one worker with both saturated" in out
+    assert "1.00 / 0.60 = 1.67x" in out
+    assert "does NOT hold as a projection" in out
 
 
 def test_with_cores_to_spare_the_ratio_is_measured(capsys: pytest.CaptureFixture[str]) -> None:
