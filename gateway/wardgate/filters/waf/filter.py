@@ -325,7 +325,11 @@ def corroborated(match: Match, matches: list[Match], weak_families: frozenset[Wa
     for other in matches:
         if other.rule.id == match.rule.id:
             continue
-        if not is_weak(other, weak_families) or other.rule.family is not match.rule.family:
+        if not is_weak(other, weak_families):
+            return True
+        if match.rule.shape or other.rule.shape:
+            continue
+        if other.rule.family is not match.rule.family:
             return True
     return False
 
