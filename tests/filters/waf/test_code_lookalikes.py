@@ -116,9 +116,12 @@ def test_a_shape_signal_alone_is_reported_not_scored(default_waf):
         ("shell.p\\hp", "waf.933110"),
         ("C:\\x\\shell.php", "waf.933110"),
         ('a.txt\\"; x=".php', "waf.920122"),  # an escaped quote: parsers disagree on the end
+        ("shell.php;.jpg", "waf.933110"),  # IIS stops at the semicolon
+        ("x.jsp;.png", "waf.944140"),
+        ("shell.php::$DATA", "waf.933110"),  # an NTFS stream name
     ],
 )
-def test_escapes_in_upload_names_do_not_hide_a_script(default_waf, filename, rule):
+def test_escapes_and_cut_offs_in_upload_names_do_not_hide_a_script(default_waf, filename, rule):
     reply, _ = _upload(default_waf, filename)
     assert reply is not None and reply.status == 403, filename
     assert rule in [v.rule_id for v in reply.violations]
