@@ -31,6 +31,14 @@ LOOK_ALIKES = [
     "body = f\"{body} {{{', '.join(sorted(self._reject))}}}\"",  # not Jinja's self._
     "0.288 Batting Average\n# Indentation determines scope\n---",  # YAML, not SQL --
     "}\n// set header ready\n/* done */",  # code comments after line ends in a path
+    "/*!\nViz.js 3.2.4\nCopyright (c) 2023",  # a licence banner, not MySQL's /*!
+    'if (e.key === "ArrowUp" || e.key === "ArrowDown") {',  # JS ===, not a tautology
+    "if (el.getAttribute('data-x') || fallback) { run(); }",
+    'r <- factor(gl(4, 2, labels=c("r1", "r2"))) # rows',  # R, a comment after a call
+    ">>> list(sqs.queues.all()) 'https://url1' # Convert",  # a doctest
+    'document.querySelector("div.plain").classList.toggle("hidden");',
+    "${process.stdout.columns}x${process.stdout.rows}",
+    'git log "--format=%H" -n 1',
 ]
 
 
@@ -60,6 +68,13 @@ ATTACKS = [
     "cat /e${x#{}}tc/hosts",  # an expansion that removes nothing
     "x=<(id)",  # process substitution starting a word
     'if "%1"=="" goto ERROR',  # a batch comparison with an empty string
+    "admin'--",
+    "1') or ('1'='1",
+    'x") union select password from users',
+    "' /*!50000or*/1='1",  # MySQL executable comments
+    "0/**/union/*!50000select*/table_name",
+    'document.querySelector("p").textContent="XSS"',
+    "x'||'a'='a",
 ]
 
 
