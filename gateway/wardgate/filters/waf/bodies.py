@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.parsers import expat
 
+from wardgate.filters.json_body import ParsedJson
 from wardgate.filters.waf.protobuf import grpc_string_targets
 from wardgate.filters.waf.targets import (
     ARGS,
@@ -203,8 +204,16 @@ class BodyParser:
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
 
-    def parse(self, body: bytes, content_type: str, out: list[Target]) -> BodyProblem | None:
-        """Append the body's targets to ``out``; a :class:`BodyProblem` when it is refused."""
+    def parse(
+        self,
+        body: bytes,
+        content_type: str,
+        out: list[Target],
+        parsed: ParsedJson | None = None,
+    ) -> BodyProblem | None:
+        """Append the body's targets to ``out``; a :class:`BodyProblem` when it is refused.
+        ``parsed``: the strict JSON parse of these exact bytes an earlier filter made
+        (:mod:`wardgate.filters.json_body`), used instead of parsing a JSON body again."""
         if not body:
             return None
         mtype, params = media_type(content_type)
@@ -226,7 +235,7 @@ class BodyParser:
                 self._count(split_query(text, "body", out))
                 self._check_lengths(out)
             elif mtype == "application/json" or mtype.endswith("+json"):
-                self._json(text, out)
+                self._json(text, out, parsed)
             elif mtype.startswith("multipart/"):
                 self._multipart(body, params.get("boundary", ""), out)
             elif mtype in ("text/xml", "application/xml") or mtype.endswith("+xml"):
@@ -269,9 +278,12 @@ class BodyParser:
 
     # --- JSON ---------------------------------------------------------------------------
 
-    def _json(self, text: str, out: list[Target]) -> None:
+    def _json(self, text: str, out: list[Target], parsed: ParsedJson | None) -> None:
+        # A strict parse is exactly what json.loads gives for the same text (json_body):
+        # reusing it changes no target. Otherwise parse leniently (duplicates: last wins,
+        # NaN accepted), as the WAF always has: its job is to inspect, not to validate.
         try:
-            document = json.loads(text)
+            document = parsed.value if parsed is not None else json.loads(text)
         except RecursionError:
             raise self._too_deep() from None
         except ValueError:
