@@ -66,28 +66,28 @@ async def _post(policy: CompiledPolicy, body: bytes) -> tuple[LocalReply | None,
     return reply, request
 
 
-class _CountingLoads:
-    """``json.loads`` that counts the documents it parsed (every parser in the chain,
-    strict or lenient, goes through ``json.loads``)."""
+def _count_documents(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every document a ``JSONDecoder`` decodes from now on (every JSON parser in the chain,
+    strict or lenient ``json.loads``, goes through ``raw_decode``)."""
+    seen: list[str] = []
+    real = json.JSONDecoder.raw_decode
 
-    def __init__(self) -> None:
-        self.calls = 0
-        self.real = json.loads
+    def counting(decoder: json.JSONDecoder, text: str, idx: int = 0) -> Any:
+        seen.append(text)
+        return real(decoder, text, idx)
 
-    def __call__(self, text: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self.real(text, **kwargs)
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", counting)
+    return seen
 
 
 async def test_a_json_body_is_parsed_once_for_openapi_and_waf(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     policy = _policy()
-    counting = _CountingLoads()
-    monkeypatch.setattr(json, "loads", counting)
+    decoded = _count_documents(monkeypatch)
     reply, request = await _post(policy, b'{"name": "jacket", "size": "M"}')
     assert reply is None
-    assert counting.calls == 1
+    assert len(decoded) == 1
     assert request.parsed_json is not None
     assert request.parsed_json.value == {"name": "jacket", "size": "M"}
 

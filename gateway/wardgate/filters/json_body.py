@@ -53,6 +53,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_STRICT = json.JSONDecoder(parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+"""Built once: ``json.loads`` with hooks builds a new decoder (and scanner) per call. A
+decoder keeps no state between documents, so one serves every request and thread."""
+
+
 def parse_strict(body: bytes) -> Any:
     """The JSON value of ``body`` under the strict rules (module docstring); raises
     :class:`JsonBodyError` with a client-safe reason otherwise."""
@@ -61,7 +66,7 @@ def parse_strict(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise JsonBodyError("is not UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        value = _STRICT.decode(text)
         if "\\u" in text:
             _no_lone_surrogates(value)
         return value
