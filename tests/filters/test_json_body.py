@@ -117,6 +117,8 @@ async def test_the_waf_sees_every_key_and_value_of_the_shared_document() -> None
         (b'{"name": "a", "n": NaN}', "NaN and Infinity"),
         (b'{"name": "a", "n": -Infinity}', "NaN and Infinity"),
         (b'{"name": "\\ud800"}', "unpaired surrogate"),
+        (b'{"name": "x\\uDC00y"}', "unpaired surrogate"),
+        (b'{"name": "\\u00e9", "n": "\\uD83D"}', "unpaired surrogate"),
         (b'{"name": "\xff"}', "not UTF-8"),
     ],
 )
@@ -141,6 +143,7 @@ def test_a_strict_parse_is_what_json_loads_gives() -> None:
         b'{"a": [1, 2.5, -0.0, 1e400, true, null, "\\u00e9\\ud83d\\ude00"], "b": {"": ""}}',
         b'[{"x": {"y": {"z": []}}}, "text", 12345678901234567890]',
         b'"just a string"',
+        b'{"escaped backslash": "\\\\ud800", "pair": "\\uD83D\\uDE00", "e": "\\u00E9"}',
     ):
         assert parse_strict(text) == json.loads(text)
 

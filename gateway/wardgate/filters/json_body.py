@@ -67,7 +67,9 @@ def parse_strict(body: bytes) -> Any:
         raise JsonBodyError("is not UTF-8") from None
     try:
         value = _STRICT.decode(text)
-        if "\\u" in text:
+        # Surrogates are U+D800-DFFF: only a "\ud.."/"\uD.." escape can write one (UTF-8
+        # text cannot hold one raw), so other escapes ("\u00e9") skip the check.
+        if "\\ud" in text or "\\uD" in text:
             _no_lone_surrogates(value)
         return value
     except RecursionError:
@@ -80,7 +82,7 @@ def parse_strict(body: bytes) -> Any:
 
 def _no_lone_surrogates(value: Any) -> None:
     """``"\\ud800"`` is valid JSON syntax but not text: parsers disagree on it (replace,
-    refuse, pass through), so it is refused. Only run when the body has a ``\\u`` escape."""
+    refuse, pass through), so it is refused. Only run when the body has a ``\\ud`` escape."""
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
