@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from wardgate.filters.api import HttpRequest
+from typing import Any, Protocol
 
 
 class JsonBodyError(ValueError):
@@ -39,6 +36,13 @@ class ParsedJson:
 
     source: bytes
     value: Any
+
+
+class HoldsParse(Protocol):
+    """Where a request keeps its parse: :class:`~wardgate.filters.api.HttpRequest` (a
+    protocol, so this module does not import the filter contract that imports it)."""
+
+    parsed_json: ParsedJson | None
 
 
 def _no_constants(_name: str) -> Any:
@@ -89,7 +93,7 @@ def _no_lone_surrogates(value: Any) -> None:
         raise JsonBodyError("contains an unpaired surrogate escape") from None
 
 
-def strict_document(request: HttpRequest, body: bytes) -> Any:
+def strict_document(request: HoldsParse, body: bytes) -> Any:
     """The strict JSON value of ``body`` (raises :class:`JsonBodyError`), parsed at most
     once per request: a success is kept on ``request`` for the filters after this one."""
     known = parsed_document(request, body)
@@ -100,7 +104,7 @@ def strict_document(request: HttpRequest, body: bytes) -> Any:
     return value
 
 
-def parsed_document(request: HttpRequest, body: bytes) -> ParsedJson | None:
+def parsed_document(request: HoldsParse, body: bytes) -> ParsedJson | None:
     """The strict parse of ``body`` an earlier filter kept on ``request``, or ``None`` when
     there is none for these exact bytes (another body, a decompressed one, a parse that
     failed): the caller then parses ``body`` itself."""
