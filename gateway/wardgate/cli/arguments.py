@@ -197,9 +197,46 @@ def _add_http2_options(cmd: argparse.ArgumentParser) -> None:
             "max_header_list_size",
             "decoded request header bytes per HTTP/2 request",
         ),
+        ("--http2-max-frame-size", "max_frame_size", "SETTINGS_MAX_FRAME_SIZE, bytes"),
+        ("--http2-header-table-size", "header_table_size", "HPACK table a client may use"),
+        (
+            "--http2-max-control-frames-per-second",
+            "max_control_frames_per_second",
+            "SETTINGS/PING/PRIORITY/empty DATA frames per connection and second",
+        ),
+        (
+            "--http2-premature-reset-min-streams",
+            "premature_reset_min_streams",
+            "streams a connection opens before its premature resets are judged",
+        ),
+        (
+            "--http2-premature-reset-max-lifetime",
+            "premature_reset_max_lifetime",
+            "seconds: a stream reset sooner after opening is a premature reset",
+        ),
+        (
+            "--http2-premature-reset-ratio",
+            "premature_reset_ratio",
+            "share of premature resets over which the connection is closed",
+        ),
+        (
+            "--http2-max-outbound-buffer",
+            "max_outbound_buffer",
+            "bytes queued for a client that does not read before it is cut",
+        ),
+        (
+            "--http2-idle-timeout",
+            "connection_idle_timeout",
+            "seconds an HTTP/2 connection without streams is kept",
+        ),
     ):
+        value = getattr(default, field)
         cmd.add_argument(
-            flag, type=int, default=getattr(default, field), help=f"{text} (default: %(default)s)"
+            flag,
+            type=type(value),
+            default=value,
+            dest=f"http2_{field}",
+            help=f"{text} (default: %(default)s)",
         )
 
 

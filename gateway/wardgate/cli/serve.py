@@ -22,19 +22,29 @@ DEMO_POLICY = Path("examples/demo/policy.yaml")
 def _http2_settings(args: argparse.Namespace) -> H2Settings:
     from wardgate.proxy.h2.settings import H2Settings
 
-    values = {
-        "max_concurrent_streams": (args.http2_max_concurrent_streams, 1, 2**31 - 1),
-        "initial_stream_window": (args.http2_initial_stream_window, 65535, 2**31 - 1),
-        "initial_connection_window": (args.http2_initial_connection_window, 65535, 2**31 - 1),
-        "max_header_list_size": (args.http2_max_header_list_size, 1024, 2**24),
+    bounds: dict[str, tuple[float, float]] = {  # field -> allowed range (RFC 9113 6.5.2)
+        "max_concurrent_streams": (1, 2**31 - 1),
+        "initial_stream_window": (65535, 2**31 - 1),
+        "initial_connection_window": (65535, 2**31 - 1),
+        "max_header_list_size": (1024, 2**24),
+        "max_frame_size": (16384, 2**24 - 1),
+        "header_table_size": (0, 2**20),  # memory per connection
+        "max_control_frames_per_second": (1, 10**6),
+        "premature_reset_min_streams": (1, 2**31 - 1),
+        "premature_reset_max_lifetime": (0.001, 3600),
+        "premature_reset_ratio": (0.01, 1),
+        "max_outbound_buffer": (65536, 2**30),
+        "connection_idle_timeout": (1, 7 * 86400),
     }
-    for name, (value, low, high) in values.items():
-        if not low <= value <= high:
-            flag = "--http2-" + name.replace("_", "-")
-            raise UsageError(f"{flag} must be between {low} and {high}, not {value}")
-    return H2Settings(
-        upstream_protocol=args.upstream_protocol, **{k: v[0] for k, v in values.items()}
-    )
+    values = {name: getattr(args, f"http2_{name}") for name in bounds}
+    for name, (low, high) in bounds.items():
+        if not low <= values[name] <= high:
+            flag = _HTTP2_FLAGS.get(name, "--http2-" + name.replace("_", "-"))
+            raise UsageError(f"{flag} must be between {low:g} and {high:g}, not {values[name]}")
+    return H2Settings(upstream_protocol=args.upstream_protocol, **values)
+
+
+_HTTP2_FLAGS = {"connection_idle_timeout": "--http2-idle-timeout"}
 
 
 def _tls_options(args: argparse.Namespace) -> object:

@@ -96,7 +96,7 @@ class OverflowProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         metrics.DOWNSTREAM_CX_OVERFLOW.inc()
-        _note_overflow()
+        note_overflow()
         conn = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         conn.write(overload_response())
         if OverflowProtocol.lingering >= MAX_OVERFLOW_LINGERING:
@@ -121,7 +121,7 @@ class OverflowProtocol(asyncio.Protocol):
             self._timer = None
 
 
-def _note_overflow() -> None:
+def note_overflow() -> None:
     """A warning at most every ten seconds, with the number refused since the last one: a
     flood must not become a flood of log lines."""
     OverflowProtocol._since_warning += 1

@@ -47,3 +47,20 @@ def test_credentials_use_the_never_indexed_form() -> None:
     decoded = hpack.Decoder().decode(block, raw=True)
     assert decoded == [(b"authorization", b"Bearer t")]
     assert isinstance(decoded[0], hpack.NeverIndexedHeaderTuple)
+
+
+def test_repeated_fields_encode_the_same_and_credentials_are_not_kept() -> None:
+    from wardgate.proxy.h2 import hpack_out
+
+    encoder, decoder = LiteralEncoder(), hpack.Decoder()
+    fields = [(b"content-type", b"application/grpc"), (b"authorization", b"Bearer s3cret")]
+    first = encoder.encode(fields)
+    assert encoder.encode(fields) == first[1:]  # the same, without the size announcement
+    assert decoder.decode(first, raw=True) == fields
+    assert (b"content-type", b"application/grpc") in hpack_out._LITERALS
+    assert not any(b"s3cret" in value for _, value in hpack_out._LITERALS)
+    # Unique values (request ids) never grow the cache past its bound.
+    for i in range(3000):
+        block = encoder.encode([(b"x-request-id", str(i).encode())])
+        assert decoder.decode(block, raw=True) == [(b"x-request-id", str(i).encode())]
+    assert len(hpack_out._LITERALS) <= hpack_out._MAX_LITERALS

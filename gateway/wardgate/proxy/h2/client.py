@@ -21,6 +21,12 @@ import h2.exceptions
 import h2.settings
 
 from wardgate.observability.response_flags import ResponseFlag
+from wardgate.proxy.h2.fields import (
+    MalformedFields,
+    check_response_head,
+    check_trailers,
+)
+from wardgate.proxy.h2.hpack_in import HeaderBlockDecoder
 from wardgate.proxy.h2.hpack_out import LiteralEncoder
 from wardgate.proxy.h2.stream import wire_headers
 from wardgate.proxy.upstream_client import UpstreamError
@@ -192,18 +198,20 @@ class H2ClientConnection(asyncio.Protocol):
     def __init__(self, pool: H2UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        # Inbound headers are validated (RFC 9113 8.2); outbound ones are built here
-        # already lower case and checked (``wire_headers``), so h2's second pass over
-        # them, a large share of its per-request cost, is skipped.
+        # Inbound headers are decoded by our HPACK decoder and checked in one pass by
+        # ``fields`` (RFC 9113 8.2/8.3: nothing malformed reaches the client); outbound
+        # ones are built here already lower case and checked (``wire_headers``), so h2's
+        # own passes over them, a large share of its per-request cost, are skipped.
         config = h2.config.H2Configuration(
             client_side=True,
             header_encoding=None,
-            validate_inbound_headers=True,
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_out
+        self.h2.decoder = HeaderBlockDecoder()  # type: ignore[assignment]  # see hpack_in
         self.streams: dict[int, UpstreamStream] = {}
         self.closed = False
         self.goaway = False
@@ -229,24 +237,39 @@ class H2ClientConnection(asyncio.Protocol):
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
 
+    def _protocol_error(self, what: str) -> None:
+        """The upstream broke the protocol: every exchange on the connection fails
+        (``UC``), ``GOAWAY(PROTOCOL_ERROR)``, closed."""
+        self._fail_all(
+            UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, f"HTTP/2 protocol error: {what}"
+            )
+        )
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection(_ERR.PROTOCOL_ERROR)
+        self._flush_now()
+        if self.transport is not None:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._fail_all(
-                UpstreamError(
-                    ResponseFlag.UPSTREAM_CONNECTION_TERMINATION,
-                    f"HTTP/2 protocol error: {type(exc).__name__}",
-                )
-            )
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.close_connection(_ERR.PROTOCOL_ERROR)
-            self._flush_now()
-            if self.transport is not None:
-                self.transport.close()
+            self._protocol_error(type(exc).__name__)
             return
         for event in events:
             stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
+            if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                try:
+                    check = (
+                        check_response_head
+                        if isinstance(event, h2.events.ResponseReceived)
+                        else check_trailers
+                    )
+                    check(event.headers or ())
+                except MalformedFields:
+                    self._protocol_error("malformed response headers")
+                    return
             if isinstance(event, h2.events.ResponseReceived):
                 if stream is not None:
                     stream._response(event.headers, event.stream_ended is not None)

@@ -19,9 +19,9 @@ from aiohttp import web
 from wardgate.observability import metrics
 from wardgate.proxy.h2.connection import H2ServerConnection, StreamHandler
 from wardgate.proxy.h2.guard import GuardedH2Connection
+from wardgate.proxy.h2.overflow import PREFACE, OverflowSelector
 from wardgate.proxy.h2.settings import H2Settings
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ALPN_PROTOCOLS = ["h2", "http/1.1"]
 """What a TLS listener offers, preferred first (as Envoy's default ``alpn_protocols``)."""
 
@@ -179,7 +179,8 @@ class DetectingServer(web.Server):
         # connection turns out to be HTTP/1.1.
         http1 = super().__call__()
         if not isinstance(http1, web.RequestHandler):
-            return http1  # a refusal protocol (over the connection cap): it speaks first
+            # Over the connection cap: refused in the client's own protocol.
+            return OverflowSelector(http1)
         return ProtocolSelector(
             lambda: http1, self._new_h2, self.first_bytes_timeout(), self.undetected
         )

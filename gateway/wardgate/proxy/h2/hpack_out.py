@@ -55,6 +55,21 @@ for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
     _NAME_NEVER.setdefault(_name, _integer(_index, 4, 0x10))
 
 
+_LITERALS: dict[tuple[bytes, bytes], bytes] = {}
+"""Encoded literal fields seen recently (content types, user agents, ``te``, gRPC
+metadata repeat on every call); bounded: emptied when full."""
+_MAX_LITERALS = 1024
+_MAX_CACHED_VALUE = 256  # longer values (tokens, cookies) are encoded each time
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    never = name in _SENSITIVE
+    prefix = (_NAME_NEVER if never else _NAME_PLAIN).get(name)
+    if prefix is None:
+        prefix = (b"\x10" if never else b"\x00") + _string(name)
+    return prefix + _string(value)
+
+
 class LiteralEncoder:
     """Drop-in for ``hpack.Encoder`` as ``h2`` uses it (``encode`` and the
     ``header_table_size`` the peer's settings set)."""
@@ -82,17 +97,14 @@ class LiteralEncoder:
         if self._announce:
             out += _TABLE_SIZE_ZERO
             self._announce = False
-        for name, value in headers:
-            indexed = _INDEXED.get((name, value))
-            if indexed is not None:
-                out += indexed
-                continue
-            never = name in _SENSITIVE
-            prefix = (_NAME_NEVER if never else _NAME_PLAIN).get(name)
-            if prefix is None:
-                out += b"\x10" if never else b"\x00"
-                out += _string(name)
-            else:
-                out += prefix
-            out += _string(value)
+        cache = _LITERALS
+        for field in headers:
+            encoded = _INDEXED.get(field) or cache.get(field)
+            if encoded is None:
+                encoded = _literal(*field)
+                if len(field[1]) <= _MAX_CACHED_VALUE and field[0] not in _SENSITIVE:
+                    if len(cache) >= _MAX_LITERALS:
+                        cache.clear()
+                    cache[field] = encoded
+            out += encoded
         return bytes(out)
