@@ -95,11 +95,7 @@ def _raw_request(kind: str, token: str) -> bytes:
 
 async def _driven(port: int, raw: bytes, requests: int, cpus: str) -> None:
     """:func:`_drive` in a child process on ``cpus`` (not traced by valgrind)."""
-    code = (
-        "import asyncio, sys; sys.path[:0] = [sys.argv[1]]; import bench.profile_proxy as p; "
-        "asyncio.run(p._drive(int(sys.argv[2]), bytes.fromhex(sys.argv[3]), int(sys.argv[4])))"
-    )
-    cmd = [sys.executable, "-c", code, str(ROOT), str(port), raw.hex(), str(requests)]
+    cmd = [sys.executable, __file__, "--drive", str(port), raw.hex(), str(requests)]
     proc = await asyncio.create_subprocess_exec(*pinned(cmd, cpus))
     if await proc.wait() != 0:
         raise SystemExit("the load client failed")
@@ -180,7 +176,14 @@ def main() -> int:
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--dump", help="write the cProfile statistics to this file")
+    parser.add_argument(
+        "--drive", nargs=3, metavar=("PORT", "HEX", "N"), help=argparse.SUPPRESS
+    )  # the load client's own process (see _driven)
     args = parser.parse_args()
+    if args.drive:
+        port, raw, requests = args.drive
+        asyncio.run(_drive(int(port), bytes.fromhex(raw), int(requests)))
+        return 0
     layout = CpuLayout.for_machine()
     if layout.proxy:
         os.sched_setaffinity(0, {int(layout.proxy)})
