@@ -5,6 +5,7 @@ what it "changed from") may be an old one; nowhere else."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -16,7 +17,8 @@ import yaml
 from tests.chart.render import CHART, NAMESPACE, RELEASE, VALUE_SETS, render
 from tests.chart.test_chart_extras import _exported_series
 from tests.conftest import ROOT
-from wardgate.observability.logs import AccessRecord, ecs_access
+from tests.observability.records import REFUSED
+from wardgate.observability.logs import ecs_access
 from wardgate_operator import evaluation, injection, podports, propagation, reconciling, rendering
 from wardgate_operator.models import API_VERSION
 
@@ -136,31 +138,8 @@ def test_metric_names():
 
 
 def _log_fields() -> set[str]:
-    record = AccessRecord(
-        start=0.0,
-        method="GET",
-        path="/",
-        protocol="HTTP/1.1",
-        status=403,
-        response_flags="UAEX",
-        bytes_received=0,
-        bytes_sent=0,
-        duration_ms=1,
-        upstream_service_time_ms=1,
-        forwarded_for="",
-        user_agent="",
-        request_id="r",
-        authority="a",
-        upstream_host="u",
-        client_address="c",
-        replied_by="waf",
-        reason="r",
-        rule_ids=("waf.942100",),
-        locations=("query:id",),
-        policy_digest="d",
-        policy_generation=1,
-        findings=("f",),
-    )
+    # Every optional field set, so that every field the log can carry is in the document.
+    record = dataclasses.replace(REFUSED, upstream_service_time_ms=1, upstream_host="u")
     doc = json.loads(ecs_access(record))
 
     def flatten(prefix: str, node: Any) -> Iterator[str]:

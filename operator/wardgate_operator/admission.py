@@ -32,15 +32,18 @@ from typing import Any
 
 import yaml
 from aiohttp import web
-from pydantic import ValidationError
 
 from wardgate.config.baseline import SecurityBaselineSpec
-from wardgate.config.loading import format_validation_errors
 from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
 from wardgate_operator.evaluation import evaluate
 from wardgate_operator.injection import InjectionError, inject, resource_ceiling
 from wardgate_operator.kube import KubeApi, KubeError, namespace_path
-from wardgate_operator.models import SidecarConfig, SpecError, parse_baseline_spec
+from wardgate_operator.models import (
+    SidecarConfig,
+    SpecError,
+    parse_baseline_spec,
+    parse_sidecar_config,
+)
 from wardgate_operator.reconciling import cluster_baselines
 
 log = logging.getLogger("wardgate_operator.admission")
@@ -246,7 +249,7 @@ def admission_app(
         try:
             try:
                 data = await request.json()
-            except (ValueError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise ReviewError("the body is not JSON") from None
             uid, review = _review(data)
         except ReviewError as exc:
@@ -363,13 +366,12 @@ async def start_injector(
 
 
 def load_sidecar_config(path: Path) -> SidecarConfig:
-    """Read the chart's ``sidecar.yaml``; ``ValueError`` with every problem."""
+    """Read the chart's ``sidecar.yaml``; :class:`SpecError` naming the file and every
+    problem when it cannot be read, parsed or validated."""
     try:
         data = yaml.safe_load(path.read_text())
-        return SidecarConfig.model_validate(data or {})
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError:
-        raise ValueError(f"{path}: not valid YAML") from None
-    except ValidationError as exc:
-        raise ValueError(f"{path}: " + "; ".join(format_validation_errors(exc))) from None
+        raise SpecError([f"cannot read: {exc.strerror or exc}"], str(path)) from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise SpecError(["not valid YAML"], str(path)) from None
+    return parse_sidecar_config(data, str(path))

@@ -12,7 +12,12 @@ from typing import Any
 
 import yaml
 
-from wardgate_operator.models import API_VERSION, SidecarConfig
+from wardgate.errors import UsageError, WardgateError
+from wardgate_operator.models import API_VERSION, SidecarConfig, SpecError
+
+
+class ManifestError(WardgateError):
+    """A manifest file named on the command line cannot be read or is not YAML."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,7 +102,7 @@ def _cmd_injector(args: argparse.Namespace) -> int:
     try:
         host, port = parse_host_port(args.listen, "--listen")
         template = load_sidecar_config(args.sidecar_config)
-    except ValueError as exc:
+    except (UsageError, SpecError) as exc:
         print(f"wardgate-operator injector: {exc}", file=sys.stderr)
         return 2
 
@@ -129,7 +134,7 @@ def _cmd_injector(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # cannot listen; unusable TLS files (ssl.SSLError is an OSError)
         print(f"wardgate-operator injector: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -148,7 +153,7 @@ def _documents(text: str, source: str) -> list[Any]:
     try:
         return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raise ManifestError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def _read(name: str) -> str:
@@ -157,7 +162,7 @@ def _read(name: str) -> str:
     try:
         return Path(name).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{name}: cannot read: {exc}") from None
+        raise ManifestError(f"{name}: cannot read: {exc}") from None
 
 
 def _flatten(docs: list[Any]) -> Iterator[Any]:
@@ -171,7 +176,7 @@ def _flatten(docs: list[Any]) -> Iterator[Any]:
 def _cmd_render(args: argparse.Namespace) -> int:
     from wardgate_operator.baseline import ClusterBaseline, matching, namespace_labels
     from wardgate_operator.evaluation import evaluate
-    from wardgate_operator.models import SpecError, parse_baseline_spec
+    from wardgate_operator.models import parse_baseline_spec
     from wardgate_operator.rendering import pod_annotations
 
     labels: dict[str, str] = {}
@@ -183,7 +188,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         labels[key] = value
     try:
         docs = [d for f in args.files for d in _flatten(_documents(_read(str(f)), str(f)))]
-    except ValueError as exc:
+    except ManifestError as exc:
         print(f"wardgate-operator render: {exc}", file=sys.stderr)
         return 2
     baselines, microgateways, failed = [], [], False
@@ -270,16 +275,17 @@ def inject_document(doc: Any, template: SidecarConfig, warnings: list[str]) -> A
 def _cmd_inject(args: argparse.Namespace) -> int:
     from wardgate_operator.admission import load_sidecar_config
     from wardgate_operator.injection import InjectionError
+    from wardgate_operator.models import parse_sidecar_config
 
     try:
         if args.sidecar_config is not None:
             template = load_sidecar_config(args.sidecar_config)
         else:
-            template = SidecarConfig.model_validate({"image": args.image})
+            template = parse_sidecar_config({"image": args.image}, "--image")
         docs = _documents(_read(args.filename), args.filename)
         warnings: list[str] = []
         out = [inject_document(doc, template, warnings) for doc in docs]
-    except (ValueError, InjectionError) as exc:
+    except (SpecError, ManifestError, InjectionError) as exc:
         print(f"wardgate-operator inject: {exc}", file=sys.stderr)
         return 1
     for warning in warnings:

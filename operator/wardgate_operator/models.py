@@ -282,6 +282,15 @@ def _prefixed(exc: ValidationError) -> list[str]:
     ]
 
 
+def parse_sidecar_config(data: Any, source: str) -> SidecarConfig:
+    """Validate the injector's sidecar template (the chart's ``sidecar.yaml``, or the one
+    ``inject --image`` builds); :class:`SpecError` names ``source`` and every problem."""
+    try:
+        return SidecarConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise SpecError(format_validation_errors(exc), source) from None
+
+
 def parse_baseline_spec(spec: Any) -> SecurityBaselineSpec:
     """Validate a ``SecurityBaseline`` ``spec`` the same way."""
     try:

@@ -3,6 +3,7 @@ digest (and its ``spec.tls``), written as the ``Propagated`` and ``Degraded`` co
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,8 @@ async def http_sidecar_reader(pod: Mapping[str, Any]) -> SidecarReport:
             session.get(url) as response,
         ):
             info = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    # A sidecar that answers something other than JSON: as good as unreachable here.
+    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = "status port" if status is not None else "admin"
         return SidecarReport(None, problem=f"{where} unreachable ({type(exc).__name__})")
     policy = (

@@ -1,7 +1,8 @@
 """Issue 13 item 3: a sidecar with a read-only root filesystem (no writable HOME, an empty
 cache) starts in seconds, not the tens of seconds compiling the WAF takes, and never
 without the WAF: the databases come from the store ``wardgate precompile-waf`` writes at
-image build time."""
+image build time. Start-up cost is measured as the gateway's own CPU time, which a busy
+machine does not inflate the way it does wall time."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ import pytest
 
 from tests.conftest import ROOT, run_wardgate, wardgate_env
 
-READY_WITHIN_S = 8.0
-"""Wall time, generous for a loaded CI machine: measured 3.4-5.8 s (1.5-1.7 s of CPU, most
-of it Python imports) on 2 cores under a load average of 5-7, where compiling takes 97 s
-(33 s of CPU); unloaded, compiling took 12.9 s."""
 CPU_WITHIN_S = 4.0
-"""CPU seconds of the gateway at ``/ready``: barely depends on load, and compiling the
-default rules alone takes over 12."""
+"""CPU seconds the gateway process has used when ``/ready`` first answers 200. This is the
+measure, not wall time: CPU time barely depends on how loaded the machine is, wall time
+does (3.4-5.8 s on 2 cores at load 5-7, for 1.5-1.7 s of CPU, most of it Python imports).
+Compiling the default rules alone takes over 12 s of CPU, so a start that compiles, or
+imports several seconds more than today, fails."""
+HANG_AFTER_S = 120.0
+"""Wall time after which the start counts as hung (not a speed check)."""
 
 
 def _free_port() -> int:
@@ -79,7 +81,7 @@ def test_ready_in_seconds_from_the_store_with_no_writable_home_or_cache(
             except OSError:
                 pass
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() - started < 60, "not ready after 60 s"
+            assert time.monotonic() - started < HANG_AFTER_S, f"not ready after {HANG_AFTER_S} s"
             time.sleep(0.02)
         elapsed = time.monotonic() - started
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -89,8 +91,7 @@ def test_ready_in_seconds_from_the_store_with_no_writable_home_or_cache(
         # And the WAF is there: an attack is refused (the upstream does not even exist).
         attack = "/?q=%3Cscript%3Ealert(document.cookie)%3C/script%3E"
         assert _status(f"http://127.0.0.1:{listen}{attack}") == 403
-        assert cpu < CPU_WITHIN_S, f"{cpu:.2f} s of CPU to get ready"
-        assert elapsed < READY_WITHIN_S, f"ready after {elapsed:.2f} s"
+        assert cpu < CPU_WITHIN_S, f"{cpu:.2f} s of CPU to get ready ({elapsed:.1f} s wall)"
     finally:
         process.terminate()
         process.wait(10)

@@ -6,16 +6,14 @@ original config on the same requests and keys."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
 from tests.conftest import ROOT, run_wardgate
+from tests.envoy.harness import start_proxy_envoy
 from tests.filters.jwt_authn.helpers import ISSUER, claims, compiled, jwks, rsa_key, send
 from wardgate.config import load_policy_text
 from wardgate.config.envoy_import import convert_envoy_jwt
@@ -183,12 +181,6 @@ def test_conversion_in_process_keeps_envoy_semantics():
 # --- differential: the real Envoy with the original config vs the converted policy -------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _envoy_jwt_config() -> dict:
     return {
         "providers": {
@@ -215,142 +207,23 @@ def _envoy_jwt_config() -> dict:
     }
 
 
-def _envoy_bootstrap(port: int, admin: int, upstream_port: int) -> dict:
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                                        "stat_prefix": "ingress",
-                                        "route_config": {
-                                            "virtual_hosts": [
-                                                {
-                                                    "name": "all",
-                                                    "domains": ["*"],
-                                                    "routes": [
-                                                        {
-                                                            "match": {"prefix": "/"},
-                                                            "route": {"cluster": "upstream"},
-                                                        }
-                                                    ],
-                                                }
-                                            ]
-                                        },
-                                        "http_filters": [
-                                            {
-                                                "name": "envoy.filters.http.jwt_authn",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-                                                    **_envoy_jwt_config(),
-                                                },
-                                            },
-                                            {
-                                                "name": "envoy.filters.http.router",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                                                },
-                                            },
-                                        ],
-                                    },
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": upstream_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
+async def test_converted_policy_decides_like_envoy(upstream, tmp_path):
+    jwt_authn = {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            **_envoy_jwt_config(),
         },
     }
-
-
-@pytest.fixture
-def envoy(tmp_path):
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(upstream_port: int) -> str:
-        port, admin = _free_port(), _free_port()
-        conf = tmp_path / "envoy.yaml"
-        conf.write_text(yaml.safe_dump(_envoy_bootstrap(port, admin, upstream_port)))
-        binary = Path(__import__("sys").executable).parent / "envoy"
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "-c",
-                str(conf),
-                "--concurrency",
-                "1",
-                "--log-level",
-                "error",
-                "--base-id",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started.append(proc)
-        return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
-
-    yield start
-    for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-async def _wait_ready(http: aiohttp.ClientSession, admin: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            async with http.get(f"{admin}/ready") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await __import__("asyncio").sleep(0.1)
-    raise AssertionError("envoy did not become ready")
-
-
-async def test_converted_policy_decides_like_envoy(upstream, envoy):
     upstream_port = int(upstream.rsplit(":", 1)[1])
-    envoy_url, envoy_admin = envoy(upstream_port)
+    envoy = await start_proxy_envoy(tmp_path, upstream_port, http_filters=[jwt_authn])
+    try:
+        await _compare_with_envoy(envoy.url)
+    finally:
+        envoy.stop()
+
+
+async def _compare_with_envoy(envoy_url: str) -> None:
     converted = convert_envoy_jwt(_envoy_jwt_config())
     assert converted.unsupported == []
     policy = compiled(yaml.safe_dump(converted.policy))
@@ -369,7 +242,6 @@ async def test_converted_policy_decides_like_envoy(upstream, envoy):
     }
     paths = ["/echo/orders", "/echo/public/x", "/echo/health", "/other"]
     async with aiohttp.ClientSession() as http:
-        await _wait_ready(http, envoy_admin)
         mismatches = []
         for path in paths:
             for name, token in tokens.items():

@@ -4,6 +4,7 @@ well-known ports rewritten to free ones, run as a subprocess, stopped in teardow
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,76 @@ def render(example: str, tmp: Path, ports: Mapping[int, int], **overrides: Any) 
     path = tmp / f"envoy-{len(list(tmp.glob('envoy-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(_rewrite(doc, ports, overrides)))
     return path
+
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _address(port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def proxy_bootstrap(
+    listen: int,
+    admin: int,
+    cluster_port: int,
+    *,
+    http_filters: Sequence[Mapping[str, Any]] = (),
+    cluster_transport: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Envoy bootstrap: one HTTP listener on 127.0.0.1:``listen`` passing every request
+    through ``http_filters`` and the router to one cluster at 127.0.0.1:``cluster_port``
+    (over ``cluster_transport``, e.g. an ``UpstreamTlsContext`` transport socket, when
+    given); the admin interface on ``admin``."""
+    cluster: dict[str, Any] = {
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": "upstream",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(cluster_port)}}]}],
+        },
+    }
+    if cluster_transport is not None:
+        cluster["transport_socket"] = dict(cluster_transport)
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    manager = {
+        "@type": HCM,
+        "stat_prefix": "ingress",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [*http_filters, ROUTER],
+    }
+    listener = {
+        "name": "front",
+        "address": _address(listen),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+    return {
+        "admin": {"address": _address(admin)},
+        "static_resources": {"listeners": [listener], "clusters": [cluster]},
+    }
+
+
+async def start_proxy_envoy(tmp: Path, cluster_port: int, **options: Any) -> Envoy:
+    """Envoy on free ports running :func:`proxy_bootstrap` (``options`` go to it); ready
+    when it returns. The caller stops it (:meth:`Envoy.stop`)."""
+    listen, admin = free_port(), free_port()
+    config = tmp / f"envoy-proxy-{listen}.json"
+    config.write_text(json.dumps(proxy_bootstrap(listen, admin, cluster_port, **options)))
+    return await start_envoy(config, listen, admin)
 
 
 @dataclass

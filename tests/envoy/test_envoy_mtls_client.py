@@ -4,7 +4,6 @@ forwards the identity in ``x-forwarded-client-cert``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import GatewayFactory
-from tests.envoy.harness import Envoy, free_port, start_envoy
+from tests.envoy.harness import Envoy, start_proxy_envoy
 from tests.tls_support import Ca
 from wardgate.proxy.tls import TlsOptions
 
@@ -27,113 +26,34 @@ peer:
 """
 
 
-def _bootstrap(
-    tmp: Path, listen: int, admin: int, gateway_port: int, cert: tuple[str, str], ca: str
-) -> Path:
-    doc: dict[str, Any] = {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "front",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                                        "stat_prefix": "front",
-                                        "route_config": {
-                                            "virtual_hosts": [
-                                                {
-                                                    "name": "all",
-                                                    "domains": ["*"],
-                                                    "routes": [
-                                                        {
-                                                            "match": {"prefix": "/"},
-                                                            "route": {"cluster": "wardgate"},
-                                                        }
-                                                    ],
-                                                }
-                                            ]
-                                        },
-                                        "http_filters": [
-                                            {
-                                                "name": "envoy.filters.http.router",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                                                },
-                                            }
-                                        ],
-                                    },
-                                }
-                            ]
-                        }
+def _client_tls(cert: tuple[str, str], ca: str) -> dict[str, Any]:
+    """Envoy's side of the mutual TLS: its client certificate, and the gateway's name it
+    checks in the server certificate."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "gateway.shop.svc",
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": cert[0]},
+                        "private_key": {"filename": cert[1]},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": ca},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": "gateway.shop.svc"}}
                     ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "wardgate",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    "load_assignment": {
-                        "cluster_name": "wardgate",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": gateway_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                    "transport_socket": {
-                        "name": "envoy.transport_sockets.tls",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                            "sni": "gateway.shop.svc",
-                            "common_tls_context": {
-                                "tls_certificates": [
-                                    {
-                                        "certificate_chain": {"filename": cert[0]},
-                                        "private_key": {"filename": cert[1]},
-                                    }
-                                ],
-                                "validation_context": {
-                                    "trusted_ca": {"filename": ca},
-                                    "match_typed_subject_alt_names": [
-                                        {
-                                            "san_type": "DNS",
-                                            "matcher": {"exact": "gateway.shop.svc"},
-                                        }
-                                    ],
-                                },
-                            },
-                        },
-                    },
-                }
-            ],
+                },
+            },
         },
     }
-    path = tmp / f"envoy-mtls-{listen}.json"
-    path.write_text(json.dumps(doc))
-    return path
 
 
 async def _envoy_with(tmp: Path, gateway_port: int, cert: tuple[str, str], ca: str) -> Envoy:
-    listen, admin = free_port(), free_port()
-    return await start_envoy(_bootstrap(tmp, listen, admin, gateway_port, cert, ca), listen, admin)
+    return await start_proxy_envoy(tmp, gateway_port, cluster_transport=_client_tls(cert, ca))
 
 
 async def test_envoy_presents_a_spiffe_certificate(

@@ -12,13 +12,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import run_wardgate
+from tests.observability.records import REFUSED
 from wardgate.observability.access_format import FormatError, compile_format
-from wardgate.observability.logs import (
-    AccessLog,
-    AccessRecord,
-    envoy_access,
-    envoy_wardgate_access,
-)
+from wardgate.observability.logs import AccessLog, envoy_access, envoy_wardgate_access
 
 ENVOY_DEFAULT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
@@ -32,43 +28,17 @@ WARDGATE_FIELDS = (
     ' "%DYNAMIC_METADATA(wardgate:detected)%"'
 )
 
-RECORD = AccessRecord(
-    start=1_700_000_000.25,
-    method="GET",
-    path="/search",
-    protocol="HTTP/1.1",
-    status=403,
-    response_flags="UAEX",
-    bytes_received=0,
-    bytes_sent=321,
-    duration_ms=4,
-    upstream_service_time_ms=None,
-    forwarded_for="203.0.113.7",
-    user_agent="curl/8.5",
-    request_id="req-1",
-    authority="api.example",
-    upstream_host="",
-    client_address="203.0.113.7",
-    replied_by="waf",
-    reason="attack_detected",
-    rule_ids=("waf.942100", "waf.942190"),
-    locations=("query:q",),
-    policy_digest="abc123",
-    policy_generation=3,
-    findings=("waf.931100@query:next",),
-)
-
 
 def test_envoys_default_format_string_prints_the_fixed_envoy_line():
     render = compile_format(ENVOY_DEFAULT)
-    assert render(RECORD) == envoy_access(RECORD)
-    allowed = dataclasses.replace(RECORD, status=200, upstream_service_time_ms=12)
+    assert render(REFUSED) == envoy_access(REFUSED)
+    allowed = dataclasses.replace(REFUSED, status=200, upstream_service_time_ms=12)
     assert render(allowed) == envoy_access(allowed)
 
 
 def test_the_metadata_operators_print_what_envoy_wardgate_prints():
     render = compile_format(ENVOY_DEFAULT.rstrip("\n") + WARDGATE_FIELDS)
-    assert render(RECORD) == envoy_wardgate_access(RECORD)
+    assert render(REFUSED) == envoy_wardgate_access(REFUSED)
 
 
 def test_a_short_format_with_rules_lengths_and_a_literal_percent():
@@ -77,15 +47,15 @@ def test_a_short_format_with_rules_lengths_and_a_literal_percent():
         "%DYNAMIC_METADATA(wardgate:rules)% %REQ(USER-AGENT):4% "
         "%START_TIME(%Y-%m-%d)% %DYNAMIC_METADATA(envoy.filters.http.ext_authz:wardgate:reason)%"
     )
-    assert render(RECORD) == (
+    assert render(REFUSED) == (
         "/search 403 UAEX 100% waf.942100,waf.942190 curl 2023-11-14 attack_detected"
     )
-    empty = dataclasses.replace(RECORD, rule_ids=(), response_flags="", reason="")
+    empty = dataclasses.replace(REFUSED, rule_ids=(), response_flags="", reason="")
     assert render(empty) == "/search 403 - 100% - curl 2023-11-14 -"
 
 
 def test_the_whole_metadata_namespace_is_one_json_object():
-    line = compile_format("%DYNAMIC_METADATA(wardgate)%")(RECORD)
+    line = compile_format("%DYNAMIC_METADATA(wardgate)%")(REFUSED)
     assert '"reason": "attack_detected"' in line and '"rule_ids": "waf.942100,waf.942190"' in line
 
 
@@ -110,7 +80,7 @@ def test_a_bad_or_secret_bearing_operator_is_an_error(fmt, message):
 
 def test_client_text_cannot_forge_a_line():
     stream = io.StringIO()
-    forged = dataclasses.replace(RECORD, path="/a\nfake 200", user_agent="x\r\ny")
+    forged = dataclasses.replace(REFUSED, path="/a\nfake 200", user_agent="x\r\ny")
     AccessLog("envoy", stream, compile_format("%REQ(:PATH)% %REQ(USER-AGENT)%")).write(forged)
     assert stream.getvalue().count("\n") == 1
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
 
 import aiohttp
 
-from wardgate.observability.logs import AccessLog, AccessRecord, envoy_access
+from tests.observability.records import REFUSED
+from wardgate.observability.logs import AccessLog, envoy_access
 
 SECRETS = ("Bearer-s3cr3t-token", "session=c00kie-value", "q-s3cr3t", "b0dy-s3cr3t")
 
@@ -69,29 +71,8 @@ async def test_envoy_format_access_log(upstream, gateway):
 
 
 def test_client_text_cannot_forge_log_lines():
-    record = AccessRecord(
-        start=0,
-        method="GET",
-        path="/a\nfake",
-        protocol="HTTP/1.1",
-        status=200,
-        response_flags="",
-        bytes_received=0,
-        bytes_sent=0,
-        duration_ms=1,
-        upstream_service_time_ms=None,
-        forwarded_for="",
-        user_agent='x"\n[fake] "GET',
-        request_id="r",
-        authority="h",
-        upstream_host="",
-        client_address="1.2.3.4",
-        replied_by="upstream",
-        reason="",
-        rule_ids=(),
-        locations=(),
-        policy_digest="d",
-        policy_generation=1,
+    record = dataclasses.replace(
+        REFUSED, path="/a\nfake", user_agent='x"\n[fake] "GET', status=200, replied_by="upstream"
     )
     stream = io.StringIO()
     AccessLog("envoy", stream).write(record)
@@ -102,31 +83,7 @@ def test_client_text_cannot_forge_log_lines():
 
 
 def test_envoy_wardgate_format_carries_the_reason_and_rules():
-    record = AccessRecord(
-        start=0,
-        method="GET",
-        path="/search",
-        protocol="HTTP/1.1",
-        status=403,
-        response_flags="UAEX",
-        bytes_received=0,
-        bytes_sent=10,
-        duration_ms=1,
-        upstream_service_time_ms=None,
-        forwarded_for="",
-        user_agent="ua",
-        request_id="r",
-        authority="h",
-        upstream_host="",
-        client_address="1.2.3.4",
-        replied_by="waf",
-        reason="attack_detected",
-        rule_ids=("waf.942100", "waf.942190"),
-        locations=("query:q", 'header:x-"odd"\nname'),
-        policy_digest="d",
-        policy_generation=1,
-        findings=("waf.931100@query:next",),
-    )
+    record = dataclasses.replace(REFUSED, locations=("query:q", 'header:x-"odd"\nname'))
     stream = io.StringIO()
     AccessLog("envoy-wardgate", stream).write(record)
     line = stream.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from tests.conftest import ROOT
@@ -116,3 +117,57 @@ def test_render_fails_on_invalid_microgateway(tmp_path: Path, capsys):
     path.write_text(text.replace("portName: http", "portName: http\n  servicePort: 8080"))
     assert main(["render", str(path)]) == 1
     assert "servicePort (deprecated) needs appPort" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["inject", "-f", "{missing}", "--image", "x:1"], 1, "missing.yaml: cannot read: "),
+        (["inject", "-f", "{broken}", "--image", "x:1"], 1, "broken.yaml: not valid YAML: "),
+        (["inject", "-f", "{app}", "--image", ""], 1, "--image: image: "),
+        (["inject", "-f", "{app}", "--sidecar-config", "{broken}"], 1, "broken.yaml: not valid"),
+        (["inject", "-f", "{app}", "--sidecar-config", "{sidecar}"], 1, "sidecar.yaml: proxyPort"),
+        (["render", "{missing}"], 2, "missing.yaml: cannot read: "),
+        (["render", "{broken}"], 2, "broken.yaml: not valid YAML: "),
+        (["injector", "--listen", "nowhere"], 2, "--listen must be HOST:PORT"),
+        (["injector", "--sidecar-config", "{missing}"], 2, "missing.yaml: cannot read: "),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, capsys, args, code, message):
+    files = {"missing": tmp_path / "missing.yaml", "broken": tmp_path / "broken.yaml"}
+    files["broken"].write_text("a: [unclosed\n")
+    files["app"] = tmp_path / "app.yaml"
+    files["app"].write_text(MANIFEST)
+    files["sidecar"] = tmp_path / "sidecar.yaml"
+    files["sidecar"].write_text("image: x:1\nproxyPort: 0\n")
+    if args[0] == "injector" and "--sidecar-config" not in args:
+        args = [*args, "--sidecar-config", str(files["sidecar"])]
+    assert main([a.format(**files) for a in args]) == code
+    err = capsys.readouterr().err
+    assert message.format(**files) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_injector_with_unusable_certificate_files_exits_1(tmp_path: Path, capsys):
+    sidecar = tmp_path / "sidecar.yaml"
+    sidecar.write_text("image: x:1\n")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    argv = ["injector", "--listen", "127.0.0.1:0", "--sidecar-config", str(sidecar)]
+    assert main([*argv, "--tls-cert", str(cert), "--tls-key", str(key)]) == 1
+    assert capsys.readouterr().err.startswith("wardgate-operator injector: [SSL")
+    assert main([*argv, "--tls-cert", str(tmp_path / "none"), "--tls-key", str(key)]) == 1
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_a_programming_error_is_not_reported_as_bad_input(tmp_path: Path, monkeypatch):
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFEST)
+
+    def broken(*_: object) -> None:
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr("wardgate_operator.cli.inject_document", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["inject", "-f", str(path), "--image", "x:1"])

@@ -119,7 +119,8 @@ async def _scripted_upstream(response: bytes):
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        writer.close()
+        finally:  # also when the loop cancels the handler (the gateway's pooled connection)
+            writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"

@@ -52,16 +52,18 @@ async def test_slow_upstream_is_504_ut(upstream, gateway):
 
 async def _closing_server(respond_partially: bool) -> tuple[asyncio.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        if respond_partially:
-            # A binary type: it streams (a text body would be buffered for inspection by
-            # the response WAF, and the reset would come before the status line, as a 503).
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                b"Content-Length: 1000\r\n\r\npartial"
-            )
-            await writer.drain()
-        writer.transport.abort()
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if respond_partially:
+                # A binary type: it streams (a text body would be buffered for inspection by
+                # the response WAF, and the reset would come before the status line, as a 503).
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b"Content-Length: 1000\r\n\r\npartial"
+                )
+                await writer.drain()
+        finally:  # the reset, also when the gateway went first or the loop cancels us
+            writer.transport.abort()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
