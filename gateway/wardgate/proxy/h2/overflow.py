@@ -160,6 +160,13 @@ class OverflowSelector(asyncio.Protocol):
         metrics.DOWNSTREAM_CX_OVERFLOW.inc()
         note_overflow()
         transport.write(hyperframe.frame.SettingsFrame(0).serialize())
+        if OverflowProtocol.lingering >= MAX_OVERFLOW_LINGERING:
+            # A flood of refusals: no waiting for the first stream (refusals must never
+            # eat the descriptor reserve); GOAWAY and close at once.
+            self._refused = True
+            transport.write(_goaway(0))
+            transport.close()
+            return
         OverflowProtocol.lingering += 1
         self._lingering = True
         self._timer = asyncio.get_running_loop().call_later(
