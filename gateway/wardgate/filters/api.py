@@ -41,6 +41,7 @@ from multidict import CIMultiDict
 
 from wardgate.errors import FilterCompileError as FilterCompileError  # noqa: PLC0414 - re-export
 from wardgate.filters.identity import PeerIdentity
+from wardgate.filters.json_body import ParsedJson
 from wardgate.observability.response_flags import ResponseFlag
 
 
@@ -146,6 +147,9 @@ class HttpRequest:
     ``x-request-id`` the gateway generated itself, each bearer header whose token the JWT
     filter verified. The WAF does not scan these values (RATIONALE.md, "Values the gateway
     vouches for are not scanned")."""
+    parsed_json: ParsedJson | None = None
+    """The body's strict JSON parse, kept by the first filter that needed it so the next
+    one does not parse it again (:mod:`wardgate.filters.json_body`; read-only)."""
 
 
 @dataclass(slots=True)

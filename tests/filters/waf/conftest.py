@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 
 from wardgate.config.waf import WafSpec
 from wardgate.filters.api import HttpRequest, LocalReply
-from wardgate.filters.waf import WafConfig
+from wardgate.filters.waf import WafConfig, corpus, placements
 
 CORPUS = (
     Path(__file__).resolve().parents[3].parent / "shared" / "waf-corpus" / "crs-regression.jsonl"
@@ -81,3 +81,12 @@ def run(
 def blocked(config: WafConfig, target: str = "/", **kwargs: Any) -> bool:
     reply, _ = run(config, target, **kwargs)
     return reply is not None
+
+
+def refused_in(config: WafConfig, text: str, where: str) -> list[str]:
+    """The rule ids that refused ``text`` placed at ``where`` (one of
+    :data:`~wardgate.filters.waf.placements.PLACEMENTS`); empty: let through."""
+    record = placements.place(text, where, cls="probe", expect="block", ident="probe")
+    assert record is not None
+    reply = asyncio.run(corpus.decide(config, record))
+    return [v.rule_id for v in reply.violations] if reply is not None else []

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from tests.filters.waf.conftest import run
-from wardgate.filters.waf import corpus, placements
+from tests.filters.waf.conftest import refused_in, run
+from wardgate.filters.waf import placements
 
 
 @pytest.mark.parametrize(
@@ -75,14 +73,6 @@ def test_xml_declaration_is_not_xss_but_markup_after_it_is(default_waf):
     assert reply is not None and reply.status == 403
 
 
-def _refused_in(config, text: str, where: str) -> list[str]:
-    """The rule ids that refused ``text`` placed at ``where`` (empty: let through)."""
-    record = placements.place(text, where, cls="probe", expect="block", ident="probe")
-    assert record is not None
-    reply = asyncio.run(corpus.decide(config, record))
-    return [v.rule_id for v in reply.violations] if reply is not None else []
-
-
 _EVERYWHERE = [p for p in placements.PLACEMENTS if p != "json_key"]
 
 
@@ -100,12 +90,12 @@ _EVERYWHERE = [p for p in placements.PLACEMENTS if p != "json_key"]
     ],
 )
 def test_attack_class_is_refused_in_every_placement(default_waf, payload, where):
-    assert _refused_in(default_waf, payload, where), (payload, where)
+    assert refused_in(default_waf, payload, where), (payload, where)
 
 
 @pytest.mark.parametrize("where", [p for p in _EVERYWHERE if p != "header"])  # no line ends
 def test_a_command_whose_argument_ends_the_line_is_refused(default_waf, where):
-    assert _refused_in(default_waf, "cd /;cd etc;fold passwd\n", where), where
+    assert refused_in(default_waf, "cd /;cd etc;fold passwd\n", where), where
 
 
 @pytest.mark.parametrize("where", _EVERYWHERE)
@@ -120,7 +110,7 @@ def test_a_command_whose_argument_ends_the_line_is_refused(default_waf, where):
     ],
 )
 def test_look_alike_of_those_classes_passes_everywhere(default_waf, text, where):
-    assert not _refused_in(default_waf, text, where), (text, where)
+    assert not refused_in(default_waf, text, where), (text, where)
 
 
 def test_ascii_malformed_markup_with_a_stray_lead_character_is_refused(default_waf):

@@ -34,7 +34,7 @@ def test_detection_at_paranoia_level_1(report):
 
 
 def test_false_positives_on_attack_like_benign_requests(report):
-    assert report.false_positive_rate <= 0.096  # 9.5% when last tuned; the target is 10%
+    assert report.false_positive_rate <= 0.085  # 8.1% when last tuned; the target is 10%
 
 
 @pytest.mark.parametrize(("where", "floor"), [("header", 0.815), ("path", 0.835)])

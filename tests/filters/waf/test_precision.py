@@ -38,23 +38,23 @@ def test_the_committed_sample_has_every_class():
 def test_benign_look_alikes_are_rarely_refused(benign):
     print(benign.table("benign"))
     assert benign.overall.total > 11000
-    assert benign.overall.rate <= 0.032  # 3.0% when tuned (2.6% without the yaml class, the
-    # hardest one); the issue's target is 5%, then 2%
+    assert benign.overall.rate <= 0.009  # 0.6% when tuned (the issue's target is 2%; 1.2-1.3%
+    # on two fresh harvests with other seeds, 4.0-4.7% for the rules before)
 
 
 @pytest.mark.parametrize(
     ("cls", "ceiling"),
     [
-        ("code", 0.08),  # 7.3% when tuned
-        ("xml", 0.07),  # 6.3%: XHTML documents pasted into a cookie, a file name, a path
-        ("template", 0.07),
+        ("code", 0.005),  # 0.0% when tuned (7.3% before code was told from SQL and shell)
+        ("xml", 0.016),  # 1.1%: two HTML/XSL documents in a form field
+        ("template", 0.025),  # 1.7%: ${sys:...} lookups, JS template strings with markup
         ("url", 0.005),  # 0.2% when tuned
-        ("prose", 0.04),
-        ("shell", 0.02),
-        ("path", 0.02),
-        ("name", 0.01),
-        ("json", 0.01),
-        ("yaml", 0.065),  # 5.9%: pasted YAML and OpenAPI lines
+        ("prose", 0.02),  # 1.5%: docstrings calling exp(x), exec(compile(...))
+        ("shell", 0.01),  # 0.8%: /proc/sys/kernel in a man page
+        ("path", 0.005),  # 0.0%: Windows paths as upload names pass
+        ("name", 0.005),
+        ("json", 0.005),
+        ("yaml", 0.012),  # 0.8%: a YAML example about quoting (' # not a comment')
     ],
 )
 def test_no_benign_class_is_refused_much(benign, cls, ceiling):
@@ -62,14 +62,21 @@ def test_no_benign_class_is_refused_much(benign, cls, ceiling):
 
 
 def test_xml_documents_as_xml_bodies_pass(benign):
-    assert benign.by_place["xml"].rate <= 0.03
+    assert benign.by_place["xml"].rate <= 0.011  # 0.7% when tuned
+
+
+@pytest.mark.parametrize("where", ["cookie", "filename", "path"])
+def test_cookies_file_names_and_paths_are_no_worse_than_other_places(benign, where):
+    """Multi-line code, Windows paths and pasted documents used to be refused here for
+    their shape (a line end, a backslash, shell characters) beside a weak signal."""
+    assert benign.by_place[where].rate <= 0.011, where  # 0.5-0.8% when tuned
 
 
 def test_placed_attacks_are_detected_in_every_placement(attacks):
     print(attacks.table("attacks"))
-    assert attacks.overall.rate >= 0.92  # 92.1% when tuned; the issue's target is 92%
+    assert attacks.overall.rate >= 0.922  # 92.4% when tuned; the issue's target is 92%
     for where, tally in attacks.by_place.items():
-        assert tally.rate >= 0.90, where  # lowest: header 90.6% when tuned (target 85%)
+        assert tally.rate >= 0.905, where  # lowest: header 91.1% when tuned (target 85%)
 
 
 def test_no_input_gets_a_5xx(benign, attacks):

@@ -48,6 +48,16 @@ def test_a_valid_file_parses_with_defaults_applied():
 
 
 @pytest.mark.parametrize(
+    ("confidence", "weak", "shape"),
+    [("strong", False, False), ("weak", True, False), ("shape", True, True)],
+)
+def test_confidence_sets_how_a_rule_is_corroborated(confidence, weak, shape):
+    text = GOOD.replace("message: test rule", f"message: t\n    confidence: {confidence}")
+    (rule,) = parse_rule_file("t.yaml", text)
+    assert (rule.weak, rule.shape) == (weak, shape)
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
         (("operator: rx", "operator: regex"), "operator must be one of"),
@@ -56,6 +66,7 @@ def test_a_valid_file_parses_with_defaults_applied():
         (('"999001"', '"99"'), "six digits"),
         (("family: sqli", "family: sqlx"), "unknown family"),
         (("message: test rule", "mesage: test rule"), "unknown fields"),
+        (("message: test rule", "message: t\n    confidence: hint"), "strong, weak or shape"),
     ],
 )
 def test_malformed_rules_are_refused_with_where_and_why(change, message):

@@ -82,6 +82,9 @@ class Provider:
         self.audiences = frozenset(spec.audiences)
         self.subject = string_matcher(spec.subjects, f"{where}.subjects") if spec.subjects else None
         self.locations: tuple[Location, ...] = locations(spec)
+        self.param_names = frozenset(x.name for x in self.locations if x.kind == "param")
+        """Query parameters that may carry a token (checked per request: kept here)."""
+        self.reads_cookies = any(x.kind == "cookie" for x in self.locations)
         self.forward = spec.forward
         self.forward_payload_header = spec.forward_payload_header
         self.pad_payload = spec.pad_forward_payload_header

@@ -44,11 +44,13 @@ class Context:
         found = self._tokens.get(provider.name)
         if found is None:
             headers: CIMultiDict[str] = self.request.headers
-            if self._params is None and any(x.kind == "param" for x in provider.locations):
-                self._params = query_params(self.request.query)
-            if self._cookies is None and any(x.kind == "cookie" for x in provider.locations):
+            params = self._params
+            if params is None and provider.param_names:
+                params = _token_params(self.request.query, provider.param_names)
+                self._params = params  # None again when skipped: others may need them
+            if self._cookies is None and provider.reads_cookies:
                 self._cookies = cookies(headers)
-            found = extract(provider.locations, headers, self._params, self._cookies)
+            found = extract(provider.locations, headers, params, self._cookies)
             self._tokens[provider.name] = found
         return found
 
@@ -66,6 +68,16 @@ class Context:
         self.verified[provider.name] = result
         if (provider, item) not in self.used:
             self.used.append((provider, item))
+
+
+def _token_params(query: str, names: frozenset[str]) -> list[tuple[str, str]] | None:
+    """The query's parameters (:func:`query_params`), or ``None`` (none of ``names``)
+    when no parameter can be one of ``names``: without a ``%`` escape, a name that is not
+    in the query text cannot be a parameter's name (most requests carry their token in a
+    header, and the query is then not parsed at all)."""
+    if "%" not in query and not any(name in query for name in names):
+        return None
+    return query_params(query)
 
 
 Outcome = Failure | None

@@ -3,7 +3,8 @@ and parsing the body into a JSON value the schema can check.
 
 * JSON (``application/json``, ``*+json``): strict UTF-8 JSON; ``NaN``/``Infinity`` and
   duplicate object keys are refused (two parsers disagreeing on which duplicate wins is a
-  classic way past a validator).
+  classic way past a validator). A request body is parsed once per request and the value
+  shared with the WAF (:mod:`wardgate.filters.json_body`).
 * ``application/x-www-form-urlencoded``: fields converted by the schema's property shapes.
 * ``multipart/form-data``: parts by ``Content-Disposition`` name; a part with a JSON
   ``Content-Type`` is parsed as JSON, file parts are strings (binary).
@@ -14,10 +15,10 @@ Parsing never uses regular expressions; every step is linear in the body size.""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from wardgate.filters.json_body import JsonBodyError, parse_strict
 from wardgate.filters.openapi.params import parse_query
 from wardgate.filters.openapi.shapes import Shape, coerce
 
@@ -79,45 +80,12 @@ class MediaMatcher:
         return self.any
 
 
-def _no_constants(name: str) -> Any:
-    raise BodyError("NaN and Infinity are not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BodyError("an object has the same key twice")
-        out[key] = value
-    return out
-
-
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (see the module docstring)."""
+    """Strict JSON (see the module docstring and :mod:`wardgate.filters.json_body`)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BodyError("is not UTF-8") from None
-    try:
-        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
-        if "\\u" in text:
-            _no_lone_surrogates(value)
-        return value
-    except RecursionError:
-        raise BodyError("is nested too deeply") from None
-    except ValueError as exc:
-        if isinstance(exc, BodyError):
-            raise
-        raise BodyError("is not valid JSON") from None
-
-
-def _no_lone_surrogates(value: Any) -> None:
-    """``"\\ud800"`` is valid JSON syntax but not text: parsers disagree on it (replace,
-    refuse, pass through), so it is refused. Only run when the body has a ``\\u`` escape."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BodyError("contains an unpaired surrogate escape") from None
+        return parse_strict(body)
+    except JsonBodyError as exc:
+        raise BodyError(str(exc)) from None
 
 
 def parse_form(body: bytes, shape: Shape) -> dict[str, Any]:

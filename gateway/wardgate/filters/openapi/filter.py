@@ -29,6 +29,7 @@ from wardgate.filters.api import (
     LocalReply,
     Violation,
 )
+from wardgate.filters.json_body import JsonBodyError, strict_document
 from wardgate.filters.openapi import security
 from wardgate.filters.openapi.bodies import (
     BodyError,
@@ -245,7 +246,7 @@ class OpenApiFilter(HttpFilter):
             return None
         if not complete:
             return _decide(request, operation.mode, _too_large(self.config.section.max_body_bytes))
-        return _decide(request, operation.mode, check_body(plan, request.headers, body))
+        return _decide(request, operation.mode, check_body(plan, request, body))
 
     def encode_headers(self, request: HttpRequest, response: HttpResponse) -> LocalReply | None:
         operation = self.operation
@@ -394,22 +395,24 @@ def _early_body_check(plan: BodyPlan, headers: Any, limit: int) -> LocalReply | 
     return None
 
 
-def check_body(plan: BodyPlan, headers: Any, body: bytes) -> LocalReply | None:
-    """Presence, media type, parsing and schema of a complete request body."""
+def check_body(plan: BodyPlan, request: HttpRequest, body: bytes) -> LocalReply | None:
+    """Presence, media type, parsing and schema of a complete request body. A JSON body is
+    parsed once per request (:func:`~wardgate.filters.json_body.strict_document`): the WAF
+    after this filter reuses the value instead of parsing the bytes again."""
     if not body:
         if plan.required:
             return _bad_request(
                 [Violation("openapi.body.required", "body", "a request body is required")]
             )
         return None
-    mime, params = media_type(headers.get("content-type"))
+    mime, params = media_type(request.headers.get("content-type"))
     key = plan.matcher.match(mime) if mime else None
     if key is None:
         return _unsupported(plan)
     media = plan.media[key]
     try:
-        value = _parse(media, mime, params, body)
-    except BodyError as exc:
+        value = _parse(media, mime, params, body, request)
+    except (BodyError, JsonBodyError) as exc:
         return _bad_request([Violation("openapi.body.parse", "body", str(exc))])
     if media.schema is None or value is _OPAQUE:
         return None
@@ -421,10 +424,12 @@ def check_body(plan: BodyPlan, headers: Any, body: bytes) -> LocalReply | None:
 _OPAQUE = object()
 
 
-def _parse(media: MediaPlan, mime: str, params: dict[str, str], body: bytes) -> Any:
+def _parse(
+    media: MediaPlan, mime: str, params: dict[str, str], body: bytes, request: HttpRequest
+) -> Any:
     kind = media.kind
     if kind == "json" or (kind != "opaque" and is_json(mime)):
-        return parse_json(body)
+        return strict_document(request, body)
     if kind == "form":
         return parse_form(body, media.shape)
     if kind == "multipart":

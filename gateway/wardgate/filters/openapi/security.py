@@ -107,17 +107,21 @@ def check(
         if isinstance(tokens, Mapping)
         else []
     )
-    granted = [token_scopes(c) for c in claim_sets]
+    granted: list[frozenset[str]] | None = None  # worked out when a scope is required
     missing_scopes: set[str] = set()
     authenticated_somewhere = False
     for requirement in policy.requirements:
         ok = True
         for scheme, scopes in requirement:
             if scheme.kind == "jwt":
-                if not granted:
+                if not claim_sets:
                     ok = False
                     continue
                 authenticated_somewhere = True
+                if not scopes:
+                    continue  # any verified token will do
+                if granted is None:
+                    granted = [token_scopes(c) for c in claim_sets]
                 if not any(scopes <= have for have in granted):
                     ok = False
                     missing_scopes.update(scopes)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.parsers import expat
 
+from wardgate.filters.json_body import ParsedJson
 from wardgate.filters.waf.protobuf import grpc_string_targets
 from wardgate.filters.waf.targets import (
     ARGS,
@@ -203,8 +204,16 @@ class BodyParser:
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
 
-    def parse(self, body: bytes, content_type: str, out: list[Target]) -> BodyProblem | None:
-        """Append the body's targets to ``out``; a :class:`BodyProblem` when it is refused."""
+    def parse(
+        self,
+        body: bytes,
+        content_type: str,
+        out: list[Target],
+        parsed: ParsedJson | None = None,
+    ) -> BodyProblem | None:
+        """Append the body's targets to ``out``; a :class:`BodyProblem` when it is refused.
+        ``parsed``: the strict JSON parse of these exact bytes an earlier filter made
+        (:mod:`wardgate.filters.json_body`), used instead of parsing a JSON body again."""
         if not body:
             return None
         mtype, params = media_type(content_type)
@@ -226,7 +235,7 @@ class BodyParser:
                 self._count(split_query(text, "body", out))
                 self._check_lengths(out)
             elif mtype == "application/json" or mtype.endswith("+json"):
-                self._json(text, out)
+                self._json(text, out, parsed)
             elif mtype.startswith("multipart/"):
                 self._multipart(body, params.get("boundary", ""), out)
             elif mtype in ("text/xml", "application/xml") or mtype.endswith("+xml"):
@@ -269,9 +278,12 @@ class BodyParser:
 
     # --- JSON ---------------------------------------------------------------------------
 
-    def _json(self, text: str, out: list[Target]) -> None:
+    def _json(self, text: str, out: list[Target], parsed: ParsedJson | None) -> None:
+        # A strict parse is exactly what json.loads gives for the same text (json_body):
+        # reusing it changes no target. Otherwise parse leniently (duplicates: last wins,
+        # NaN accepted), as the WAF always has: its job is to inspect, not to validate.
         try:
-            document = json.loads(text)
+            document = parsed.value if parsed is not None else json.loads(text)
         except RecursionError:
             raise self._too_deep() from None
         except ValueError:
@@ -432,66 +444,80 @@ class _JsonWalker:
     every string, number-like or other scalar value (``ARGS``), named by its JSONPath.
     Limits are checked on the way (parameters, depth, name and value lengths)."""
 
-    __slots__ = ("count", "found", "parser", "suffixes")
+    __slots__ = ("count", "found", "parser")
 
     def __init__(self, parser: BodyParser) -> None:
         self.parser = parser
         self.found: list[Target] = []
         self.count = 0
-        # Keys repeat (every element of an array of objects): their path suffix is
-        # worked out once per document.
-        self.suffixes: dict[str, str] = {}
 
     def walk(self, node: Any, path: str, depth: int) -> None:
         """Targets of ``node`` (at JSONPath ``path``, ``depth`` levels down) and below.
-        Scalars are handled in their container's loop: a call per value costs more than
-        the rest of the work for it."""
+        Scalars are handled in their container's loop, strings inline: a call per value
+        costs more than the rest of the work for it."""
         shape = self.parser.shape
         if depth > shape.max_depth:
             raise self.parser._too_deep()
         append = self.found.append
         if node and depth + 1 > shape.max_depth and type(node) in _CONTAINERS:
             raise self.parser._too_deep()  # its members would be one level too deep
+        max_value = shape.max_value_length
         if type(node) is dict:
             self.count += len(node)
             if self.count > shape.max_parameters:
                 self.parser._count(self.count)
-            suffixes = self.suffixes
             max_name = shape.max_name_length
             for key, value in node.items():
-                suffix = suffixes.get(key)
+                suffix = _SUFFIXES.get(key)
                 if suffix is None:
-                    suffix = suffixes[key] = (
-                        f".{key}" if _plain_key(key) else f"[{json.dumps(key)}]"
-                    )
+                    suffix = _suffix(key)
                 child = path + suffix
                 location = "body:" + child[:256]
                 if len(key) > max_name:
                     raise _long("name_too_long", location, max_name)
                 append(Target(ARGS_NAMES, key, location, key))
-                if type(value) is str:
-                    self._string(value, child, location)
-                elif type(value) in _CONTAINERS:
+                kind = type(value)
+                if kind is str:
+                    if len(value) > max_value:
+                        raise _long("value_too_long", location, max_value)
+                    append(Target(ARGS, child, location, value))
+                elif kind is dict or kind is list:
                     self.walk(value, child, depth + 1)
         elif type(node) is list:
             self.count += len(node)
             if self.count > shape.max_parameters:
                 self.parser._count(self.count)
             for index, value in enumerate(node):
-                if type(value) is str:
+                kind = type(value)
+                if kind is str:
                     child = f"{path}[{index}]"
-                    self._string(value, child, "body:" + child[:256])
-                elif type(value) in _CONTAINERS:
+                    location = "body:" + child[:256]
+                    if len(value) > max_value:
+                        raise _long("value_too_long", location, max_value)
+                    append(Target(ARGS, child, location, value))
+                elif kind is dict or kind is list:
                     self.walk(value, f"{path}[{index}]", depth + 1)
         elif type(node) is str:
-            self._string(node, path, "body:" + path[:256])
+            location = "body:" + path[:256]
+            if len(node) > max_value:
+                raise _long("value_too_long", location, max_value)
+            append(Target(ARGS, path, location, node))
         # Numbers, booleans and null carry no text a rule could match.
 
-    def _string(self, value: str, path: str, location: str) -> None:
-        limit = self.parser.shape.max_value_length
-        if len(value) > limit:
-            raise _long("value_too_long", location, limit)
-        self.found.append(Target(ARGS, path, location, value))
+
+_SUFFIXES: dict[str, str] = {}
+"""Key -> its JSONPath step (``.name`` or ``["a b"]``): the same keys arrive request after
+request. Bounded like the WAF memo: past :data:`_SUFFIXES_MAX` entries it starts over."""
+_SUFFIXES_MAX = 4096
+
+
+def _suffix(key: str) -> str:
+    suffix = f".{key}" if _plain_key(key) else f"[{json.dumps(key)}]"
+    if len(key) <= 128:  # long keys rarely repeat: not worth keeping
+        if len(_SUFFIXES) >= _SUFFIXES_MAX:
+            _SUFFIXES.clear()
+        _SUFFIXES[key] = suffix
+    return suffix
 
 
 _CONTAINERS = (dict, list)

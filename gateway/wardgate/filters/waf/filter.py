@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from wardgate.config.policy import PolicySpec
 from wardgate.config.waf import OversizeAction, WafFamily, WafMode, WafSpec
 from wardgate.filters.api import FilterConfig, HttpFilter, HttpRequest, LocalReply, Violation
+from wardgate.filters.json_body import parsed_document
 from wardgate.filters.waf import metrics
 from wardgate.filters.waf.bodies import BodyParser, BodyProblem, Shape, decompress
 from wardgate.filters.waf.engine import Engine, Match, engine_for
@@ -235,7 +236,9 @@ class WafFilter(HttpFilter):
                 return _problem(decoded)
             body = decoded
         targets: list[Target] = []
-        problem = config.body_parser.parse(body, request.headers.get("content-type", ""), targets)
+        content_type = request.headers.get("content-type", "")
+        parsed = parsed_document(request, body)  # the OpenAPI filter's parse, if any
+        problem = config.body_parser.parse(body, content_type, targets, parsed)
         if problem is not None:
             log.info(
                 "request body refused by the WAF body parser",
@@ -325,7 +328,11 @@ def corroborated(match: Match, matches: list[Match], weak_families: frozenset[Wa
     for other in matches:
         if other.rule.id == match.rule.id:
             continue
-        if not is_weak(other, weak_families) or other.rule.family is not match.rule.family:
+        if not is_weak(other, weak_families):
+            return True
+        if match.rule.shape or other.rule.shape:
+            continue
+        if other.rule.family is not match.rule.family:
             return True
     return False
 

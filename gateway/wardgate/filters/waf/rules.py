@@ -67,7 +67,7 @@ _FIELDS = frozenset(
         "confidence",
     }
 )
-CONFIDENCES = frozenset({"strong", "weak"})
+CONFIDENCES = frozenset({"strong", "weak", "shape"})
 
 
 class RuleError(ValueError):
@@ -97,7 +97,11 @@ class Rule:
     requires: str = ""
     """A rule id that must have matched the same request (in this or an earlier phase)."""
     weak: bool = False
-    """``confidence: weak``: at paranoia level 1 it needs corroboration to score."""
+    """``confidence: weak`` or ``shape``: at paranoia level 1 it needs corroboration to score."""
+    shape: bool = False
+    """``confidence: shape``: a weak signal about the form of a value (a line end, a control
+    or shell character in a name), not its content: only a strong match corroborates it,
+    and it corroborates no other weak signal."""
 
     @property
     def score(self) -> int:
@@ -212,7 +216,7 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
         raise RuleError(f"{where}: requires must be a six-digit rule id")
     confidence = data.get("confidence", "strong")
     if confidence not in CONFIDENCES:
-        raise RuleError(f"{where}: confidence must be strong or weak")
+        raise RuleError(f"{where}: confidence must be strong, weak or shape")
     message = str(data.get("message", ""))
     if not message:
         raise RuleError(f"{where}: a rule needs a message")
@@ -232,5 +236,6 @@ def _rule(file: str, family: WafFamily, data: dict[str, Any]) -> Rule:
         message=message,
         references=tuple(str(r) for r in data.get("references", ())),
         requires=requires,
-        weak=confidence == "weak",
+        weak=confidence != "strong",
+        shape=confidence == "shape",
     )
