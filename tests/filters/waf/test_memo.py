@@ -53,3 +53,23 @@ def test_unique_long_values_keep_the_memo_bounded(default_waf: WafConfig):
             [Target("REQUEST_HEADERS", "x-token", "header:x-token", _long(str(number), 400))]
         )
     assert len(engine._memo) <= memo_module.MEMO_SIZE + 1
+
+
+def test_a_repeated_raw_body_is_remembered_by_its_own_engine(default_waf: WafConfig):
+    """The raw body is scanned by an engine of just the rules that look at it; the main
+    engine looks a repeated body up in that engine's memo directly, and the answer (an
+    XML external entity found) is the same the second time as a scan without any memo finds."""
+    engine = default_waf.engine
+    engine.forget()
+    body = Target(
+        "REQUEST_BODY",
+        "",
+        "body",
+        _long('<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>', 1500),
+    )
+    first = engine.scan([body])
+    own = engine._own["REQUEST_BODY"]
+    assert len(own._memo) == 1
+    assert len(engine._memo) == 0
+    assert first, "the raw-body rules should find the external entity"
+    assert engine.scan([body]) == first == scan_each(engine, [body])

@@ -72,9 +72,11 @@ async def test_grpc_and_http1_clients_at_a_full_listener(upstream, gateway):
     assert b"overloaded" in answer
 
 
-async def test_over_tls_alpn_decides_the_refusal(tmp_path):
+@pytest.mark.parametrize("flood", [False, True], ids=["one", "flood"])
+async def test_over_tls_alpn_decides_the_refusal(tmp_path, monkeypatch, flood):
     """On a TLS listener the refusal follows ALPN: ``h2`` gets the HTTP/2 answer at once
-    (no preface needed), ``http/1.1`` the 503 bytes."""
+    (no preface needed), ``http/1.1`` the 503 bytes. In a flood of refusals (the lingering
+    budget spent) an HTTP/2 client gets ``GOAWAY`` at once, no wait for its stream."""
     import socket
     import ssl
 
@@ -122,6 +124,10 @@ async def test_over_tls_alpn_decides_the_refusal(tmp_path):
             return tls.selected_alpn_protocol(), data
 
     try:
+        if flood:
+            from wardgate.proxy.overload import MAX_OVERFLOW_LINGERING
+
+            monkeypatch.setattr(OverflowProtocol, "lingering", MAX_OVERFLOW_LINGERING)
         alpn, data = await asyncio.to_thread(call, "h2")
         assert alpn == "h2"
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -131,6 +137,11 @@ async def test_over_tls_alpn_decides_the_refusal(tmp_path):
         )
         events = client.receive_data(data)
         heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
+        if flood:
+            goaway = next(e for e in events if isinstance(e, h2.events.ConnectionTerminated))
+            assert heads == [] and goaway.last_stream_id == 0
+            assert OverflowProtocol.lingering == MAX_OVERFLOW_LINGERING  # nothing more held
+            return
         assert heads and heads[0][b":status"] == b"503"
         assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
         alpn, data = await asyncio.to_thread(call, "http/1.1")

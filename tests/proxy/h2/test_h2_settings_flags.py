@@ -66,12 +66,12 @@ def test_the_flags_reach_the_wire(gateway_process):
         "--http2-idle-timeout",
         "1",
     )
+    start = time.monotonic()  # before connecting: the idle timer starts after this
     client = RawH2(proc.listen)
     settings = _server_settings(client)
     assert settings[CODES.MAX_FRAME_SIZE] == 65536
     assert settings[CODES.HEADER_TABLE_SIZE] == 1024
     # A connection without streams is closed after the idle timeout: GOAWAY(NO_ERROR).
-    start = time.monotonic()
     client.pump(10, lambda ev: any(isinstance(e, h2.events.ConnectionTerminated) for e in ev))
     goaway = client.goaway()
     assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.NO_ERROR

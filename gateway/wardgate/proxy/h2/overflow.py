@@ -8,8 +8,9 @@ answered ``:status 503`` with ``grpc-status: 14`` (``UNAVAILABLE``) and ``grpc-m
 overloaded`` in one HEADERS frame, and ``GOAWAY(NO_ERROR)`` naming that stream as the last
 one, so later streams are known unprocessed. A final answer on the stream matters: a
 ``GOAWAY`` alone (last stream 0) makes gRPC clients retry the call transparently, in a
-reconnect loop against a full listener. Envoy at its global connection limit closes such
-connections without an answer; its local replies for gRPC are the same status.
+reconnect loop against a full listener. Envoy at its connection limits closes such
+connections without an answer; its overload action ``stop_accepting_requests`` answers each
+request 503, as here.
 
 Nothing of the request is decoded: frames are skipped by their 9-byte headers until the
 first HEADERS frame. A client that opens no stream within :data:`OVERFLOW_LINGER_SECONDS`
@@ -159,6 +160,13 @@ class OverflowSelector(asyncio.Protocol):
         metrics.DOWNSTREAM_CX_OVERFLOW.inc()
         note_overflow()
         transport.write(hyperframe.frame.SettingsFrame(0).serialize())
+        if OverflowProtocol.lingering >= MAX_OVERFLOW_LINGERING:
+            # A flood of refusals: no waiting for the first stream (refusals must never
+            # eat the descriptor reserve); GOAWAY and close at once.
+            self._refused = True
+            transport.write(_goaway(0))
+            transport.close()
+            return
         OverflowProtocol.lingering += 1
         self._lingering = True
         self._timer = asyncio.get_running_loop().call_later(

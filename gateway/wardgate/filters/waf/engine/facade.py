@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from wardgate.filters.waf.engine.batch import BATCH_MIN_TARGETS, rules_batched
@@ -26,12 +26,6 @@ class Match:
     kind: str
 
 
-_HERE = object()
-"""Route of a kind this engine scans itself (:attr:`Engine._routes`)."""
-_OWN = object()
-"""Route of a kind an engine of its own scans (``split``)."""
-
-
 class Engine:
     """Compiled rules. :meth:`scan` returns every rule that matched, with its location.
 
@@ -40,7 +34,7 @@ class Engine:
     is per thread; so one engine serves every thread and every policy generation that
     selects the same rules."""
 
-    __slots__ = ("_memo", "_own", "_routes", "_scratches", "plan", "rules")
+    __slots__ = ("_memo", "_own", "_owners", "_routes", "_scratches", "plan", "rules")
 
     def __init__(self, rules: Sequence[Rule], *, split: bool = True) -> None:
         """Compile ``rules`` (raises :class:`~wardgate.filters.api.FilterCompileError`).
@@ -55,8 +49,13 @@ class Engine:
             if split
             else {}
         )
-        self._routes: dict[str, object] = dict.fromkeys(self.plan.kinds, _HERE)
-        self._routes.update(dict.fromkeys(self._own, _OWN))
+        # Per kind a rule looks at: the engine that scans it, and the lookup of that
+        # engine's memo (the memo's dict is cleared in place, never replaced).
+        self._owners: dict[str, Engine] = dict.fromkeys(self.plan.kinds, self)
+        self._owners.update(self._own)
+        self._routes: dict[str, Callable[[Key], tuple[Rule, ...] | None]] = {
+            kind: owner._memo.lookup for kind, owner in self._owners.items()
+        }
 
     def forget(self) -> None:
         """Empty the memo: the next scans work everything out again (tests and the cold
@@ -79,43 +78,55 @@ class Engine:
         return matches
 
     def _answers(self, listed: list[Target]) -> list[tuple[Rule, ...] | None]:
-        """The rules that match each target (``None`` or empty: none)."""
+        """The rules that match each target (``None`` or empty: none). Kinds that an engine
+        of their own scans (``split``) are looked up in that engine's memo in the same
+        pass, so a remembered value costs no call into it."""
         answers: list[tuple[Rule, ...] | None] = [None] * len(listed)
         routes = self._routes
-        remembered = self._memo.lookup
-        unseen: dict[str, list[int]] = {}
+        unseen: dict[str, list[int]] | None = None
         keys: dict[int, Key] = {}
-        delegated: dict[str, list[int]] | None = None
         for position, target in enumerate(listed):
             value = target.value
-            kind = target.kind
             # None (the answer already in place): empty, or a kind no rule looks at.
-            route = routes.get(kind) if value else None
-            if route is None:
-                continue
-            if route is _OWN:
-                if delegated is None:
-                    delegated = {}
-                delegated.setdefault(kind, []).append(position)
+            remembered = routes.get(target.kind) if value else None
+            if remembered is None:
                 continue
             # Inline memo_key for the common short value: this runs for every target.
-            key = (kind, target.name, value) if len(value) <= MEMO_VALUE_MAX else memo_key(target)
+            if len(value) <= MEMO_VALUE_MAX:
+                key: Key | None = (target.kind, target.name, value)
+            else:
+                key = memo_key(target)
             if key is not None:
                 known = remembered(key)
                 if known is not None:
                     answers[position] = known
                     continue
                 keys[position] = key
-            unseen.setdefault(kind, []).append(position)
-        if unseen:
-            self._scan_unseen(listed, unseen, answers)
-            self._memo.put_all(list(keys.values()), [answers[p] for p in keys])
-        if delegated is not None:
-            for kind, positions in delegated.items():
-                found_own = self._own[kind]._answers([listed[i] for i in positions])
-                for position, answer in zip(positions, found_own, strict=True):
-                    answers[position] = answer
+            if unseen is None:
+                unseen = {}
+            unseen.setdefault(target.kind, []).append(position)
+        if unseen is not None:
+            self._scan_owned(listed, unseen, keys, answers)
         return answers
+
+    def _scan_owned(
+        self,
+        listed: list[Target],
+        unseen: dict[str, list[int]],
+        keys: dict[int, Key],
+        answers: list[tuple[Rule, ...] | None],
+    ) -> None:
+        """Fill ``answers`` at the ``unseen`` positions (by kind), each kind scanned by the
+        engine that owns it, and remember them (``keys``) in that engine's memo."""
+        owners = self._owners
+        by_owner: dict[int, tuple[Engine, dict[str, list[int]]]] = {}
+        for kind, positions in unseen.items():
+            owner = owners[kind]
+            by_owner.setdefault(id(owner), (owner, {}))[1][kind] = positions
+        for owner, kinds in by_owner.values():
+            owner._scan_unseen(listed, kinds, answers)
+            remembered = [p for positions in kinds.values() for p in positions if p in keys]
+            owner._memo.put_all([keys[p] for p in remembered], [answers[p] for p in remembered])
 
     def _scan_unseen(
         self,

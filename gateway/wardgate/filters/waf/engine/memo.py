@@ -3,8 +3,8 @@
 What a value matches depends only on its kind, name and text, and request after request
 repeats most of them (header values, parameter names, the same bearer token or cookie of
 one client): a dict lookup replaces the scans. Short values are their own key; longer ones
-(a token, a JSON document) are keyed by a keyed BLAKE2b digest of their text, so the memo
-holds 16 bytes per long value, never the value itself.
+(a token, a JSON document) are keyed by a keyed SHA-256 digest of their text, truncated to
+16 bytes, so the memo holds 16 bytes per long value, never the value itself.
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ DIGEST_BYTES = 16
 """128 bits: with a key chosen at random per process, nobody can make two different values
 share a digest (and so share an answer), and by chance it will not happen either."""
 
-_DIGEST_KEY = os.urandom(32)
-"""Per process: digests cannot be computed, or collisions searched for, outside it."""
+_KEYED = hashlib.sha256(os.urandom(32))
+"""SHA-256 state after a 32-byte key chosen at random per process: digests cannot be
+computed, or collisions searched for, outside it. SHA-256 rather than BLAKE2b because
+OpenSSL runs it on the CPU's SHA instructions, about twice as fast on a 1 KiB value here;
+each digest copies this state (cheaper than hashing the key again). The digests never
+leave the process, and truncation to 128 bits would stop length extension anyway."""
 
 Key = tuple[str, str, str | bytes]
 """(kind, name, the value itself or the keyed digest of a long one); a digest is ``bytes``
@@ -43,10 +47,9 @@ def memo_key(target: Target) -> Key | None:
         return (target.kind, target.name, value)
     if len(value) > MEMO_DIGEST_MAX:
         return None
-    digest = hashlib.blake2b(
-        value.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES, key=_DIGEST_KEY
-    ).digest()
-    return (target.kind, target.name, digest)
+    keyed = _KEYED.copy()
+    keyed.update(value.encode("utf-8", "surrogatepass"))
+    return (target.kind, target.name, keyed.digest()[:DIGEST_BYTES])
 
 
 class Memo:
