@@ -72,6 +72,31 @@ async def test_request_head_past_the_ceiling_is_refused_before_it_ends(upstream,
     assert head.startswith(b"HTTP/1.1 431 "), head
 
 
+async def test_client_still_sending_after_a_refusal_reads_it_whole(upstream, gateway):
+    """A client that keeps sending after the head's ceiling reads the whole 431 and then a
+    clean end of stream: the gateway half-closes and discards the rest instead of closing
+    on unread bytes (which answers them with RST and can destroy the reply unread)."""
+    gw = await gateway(upstream)
+    host, _, port = gw.process.state.listen.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    try:
+        for i in range(200):  # 800 KiB, far past the 128 KiB ceiling, before reading
+            writer.write(b"x-%d: %b\r\n" % (i, b"v" * 4096))
+            await asyncio.wait_for(writer.drain(), 10)
+        await asyncio.sleep(0.3)  # the reply and whatever the gateway does next arrive
+        data = b""
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(65536):
+                data += chunk
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 431 "), data[:200]
+    assert data.endswith(b"}") or data.endswith(b"\n"), data[-200:]
+    assert b'"reason":"headers_too_large"' in data
+
+
 async def test_a_valid_request_after_refusals_still_works(upstream, gateway):
     gw = await gateway(upstream)
     await raw_request(gw.process.state.listen, b"GET / HTTP/1.1\r\nbad header\r\n\r\n")

@@ -44,6 +44,11 @@ MAX_HEAD_BYTES = 128 * 1024
 target and 60 KiB of headers, so no head it could accept is larger."""
 
 
+LINGER_SECONDS = 1.0
+"""How long a connection refused before its head completed stays half-open (Envoy's
+``delayed_close_timeout`` default)."""
+
+
 class ProxyServer(web.Server):
     """aiohttp's low-level server with the cap and the guarded connection class. The
     policy is read on every accept, so a reload changes the limits for new connections."""
@@ -103,6 +108,7 @@ class ClientConnection(RequestHandler):
         self._last_payload: StreamReader | None = None
         self._counted = False
         self._client: tuple[str, str] | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None  # set once a refusal closes
 
     def client(self) -> tuple[str, str]:
         """The peer's address and the scheme (``http``/``https``) of this connection, read
@@ -124,6 +130,8 @@ class ClientConnection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -161,6 +169,8 @@ class ClientConnection(RequestHandler):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_timer is not None:
+            return  # refused and closing: what the client still sends is discarded
         if self._head_deadline is None:
             if not data or not self._between_requests():
                 super().data_received(data)
@@ -272,7 +282,24 @@ class ClientConnection(RequestHandler):
                 response_flag=ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
             )
             self.transport.write(local_reply_bytes(reply, str(uuid.uuid4())))
+            self._linger()
+            return
         self.force_close()
+
+    def _linger(self) -> None:
+        """Close after the refusal can reach the client: send FIN after the reply, discard
+        what the client still sends, and close after :data:`LINGER_SECONDS` (or when the
+        client closes first).
+
+        Why not close at once: a client still trickling its head has bytes in flight; a
+        socket closed with unread bytes answers them with RST, and the client's kernel may
+        then drop the 408 before the client reads it (Envoy's ``delayed_close_timeout``,
+        nginx's lingering close)."""
+        transport = self.transport
+        assert transport is not None  # only called right after a write on it
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._linger_timer = self._loop.call_later(LINGER_SECONDS, self.force_close)
 
     # -- parser refusals ------------------------------------------------------------------
 
