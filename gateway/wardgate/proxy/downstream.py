@@ -34,7 +34,12 @@ from aiohttp.web_protocol import RequestHandler
 from wardgate.filters.api import LocalReply, Violation
 from wardgate.observability import metrics
 from wardgate.observability.response_flags import ResponseFlag
-from wardgate.proxy.overload import OverflowProtocol, effective_limit, local_reply_bytes
+from wardgate.proxy.overload import (
+    OverflowProtocol,
+    close_after_reply,
+    effective_limit,
+    local_reply_bytes,
+)
 from wardgate.runtime import PolicyHolder
 
 log = logging.getLogger("wardgate.proxy")
@@ -287,19 +292,12 @@ class ClientConnection(RequestHandler):
         self.force_close()
 
     def _linger(self) -> None:
-        """Close after the refusal can reach the client: send FIN after the reply, discard
-        what the client still sends, and close after :data:`LINGER_SECONDS` (or when the
-        client closes first).
-
-        Why not close at once: a client still trickling its head has bytes in flight; a
-        socket closed with unread bytes answers them with RST, and the client's kernel may
-        then drop the 408 before the client reads it (Envoy's ``delayed_close_timeout``,
-        nginx's lingering close)."""
+        """Close once the refusal can reach the client (:func:`close_after_reply`, after
+        :data:`LINGER_SECONDS` or when the client closes first); :meth:`data_received`
+        discards what the client still sends meanwhile."""
         transport = self.transport
         assert transport is not None  # only called right after a write on it
-        if transport.can_write_eof():
-            transport.write_eof()
-        self._linger_timer = self._loop.call_later(LINGER_SECONDS, self.force_close)
+        self._linger_timer = close_after_reply(transport, LINGER_SECONDS, self.force_close)
 
     # -- parser refusals ------------------------------------------------------------------
 

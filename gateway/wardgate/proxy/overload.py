@@ -13,6 +13,7 @@ import logging
 import resource
 import time
 import uuid
+from collections.abc import Callable
 from typing import cast
 
 from wardgate.filters.api import LocalReply
@@ -34,6 +35,20 @@ reserve."""
 
 OVERFLOW_LINGER_SECONDS = 0.5
 _WARN_EVERY_SECONDS = 10.0
+
+
+def close_after_reply(
+    transport: asyncio.Transport, seconds: float, close: Callable[[], object]
+) -> asyncio.TimerHandle:
+    """After a final reply: FIN now (where the transport can half-close; TLS cannot) and
+    ``close`` in ``seconds``. The caller discards what the client still sends meanwhile.
+
+    Why not close at once: a socket closed with unread input answers it with a reset, and
+    the client's kernel may then drop the reply before the client reads it (Envoy's
+    ``delayed_close_timeout``, nginx's lingering close)."""
+    if transport.can_write_eof():
+        transport.write_eof()
+    return asyncio.get_running_loop().call_later(seconds, close)
 
 
 def raise_nofile_limit() -> int:

@@ -32,6 +32,7 @@ from wardgate.proxy.overload import (
     MAX_OVERFLOW_LINGERING,
     OVERFLOW_LINGER_SECONDS,
     OverflowProtocol,
+    close_after_reply,
     note_overflow,
 )
 
@@ -190,10 +191,6 @@ class OverflowSelector(asyncio.Protocol):
         self._refused = True
         self._buffer = b""
         transport.write(h2_refusal(stream_id) if stream_id else _goaway(0))
-        if transport.can_write_eof():
-            transport.write_eof()
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(
-            OVERFLOW_LINGER_SECONDS, transport.close
-        )
+        self._timer = close_after_reply(transport, OVERFLOW_LINGER_SECONDS, transport.close)
